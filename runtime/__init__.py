@@ -1,0 +1,24 @@
+"""spinefx.runtime: everything needed to turn MRI files into a model input and a prediction.
+
+Imports numpy, pydicom, Pillow (and onnxruntime for inference) only — never torch — so it runs
+on a scanner-side workstation. Preprocessing lives here once; training imports it.
+"""
+from .cases import LABELS, Case, load_volume, prepare_case, read_manifest
+from .dicom import SeriesInfo, StudyScan, classify_weighting, load_series, scan_study
+from .errors import (DicomReadError, GeometryError, ImageError, ManifestError, RoiError,
+                     SeriesError, SpineFXError, SpineFXWarning)
+from .features import FEATURE_KEYS, FEATURES, ImagingFeature
+from .images import load_image_slices, load_nifti, read_image
+from .matching import align_to, match_slices
+from .preprocess import (ModelInput, PreprocessConfig, box_from_center, build_six_channel,
+                         square_roi)
+from .volume import Volume
+
+__all__ = [
+    "LABELS", "Case", "ModelInput", "PreprocessConfig", "align_to", "box_from_center",
+    "build_six_channel", "load_image_slices", "load_nifti", "load_volume", "match_slices",
+    "prepare_case", "read_image", "read_manifest", "square_roi",
+    "DicomReadError", "FEATURES", "FEATURE_KEYS", "GeometryError", "ImageError", "ImagingFeature",
+    "ManifestError", "RoiError", "SeriesError", "SeriesInfo", "SpineFXError", "SpineFXWarning",
+    "StudyScan", "Volume", "classify_weighting", "load_series", "scan_study",
+]

@@ -1,0 +1,486 @@
+"""DICOM study scanning and series loading (numpy + pydicom only; no torch).
+
+`scan_study` walks a folder (nested, any file names), groups images by SeriesInstanceUID and
+describes each series; `load_series` turns one series into a :class:`Volume` ordered along the
+slice normal from ImagePositionPatient / ImageOrientationPatient — never by file name or
+InstanceNumber, which scanners and PACS exports do not keep reliable.
+
+Nothing here reads, logs or returns PatientName, PatientID or PatientBirthDate.
+"""
+from __future__ import annotations
+
+import re
+import warnings
+from dataclasses import dataclass, field
+from os import PathLike
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import pydicom
+from pydicom.errors import InvalidDicomError
+
+from .errors import DicomReadError, SeriesError, SpineFXWarning
+from .volume import Volume, plane_of
+
+MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"  # the SOP class of a DICOMDIR
+
+# Transfer syntax -> the package that lets pydicom decode it (named in error messages).
+DECODERS: dict[str, str] = {
+    "1.2.840.10008.1.2.4.50": "pylibjpeg-libjpeg (or pillow)",   # JPEG Baseline
+    "1.2.840.10008.1.2.4.51": "pylibjpeg-libjpeg (or pillow)",   # JPEG Extended
+    "1.2.840.10008.1.2.4.57": "pylibjpeg-libjpeg",               # JPEG Lossless
+    "1.2.840.10008.1.2.4.70": "pylibjpeg-libjpeg",               # JPEG Lossless SV1
+    "1.2.840.10008.1.2.4.80": "pyjpegls (or pylibjpeg-libjpeg)", # JPEG-LS Lossless
+    "1.2.840.10008.1.2.4.81": "pyjpegls (or pylibjpeg-libjpeg)", # JPEG-LS Near-lossless
+    "1.2.840.10008.1.2.4.90": "pylibjpeg-openjpeg",              # JPEG 2000 Lossless
+    "1.2.840.10008.1.2.4.91": "pylibjpeg-openjpeg",              # JPEG 2000
+    "1.2.840.10008.1.2.4.201": "pylibjpeg-openjpeg",             # HTJ2K Lossless
+    "1.2.840.10008.1.2.4.202": "pylibjpeg-openjpeg",             # HTJ2K Lossless RPCL
+    "1.2.840.10008.1.2.4.203": "pylibjpeg-openjpeg",             # HTJ2K
+    "1.2.840.10008.1.2.5": "pylibjpeg-rle (numpy fallback built in)",  # RLE Lossless
+}
+
+_ORIENTATION_TOLERANCE = 1e-3  # direction cosines agree to this: same orientation
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-slice header records
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SliceRecord:
+    """One 2-D image: a single-frame file, or one frame of a multi-frame file."""
+    path: Path
+    frame: int | None
+    position: tuple[float, float, float] | None
+    orientation: tuple[float, ...] | None
+    pixel_spacing: tuple[float, float] | None
+    rows: int
+    columns: int
+    slope: float
+    intercept: float
+
+
+@dataclass
+class SeriesInfo:
+    """What a series is, from headers alone (no pixel decoding, no PHI)."""
+    series_uid: str
+    description: str
+    modality: str
+    plane: str
+    weighting: str
+    n_slices: int
+    rows: int
+    columns: int
+    pixel_spacing: tuple[float, float] | None
+    slice_spacing: float | None
+    slice_thickness: float | None
+    repetition_time: float | None
+    echo_time: float | None
+    inversion_time: float | None
+    scanning_sequence: str
+    series_number: int | None
+    study_uid: str
+    frame_of_reference_uid: str
+    records: list[SliceRecord] = field(repr=False, default_factory=list)
+
+    @property
+    def files(self) -> list[Path]:
+        return sorted({r.path for r in self.records})
+
+    def summary(self) -> dict:
+        """A JSON-able, PHI-free description (what `spinefx inspect` prints)."""
+        return {
+            "series_number": self.series_number,
+            "description": self.description,
+            "modality": self.modality,
+            "plane": self.plane,
+            "weighting": self.weighting,
+            "slices": self.n_slices,
+            "matrix": f"{self.rows}x{self.columns}",
+            "pixel_spacing_mm": None if self.pixel_spacing is None
+            else [round(s, 3) for s in self.pixel_spacing],
+            "slice_spacing_mm": None if self.slice_spacing is None else round(self.slice_spacing, 3),
+            "tr_ms": self.repetition_time,
+            "te_ms": self.echo_time,
+            "ti_ms": self.inversion_time,
+            "series_uid": self.series_uid,
+        }
+
+
+@dataclass
+class StudyScan:
+    series: list[SeriesInfo]
+    skipped: list[tuple[Path, str]]  # (file, why it was not used)
+
+    def find(self, key: str) -> SeriesInfo:
+        """A series by SeriesInstanceUID, series number, or unique description substring."""
+        for s in self.series:
+            if key == s.series_uid or (s.series_number is not None and key == str(s.series_number)):
+                return s
+        hits = [s for s in self.series if key.lower() in s.description.lower()]
+        if len(hits) == 1:
+            return hits[0]
+        names = ", ".join(f"#{s.series_number} '{s.description}'" for s in self.series)
+        what = "matches several series" if hits else "matches no series"
+        raise SeriesError(f"'{key}' {what}; the study holds: {names}")
+
+    def by_weighting(self, weighting: str, plane: str = "sagittal") -> list[SeriesInfo]:
+        return [s for s in self.series if s.weighting == weighting and s.plane == plane]
+
+
+# ---------------------------------------------------------------------------------------------
+# Weighting from headers
+# ---------------------------------------------------------------------------------------------
+_T1 = re.compile(r"(?<![A-Z0-9])T1(?![0-9])")
+_T2 = re.compile(r"(?<![A-Z0-9])T2(?![0-9])")
+_STIR = re.compile(r"STIR|TIRM|(?<![A-Z])IR(?![A-Z])")
+
+
+def classify_weighting(description: str = "", scanning_sequence: str = "",
+                       repetition_time: float | None = None, echo_time: float | None = None,
+                       inversion_time: float | None = None, acquisition_contrast: str = "") -> str:
+    """'T1', 'T2', 'STIR' or 'unknown' from what scanners write into the header.
+
+    The description wins when it names a weighting (technologists name protocols well);
+    otherwise short-TI inversion recovery means STIR and TR/TE decide T1 (short/short) vs T2
+    (long/long). FLAIR and PD stay 'unknown': callers can always override.
+    """
+    text = description.upper().replace("_", " ").replace("-", " ")
+    if _STIR.search(text) and "FLAIR" not in text:
+        return "STIR"
+    ir = "IR" in (scanning_sequence or "").upper()
+    if ir and inversion_time is not None and 80 <= inversion_time <= 300:
+        return "STIR"
+    t1, t2 = bool(_T1.search(text)), bool(_T2.search(text))
+    if t1 != t2:
+        return "T1" if t1 else "T2"
+    contrast = (acquisition_contrast or "").upper()  # Enhanced MR states it outright
+    if contrast in ("T1", "T2"):
+        return contrast
+    if "FLAIR" in text or re.search(r"(?<![A-Z])PD(?![A-Z])", text):
+        return "unknown"
+    if repetition_time is not None and echo_time is not None:
+        if repetition_time <= 1000 and echo_time <= 30:
+            return "T1"
+        if repetition_time >= 1500 and echo_time >= 60:
+            return "T2"
+    return "unknown"
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading headers
+# ---------------------------------------------------------------------------------------------
+def _read_header(path: Path) -> pydicom.Dataset | None:
+    """The dataset without pixels, or None when the file is not DICOM at all."""
+    try:
+        return pydicom.dcmread(path, stop_before_pixels=True)
+    except InvalidDicomError:
+        pass  # no preamble: maybe a raw (pre-Part-10) dataset; checked below
+    except Exception as exc:  # truncated / corrupt header of a real DICOM file
+        raise DicomReadError(f"unreadable DICOM header ({type(exc).__name__}: {exc})", path) from exc
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
+    except Exception:
+        return None
+    # force=True accepts any bytes; only trust it when the result looks like an image header
+    return ds if ("SOPClassUID" in ds or "Rows" in ds) else None
+
+
+def _float(value, default=None):
+    try:
+        return float(value) if value is not None and value != "" else default
+    except (TypeError, ValueError):
+        return default
+
+
+def _floats(value, n: int):
+    try:
+        out = tuple(float(v) for v in value)
+    except (TypeError, ValueError):
+        return None
+    return out if len(out) == n else None
+
+
+def _item(seq_owner, keyword: str):
+    seq = getattr(seq_owner, keyword, None)
+    return seq[0] if seq else None
+
+
+def _frame_value(ds: pydicom.Dataset, frame: int, group: str, attr: str):
+    """An attribute from a per-frame functional group, falling back to the shared group."""
+    for owner_kw, index in (("PerFrameFunctionalGroupsSequence", frame),
+                            ("SharedFunctionalGroupsSequence", 0)):
+        seq = getattr(ds, owner_kw, None)
+        if not seq or index >= len(seq):
+            continue
+        item = _item(seq[index], group)
+        if item is not None and attr in item:
+            return item[attr].value
+    return None
+
+
+def _records(ds: pydicom.Dataset, path: Path) -> list[SliceRecord]:
+    rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
+    n_frames = int(_float(ds.get("NumberOfFrames"), 1) or 1)
+    if n_frames > 1 or "PerFrameFunctionalGroupsSequence" in ds:
+        out = []
+        for f in range(n_frames):
+            pos = _floats(_frame_value(ds, f, "PlanePositionSequence", "ImagePositionPatient"), 3)
+            ori = _floats(_frame_value(ds, f, "PlaneOrientationSequence",
+                                       "ImageOrientationPatient"), 6)
+            sp = _floats(_frame_value(ds, f, "PixelMeasuresSequence", "PixelSpacing"), 2)
+            slope = _frame_value(ds, f, "PixelValueTransformationSequence", "RescaleSlope")
+            icpt = _frame_value(ds, f, "PixelValueTransformationSequence", "RescaleIntercept")
+            # classic multi-frame files keep geometry at the top level
+            pos = pos or (_floats(ds.get("ImagePositionPatient"), 3) if n_frames == 1 else None)
+            ori = ori or _floats(ds.get("ImageOrientationPatient"), 6)
+            sp = sp or _floats(ds.get("PixelSpacing"), 2)
+            slope = _float(slope, _float(ds.get("RescaleSlope"), 1.0))
+            icpt = _float(icpt, _float(ds.get("RescaleIntercept"), 0.0))
+            out.append(SliceRecord(path, f, pos, ori, sp, rows, cols, slope, icpt))
+        return out
+    return [SliceRecord(path, None, _floats(ds.get("ImagePositionPatient"), 3),
+                        _floats(ds.get("ImageOrientationPatient"), 6),
+                        _floats(ds.get("PixelSpacing"), 2), rows, cols,
+                        _float(ds.get("RescaleSlope"), 1.0), _float(ds.get("RescaleIntercept"), 0.0))]
+
+
+def _mr_value(ds: pydicom.Dataset, keyword: str, group: str, attr: str):
+    """TR/TE/TI live at the top level in classic MR and in functional groups in Enhanced MR."""
+    if keyword in ds:
+        return _float(ds[keyword].value)
+    return _float(_frame_value(ds, 0, group, attr))
+
+
+def _series_info(uid: str, headers: list[tuple[Path, pydicom.Dataset]]) -> SeriesInfo:
+    first = headers[0][1]
+    records = [r for path, ds in headers for r in _records(ds, path)]
+    ori = next((r.orientation for r in records if r.orientation), None)
+    plane = plane_of(ori[:3], ori[3:]) if ori else "unknown"
+    tr = _mr_value(first, "RepetitionTime", "MRTimingAndRelatedParametersSequence", "RepetitionTime")
+    te = _mr_value(first, "EchoTime", "MREchoSequence", "EffectiveEchoTime")
+    ti = _mr_value(first, "InversionTime", "MRModifierSequence", "InversionTimes")
+    description = str(first.get("SeriesDescription", "") or first.get("ProtocolName", "") or "")
+    seq = first.get("ScanningSequence", "")
+    seq = "\\".join(seq) if isinstance(seq, (list, pydicom.multival.MultiValue)) else str(seq or "")
+    spacing = None
+    if ori and all(r.position for r in records) and len(records) > 1:
+        normal = np.cross(ori[:3], ori[3:])
+        coords = np.sort([np.dot(r.position, normal) for r in records])
+        diffs = np.diff(coords)
+        diffs = diffs[diffs > 1e-3]
+        spacing = float(np.median(diffs)) if len(diffs) else None
+    series_number = first.get("SeriesNumber")
+    return SeriesInfo(
+        series_uid=uid, description=description, modality=str(first.get("Modality", "") or ""),
+        plane=plane,
+        weighting=classify_weighting(description, seq, tr, te, ti,
+                                     str(first.get("AcquisitionContrast", "") or "")),
+        n_slices=len(records), rows=records[0].rows, columns=records[0].columns,
+        pixel_spacing=records[0].pixel_spacing, slice_spacing=spacing,
+        slice_thickness=_float(first.get("SliceThickness")),
+        repetition_time=tr, echo_time=te, inversion_time=ti, scanning_sequence=seq,
+        series_number=int(series_number) if series_number not in (None, "") else None,
+        study_uid=str(first.get("StudyInstanceUID", "") or ""),
+        frame_of_reference_uid=str(first.get("FrameOfReferenceUID", "") or ""),
+        records=records,
+    )
+
+
+def _iter_files(paths: Iterable[Path]) -> Iterable[Path]:
+    for p in paths:
+        if p.is_dir():
+            yield from sorted(q for q in p.rglob("*") if q.is_file())
+        else:
+            yield p
+
+
+def scan_study(source: str | PathLike | Sequence[str | PathLike]) -> StudyScan:
+    """Find every DICOM image series under a folder (or in a list of files/folders).
+
+    Non-DICOM files, DICOMDIR indexes and DICOM objects without pixels are skipped and listed
+    in ``StudyScan.skipped`` with the reason. A file that *is* DICOM but cannot be parsed is
+    also listed there (scanning a study should not die on one broken file); loading a series
+    that needs it raises.
+    """
+    roots = [Path(source)] if isinstance(source, (str, PathLike)) else [Path(s) for s in source]
+    for r in roots:
+        if not r.exists():
+            raise DicomReadError("no such file or folder", r)
+    groups: dict[str, list[tuple[Path, pydicom.Dataset]]] = {}
+    skipped: list[tuple[Path, str]] = []
+    for path in _iter_files(roots):
+        try:
+            ds = _read_header(path)
+        except DicomReadError as exc:
+            skipped.append((path, exc.problem))
+            continue
+        if ds is None:
+            skipped.append((path, "not a DICOM file"))
+        elif str(ds.get("SOPClassUID", "")) == MEDIA_STORAGE_DIRECTORY or path.name == "DICOMDIR":
+            skipped.append((path, "DICOMDIR index (not an image)"))
+        elif "Rows" not in ds or "Columns" not in ds:
+            skipped.append((path, "DICOM object without an image (no Rows/Columns)"))
+        else:
+            uid = str(ds.get("SeriesInstanceUID", "") or f"no-series-uid:{path.parent}")
+            groups.setdefault(uid, []).append((path, ds))
+    series = [_series_info(uid, hdrs) for uid, hdrs in groups.items()]
+    series.sort(key=lambda s: (s.series_number if s.series_number is not None else 1 << 30,
+                               s.description))
+    return StudyScan(series=series, skipped=skipped)
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading pixels
+# ---------------------------------------------------------------------------------------------
+def _decode(path: Path) -> tuple[pydicom.Dataset, np.ndarray]:
+    try:
+        ds = pydicom.dcmread(path)
+    except Exception as exc:
+        raise DicomReadError(f"unreadable DICOM file ({type(exc).__name__}: {exc})", path) from exc
+    if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
+        raise DicomReadError("the file has no pixel data (truncated, or not an image object)", path)
+    ts = str(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "") or "")
+    try:
+        arr = ds.pixel_array
+    except Exception as exc:
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if ts in DECODERS and ("plugin" in msg.lower() or "decod" in msg.lower()
+                               or isinstance(exc, (NotImplementedError, RuntimeError))):
+            name = pydicom.uid.UID(ts).name
+            raise DicomReadError(
+                f"cannot decode transfer syntax {name} ({ts}): {msg}. "
+                f"Install {DECODERS[ts]} to read it.", path) from exc
+        raise DicomReadError(f"pixel data cannot be decoded ({type(exc).__name__}: {msg}); "
+                             "the file may be truncated or corrupt", path) from exc
+    return ds, arr
+
+
+def _to_grey(ds: pydicom.Dataset, arr: np.ndarray, path: Path, n_frames: int) -> np.ndarray:
+    """(frames, rows, cols) float64 greyscale, MONOCHROME1 inverted, colour averaged."""
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
+    samples = int(ds.get("SamplesPerPixel", 1) or 1)
+    arr = np.asarray(arr)
+    if samples > 1:
+        warnings.warn(f"{path}: colour image ({photometric}) converted to grey", SpineFXWarning,
+                      stacklevel=3)
+        arr = arr[..., :3].astype(np.float64) @ np.array([0.299, 0.587, 0.114])
+    arr = arr.astype(np.float64)
+    if n_frames == 1 and arr.ndim == 2:
+        arr = arr[None]
+    if arr.ndim != 3:
+        raise DicomReadError(f"unexpected pixel array shape {arr.shape}", path)
+    if photometric == "MONOCHROME1":  # bright = low values: flip so bright tissue stays bright
+        arr = arr.max() + arr.min() - arr
+    return arr
+
+
+def load_series(source: SeriesInfo | str | PathLike | Sequence[str | PathLike],
+                weighting: str | None = None, min_slices: int = 2) -> Volume:
+    """Load one series as a float32 :class:`Volume` sorted along the slice normal.
+
+    ``source`` is a :class:`SeriesInfo` from :func:`scan_study`, a folder holding exactly one
+    image series, or a list of files of one series. ``weighting`` overrides what the headers
+    say. Raises :class:`SeriesError` for mixed orientations, mixed matrix sizes, duplicate
+    positions, missing geometry, or fewer than ``min_slices`` slices.
+    """
+    if isinstance(source, SeriesInfo):
+        info = source
+        where = Path(info.records[0].path).parent if info.records else Path(".")
+    else:
+        scan = scan_study(source)
+        where = (Path(source) if isinstance(source, (str, PathLike))
+                 else Path(source[0]) if len(source) == 1 else Path(source[0]).parent)
+        if not scan.series:
+            why = "; ".join(f"{p.name}: {r}" for p, r in scan.skipped[:3])
+            raise DicomReadError(f"no DICOM image series found{' (' + why + ')' if why else ''}",
+                                 where)
+        if len(scan.series) > 1:
+            names = ", ".join(f"#{s.series_number} '{s.description}' ({s.n_slices} slices)"
+                              for s in scan.series)
+            raise SeriesError(f"holds {len(scan.series)} series ({names}); choose one", where)
+        info = scan.series[0]
+        if scan.skipped and any(p.suffix.lower() in (".dcm", ".ima") for p, _ in scan.skipped):
+            bad = [(p, r) for p, r in scan.skipped if p.suffix.lower() in (".dcm", ".ima")]
+            raise DicomReadError(f"{len(bad)} file(s) of the series are unreadable: "
+                                 f"{bad[0][0].name}: {bad[0][1]}", where)
+    records = info.records
+    label = f"series '{info.description or info.series_uid}'"
+    if len(records) < min_slices:
+        raise SeriesError(f"{label} has {len(records)} slice(s); at least {min_slices} are needed "
+                          "(the model reads the lesion slice and its two neighbours)", where)
+    shapes = {(r.rows, r.columns) for r in records}
+    if len(shapes) > 1:
+        raise SeriesError(f"{label} mixes matrix sizes {sorted(shapes)}", where)
+
+    has_geometry = all(r.position and r.orientation for r in records)
+    if has_geometry:
+        ori = np.array([r.orientation for r in records])
+        if np.abs(ori - ori[0]).max() > _ORIENTATION_TOLERANCE:
+            planes = sorted({plane_of(o[:3], o[3:]) for o in ori})
+            raise SeriesError(f"{label} mixes slice orientations ({', '.join(planes)}): "
+                              "it is not one stack; split it or choose another series", where)
+        row_dir, col_dir = np.array(ori[0][:3]), np.array(ori[0][3:])
+        normal = np.cross(row_dir, col_dir)
+        coords = np.array([np.dot(r.position, normal) for r in records])
+        order = np.argsort(coords, kind="stable")
+        records = [records[i] for i in order]
+        coords = coords[order]
+        diffs = np.diff(coords)
+        if len(diffs) and diffs.min() < 1e-3:
+            i = int(np.argmin(diffs))
+            raise SeriesError(
+                f"{label}: {records[i].path.name} and {records[i + 1].path.name} lie at the same "
+                "position (several echoes, phases or repeats in one series?)", where)
+        if len(diffs) > 1 and diffs.max() > 1.5 * np.median(diffs):
+            gaps = np.flatnonzero(diffs > 1.5 * np.median(diffs))
+            warnings.warn(f"{where}: {label} has a gap after slice(s) {gaps.tolist()} "
+                          f"({diffs.max():.1f} mm vs {np.median(diffs):.1f} mm): missing slices?",
+                          SpineFXWarning, stacklevel=2)
+        positions = np.array([r.position for r in records])
+    elif len({r.path for r in records}) == 1:
+        # One object (a single image or a multi-frame file stripped of its functional groups):
+        # its stored frame order is the only order there is, so keep it and say so.
+        warnings.warn(f"{records[0].path}: no ImagePositionPatient/ImageOrientationPatient; "
+                      "assuming sagittal frames in stored order", SpineFXWarning, stacklevel=2)
+        row_dir, col_dir = np.array([0.0, 1.0, 0.0]), np.array([0.0, 0.0, -1.0])
+        step = info.slice_spacing or info.slice_thickness or 1.0
+        positions = np.arange(len(records))[:, None] * step * np.cross(row_dir, col_dir)[None]
+    else:
+        missing = next(r for r in records if not (r.position and r.orientation))
+        raise SeriesError(f"{label}: {missing.path.name} has no ImagePositionPatient / "
+                          "ImageOrientationPatient, so the slices cannot be ordered in space", where)
+
+    spacing = records[0].pixel_spacing
+    spacing_known = spacing is not None
+    if spacing is None:
+        warnings.warn(f"{where}: {label} has no PixelSpacing; assuming 1 mm", SpineFXWarning,
+                      stacklevel=2)
+        spacing = (1.0, 1.0)
+
+    planes = np.empty((len(records), records[0].rows, records[0].columns), dtype=np.float32)
+    decoded: dict[Path, tuple[pydicom.Dataset, np.ndarray]] = {}
+    for i, r in enumerate(records):
+        if r.path not in decoded:
+            ds, arr = _decode(r.path)
+            n_frames = int(_float(ds.get("NumberOfFrames"), 1) or 1)
+            decoded = {r.path: (ds, _to_grey(ds, arr, r.path, n_frames))}  # keep one file
+        ds, grey = decoded[r.path]
+        frame = grey[r.frame or 0]
+        if frame.shape != (r.rows, r.columns):
+            raise DicomReadError(f"pixel array {frame.shape} does not match Rows x Columns "
+                                 f"{(r.rows, r.columns)}", r.path)
+        planes[i] = frame * r.slope + r.intercept
+    metadata = {
+        "modality": info.modality, "study_uid": info.study_uid, "series_number": info.series_number,
+        "frame_of_reference_uid": info.frame_of_reference_uid,
+        "repetition_time": info.repetition_time, "echo_time": info.echo_time,
+    }
+    return Volume(
+        data=planes, pixel_spacing=spacing, positions=positions, row_direction=row_dir,
+        column_direction=col_dir, weighting=weighting or info.weighting,
+        description=info.description, series_uid=info.series_uid, source=str(where),
+        slice_sources=tuple(str(r.path) + (f"#{r.frame}" if r.frame is not None else "")
+                            for r in records),
+        spacing_known=spacing_known, metadata=metadata)
