@@ -1,0 +1,62 @@
+"""`spinefx --help` and each sub-command explain themselves; user errors are one clean line."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from spinefx.cli import build_parser, main
+
+SUBCOMMANDS = ["phantom", "inspect"]
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "spinefx", *args], capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_top_level_help_lists_every_subcommand() -> None:
+    out = _run("--help")
+    assert out.returncode == 0
+    for name in SUBCOMMANDS:
+        assert name in out.stdout
+    assert "not a medical device" in out.stdout
+
+
+@pytest.mark.parametrize("name", SUBCOMMANDS)
+def test_subcommand_help(name: str) -> None:
+    out = _run(name, "--help")
+    assert out.returncode == 0
+    assert out.stdout.startswith(f"usage: spinefx {name}")
+    assert len(out.stdout.splitlines()) > 5
+
+
+def test_no_command_prints_help_and_fails(capsys) -> None:
+    assert main([]) == 2
+    assert "usage: spinefx" in capsys.readouterr().out
+
+
+def test_inspect_missing_folder_is_one_clean_line(tmp_path, capsys) -> None:
+    missing = tmp_path / "nope"
+    assert main(["inspect", str(missing)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and str(missing) in err and "Traceback" not in err
+
+
+def test_inspect_folder_without_dicom_says_so(tmp_path, capsys) -> None:
+    (tmp_path / "notes.txt").write_text("not an image")
+    assert main(["inspect", str(tmp_path)]) == 1
+    captured = capsys.readouterr()
+    assert "notes.txt: not a DICOM file" in captured.out
+    assert "no DICOM image series" in captured.err
+
+
+def test_phantom_rejects_more_malignant_than_cases(tmp_path, capsys) -> None:
+    assert main(["phantom", "--out", str(tmp_path / "c"), "--cases", "3", "--malignant", "5"]) == 2
+    assert "--malignant" in capsys.readouterr().err
+    assert not (tmp_path / "c").exists()
+
+
+def test_parser_builds_without_heavy_imports() -> None:
+    assert build_parser().prog == "spinefx"
