@@ -5,7 +5,7 @@ on a scanner-side workstation. Preprocessing lives here once; training imports i
 """
 from .cases import LABELS, Case, load_volume, prepare_case, read_manifest
 from .dicom import SeriesInfo, StudyScan, classify_weighting, load_series, scan_study
-from .errors import (DicomReadError, GeometryError, ImageError, ManifestError, RoiError,
+from .errors import (ConfigError, DicomReadError, GeometryError, ImageError, ManifestError, RoiError,
                      SeriesError, SpineFXError, SpineFXWarning)
 from .features import FEATURE_KEYS, FEATURES, ImagingFeature
 from .images import load_image_slices, load_nifti, read_image
@@ -15,6 +15,7 @@ from .preprocess import (ModelInput, PreprocessConfig, box_from_center, build_si
 from .volume import Volume
 
 __all__ = [
+    "ConfigError",
     "LABELS", "Case", "ModelInput", "PreprocessConfig", "align_to", "box_from_center",
     "build_six_channel", "load_image_slices", "load_nifti", "load_volume", "match_slices",
     "prepare_case", "read_image", "read_manifest", "square_roi",

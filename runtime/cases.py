@@ -73,7 +73,7 @@ def read_manifest(path: str | PathLike) -> list[Case]:
     has_center = "center_x" in columns and "center_y" in columns
     if missing or not (has_box or has_center):
         what = missing + ([] if has_box or has_center else ["box_x0..box_y1 or center_x/center_y"])
-        raise ManifestError(f"missing column(s): {', '.join(what)}", path)
+        raise ManifestError(f"line 1 (header): missing column(s): {', '.join(what)}", path)
     if not rows:
         raise ManifestError("the manifest has no cases", path)
     root = path.parent

@@ -134,7 +134,8 @@ class StudyScan:
 # ---------------------------------------------------------------------------------------------
 _T1 = re.compile(r"(?<![A-Z0-9])T1(?![0-9])")
 _T2 = re.compile(r"(?<![A-Z0-9])T2(?![0-9])")
-_STIR = re.compile(r"STIR|TIRM|(?<![A-Z])IR(?![A-Z])")
+_STIR = re.compile(r"STIR|TIRM")
+_BARE_IR = re.compile(r"(?<![A-Z])IR(?![A-Z])")
 
 
 def classify_weighting(description: str = "", scanning_sequence: str = "",
@@ -147,8 +148,8 @@ def classify_weighting(description: str = "", scanning_sequence: str = "",
     (long/long). FLAIR and PD stay 'unknown': callers can always override.
     """
     text = description.upper().replace("_", " ").replace("-", " ")
-    if _STIR.search(text) and "FLAIR" not in text:
-        return "STIR"
+    if _STIR.search(text) or (_BARE_IR.search(text) and not re.search(r"T1|FLAIR", text)):
+        return "STIR"  # a bare "IR" is STIR unless it says T1 (T1-IR) or FLAIR
     ir = "IR" in (scanning_sequence or "").upper()
     if ir and inversion_time is not None and 80 <= inversion_time <= 300:
         return "STIR"
@@ -288,6 +289,13 @@ def _series_info(uid: str, headers: list[tuple[Path, pydicom.Dataset]]) -> Serie
     )
 
 
+def _is_dicomdir(ds: pydicom.Dataset, path: Path) -> bool:
+    """A DICOMDIR states its SOP class only in the file meta (and may be renamed on export)."""
+    meta_sop = str(getattr(getattr(ds, "file_meta", None), "MediaStorageSOPClassUID", "") or "")
+    return (MEDIA_STORAGE_DIRECTORY in (str(ds.get("SOPClassUID", "")), meta_sop)
+            or "DirectoryRecordSequence" in ds or path.name.upper() == "DICOMDIR")
+
+
 def _iter_files(paths: Iterable[Path]) -> Iterable[Path]:
     for p in paths:
         if p.is_dir():
@@ -318,7 +326,7 @@ def scan_study(source: str | PathLike | Sequence[str | PathLike]) -> StudyScan:
             continue
         if ds is None:
             skipped.append((path, "not a DICOM file"))
-        elif str(ds.get("SOPClassUID", "")) == MEDIA_STORAGE_DIRECTORY or path.name == "DICOMDIR":
+        elif _is_dicomdir(ds, path):
             skipped.append((path, "DICOMDIR index (not an image)"))
         elif "Rows" not in ds or "Columns" not in ds:
             skipped.append((path, "DICOM object without an image (no Rows/Columns)"))
@@ -352,6 +360,9 @@ def _decode(path: Path) -> tuple[pydicom.Dataset, np.ndarray]:
             raise DicomReadError(
                 f"cannot decode transfer syntax {name} ({ts}): {msg}. "
                 f"Install {DECODERS[ts]} to read it.", path) from exc
+        if isinstance(exc, NotImplementedError) and ts:  # a syntax no decoder handles at all
+            raise DicomReadError(f"transfer syntax {pydicom.uid.UID(ts).name} ({ts}) is not "
+                                 f"supported: {msg}", path) from exc
         raise DicomReadError(f"pixel data cannot be decoded ({type(exc).__name__}: {msg}); "
                              "the file may be truncated or corrupt", path) from exc
     return ds, arr

@@ -43,5 +43,9 @@ class RoiError(SpineFXError):
     """A region of interest is empty, degenerate or lies outside the image."""
 
 
+class ConfigError(SpineFXError, ValueError):
+    """A saved configuration (preprocessing, model) that this version cannot honour."""
+
+
 class SpineFXWarning(UserWarning):
     """Something was repaired or guessed (edge slice replicated, gap in a series...)."""

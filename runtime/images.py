@@ -68,9 +68,10 @@ def load_image_slices(paths: Sequence[str | PathLike], weighting: str,
     images = [read_image(p) for p in paths]
     shapes = {im.shape for im in images}
     if len(shapes) > 1:
-        odd = next(Path(p) for p, im in zip(paths, images) if im.shape != images[0].shape)
-        raise ImageError(f"slice size {images[paths.index(odd) if odd in paths else 0].shape} "
-                         f"differs from the first slice {images[0].shape}: not one series", odd)
+        odd, odd_shape = next((Path(p), im.shape) for p, im in zip(paths, images)
+                              if im.shape != images[0].shape)
+        raise ImageError(f"slice size {odd_shape} differs from the first slice "
+                         f"{images[0].shape}: not one series", odd)
     vol = Volume.from_array(np.stack(images), pixel_spacing=pixel_spacing or (1.0, 1.0),
                             slice_spacing=slice_spacing or 4.0, weighting=weighting,
                             source=str(Path(paths[0]).parent), spacing_known=pixel_spacing is not None)

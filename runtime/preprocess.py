@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field, fields
 import numpy as np
 from PIL import Image
 
-from .errors import RoiError, SpineFXWarning
+from .errors import ConfigError, RoiError, SpineFXWarning
 from .matching import align_to
 from .volume import Volume
 
@@ -53,7 +53,7 @@ class PreprocessConfig:
         known = {f.name for f in fields(cls)}
         unknown = set(data) - known
         if unknown:
-            raise ValueError(f"unknown preprocessing field(s) {sorted(unknown)}: this model was "
+            raise ConfigError(f"unknown preprocessing field(s) {sorted(unknown)}: this model was "
                              "saved by a newer spinefx; upgrade to use it")
         return cls(**data)
 
