@@ -1,0 +1,169 @@
+"""One phantom case in memory: :func:`render_case` -> :class:`PhantomCase`.
+
+Slice order: index 0 is the slice with the largest patient x (patient left), exactly the order
+:func:`spinefx.runtime.load_series` returns for ImageOrientationPatient [0,1,0,0,0,-1]
+(ascending along the normal cross(row, col) = (-1, 0, 0)). Rows run superior -> inferior,
+columns anterior -> posterior.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .anatomy import Canvas, Grid, render_slice
+from .appearance import LABELS, draw_features
+from .fields import lattice, upsample
+from .lesion import Lesion, apply_fracture, draw_lesion, draw_level, paint_lesion
+from .physics import acquire, bias_field, clean_signal, downsample_mask, draw_physics
+from .spine import LESION_LEVELS, draw_spine
+from .tissues import LESION_MARROW, member_lut
+
+LESION_LUT = member_lut(LESION_MARROW)
+
+
+def _NO_MASK(cv) -> np.ndarray:  # noqa: N802
+    return np.zeros(cv.shape, dtype=bool)
+from spinefx.runtime.features import FEATURE_KEYS
+
+MATRIX = 256
+T2_SCALES = (0.9, 1.2)   # T2 pixel spacing / T1 pixel spacing when the grids differ
+T2_OTHER_GRID_P = 0.3    # share of cases whose T2 has its own in-plane grid
+SETTINGS = ("level", "n_slices", "t2_scale")  # non-feature overrides
+
+
+@dataclass
+class PhantomCase:
+    seed: int
+    label: str
+    difficulty: float
+    t1: np.ndarray                 # (n_slices, rows, cols) float32, integer values 0..4095
+    t2: np.ndarray                 # same slices; own in-plane grid if t2_pixel_spacing differs
+    lesion_mask: np.ndarray        # uint8 on the T1 grid: abnormal marrow of the fractured body
+    vertebra_mask: np.ndarray      # uint8 on the T1 grid: the fractured body (incl. fragment)
+    slice: int                     # lesion centre slice (loaded order)
+    box: tuple[int, int, int, int]  # x0, y0, x1, y1 (T1 pixels, x1/y1 exclusive) on `slice`
+    level: str
+    features: dict[str, int]
+    pixel_spacing: tuple[float, float]      # T1 (row, col) mm
+    t2_pixel_spacing: tuple[float, float]
+    slice_thickness: float
+    spacing_between_slices: float
+    slice_x: np.ndarray            # patient x (mm, LPS) of each slice centre, loaded order
+    corner: tuple[float, float]    # patient (y, z) of the FOV's anterior-superior pixel edge
+    lesion: Lesion | None = field(default=None, repr=False)
+
+    @property
+    def n_slices(self) -> int:
+        return int(self.t1.shape[0])
+
+    @property
+    def t2_same_grid(self) -> bool:
+        return self.t2.shape == self.t1.shape and self.t2_pixel_spacing == self.pixel_spacing
+
+    def image_position(self, index: int, series: str = "t1") -> tuple[float, float, float]:
+        """ImagePositionPatient (centre of pixel (0, 0)) of slice ``index``."""
+        ps = (self.pixel_spacing if series == "t1" else self.t2_pixel_spacing)[0]
+        y = self.corner[0] + ps / 2   # +y: columns run posterior
+        z = self.corner[1] - ps / 2   # -z: rows run inferior
+        return (float(self.slice_x[index]), float(y), float(z))
+
+
+def render_case(seed: int, label: str, difficulty: float = 1.0, **overrides) -> PhantomCase:
+    """Render one case in memory (about 0.1 s).
+
+    ``overrides``: any feature key forced to 0/1 (see
+    :mod:`spinefx.phantom.appearance` for the consistency rules), and ``level`` (e.g. "L1"),
+    ``n_slices`` (12-16) or ``t2_scale`` (1.0 = T2 on the T1 grid). Independent random streams
+    per aspect mean a forced feature leaves the rest of the case as the seed would draw it.
+    """
+    if label not in LABELS:
+        raise ValueError(f"label must be 'benign' or 'malignant', got {label!r}")
+    unknown = set(overrides) - set(FEATURE_KEYS) - set(SETTINGS)
+    if unknown:
+        raise TypeError(f"unknown override(s) {sorted(unknown)}; "
+                        f"allowed: feature keys and {SETTINGS}")
+    streams = [np.random.default_rng(s) for s in np.random.SeedSequence(int(seed)).spawn(6)]
+    r_feat, r_acq, r_spine, r_lesion, r_phys, r_noise = streams
+    flags = draw_features(r_feat, label, difficulty,
+                          {k: v for k, v in overrides.items() if k in FEATURE_KEYS})
+
+    # Acquisition: slices, spacing, grid, patient position.
+    level = draw_level(r_acq)
+    n = int(r_acq.integers(12, 17))
+    thickness = round(float(r_acq.uniform(3.0, 4.0)), 1)
+    gap = round(float(r_acq.uniform(0.3, 0.8)), 1)
+    ps = round(float(r_acq.uniform(1.1, 1.4)), 4)
+    t2_scale = float(r_acq.choice(T2_SCALES)) if r_acq.random() < T2_OTHER_GRID_P else 1.0
+    centre_offset = int(r_acq.integers(-1, 2))
+    slice_jitter = float(r_acq.uniform(-0.3, 0.3))
+    x_mid = float(r_acq.uniform(-3, 3))
+    corner_y = float(r_acq.uniform(0.5, 0.6))
+    corner_z = float(r_acq.uniform(50, 250))
+    level = overrides.get("level", level)
+    if level not in LESION_LEVELS:
+        raise ValueError(f"level must be one of {list(LESION_LEVELS)}, got {level!r}")
+    n = int(overrides.get("n_slices", n))
+    if not 5 <= n <= 40:
+        raise ValueError(f"n_slices must be within 5..40, got {n}")
+    t2_scale = float(overrides.get("t2_scale", t2_scale))
+
+    lesion = draw_lesion(r_lesion, label, flags, level, difficulty)
+    grid = Grid(MATRIX, MATRIX, ps)
+    spec = draw_spine(r_spine, grid.fov, level, shorten={level: lesion.posterior_loss})
+    apply_fracture(spec.levels, lesion)
+
+    sbs = thickness + gap
+    centre = n // 2 + centre_offset
+    x_spine = lesion.x_c + slice_jitter * sbs + (centre - np.arange(n)) * sbs  # LR in spine frame
+    phys = draw_physics(r_phys, lesion.t1_ratio, lesion.t2_ratio, lesion.bright_t2)
+    mottle = lattice(r_noise, grid.fov, 5.0)
+    shared = lattice(r_noise, grid.fov, 3.0)
+    own = [lattice(r_noise, grid.fov, 3.0) for _ in range(n)]
+    back = float(np.interp(grid.fov[0] / 2, spec.curve_s, spec.curve_a)) + 75 + spec.fat_back
+
+    grids = {"t1": grid}
+    if t2_scale != 1.0:
+        m2 = int(round(MATRIX / t2_scale))
+        grids["t2"] = Grid(m2, m2, round(grid.fov[0] / m2, 6))
+    out: dict[str, np.ndarray] = {}
+    masks = (np.zeros((n, MATRIX, MATRIX), np.uint8), np.zeros((n, MATRIX, MATRIX), np.uint8))
+    for name, g in grids.items():
+        cv = Canvas(spec, g, mottle)
+        bias = bias_field((g.rows, g.cols), g.spacing, back, phys.bias)
+        series = ("t1", "t2") if name == "t1" and "t2" not in grids else (name,)
+        vols = {s: np.empty((n, g.rows, g.cols), np.float32) for s in series}
+        for i, x in enumerate(x_spine):
+            strip, geo = render_slice(cv, float(x))
+            vert = cv.to_image(paint_lesion(strip, cv, geo, lesion), _NO_MASK(cv))
+            labels = cv.to_image(strip)
+            tex = upsample(0.6 * shared + 0.8 * own[i], cv.shape)
+            for s in series:
+                sp = phys.t1 if s == "t1" else phys.t2
+                clean = clean_signal(labels, sp, tex, lesion.strength(float(x)))
+                vols[s][i] = acquire(clean, sp, bias, r_noise)
+            if name == "t1":
+                masks[1][i] = downsample_mask(vert)
+                masks[0][i] = downsample_mask(LESION_LUT[labels] & vert)
+        out.update(vols)
+
+    lesion_mask, vertebra_mask = masks
+    lesion_mask &= vertebra_mask
+    box = _box(vertebra_mask[centre])
+    t2_ps = grids.get("t2", grid).spacing
+    return PhantomCase(
+        seed=int(seed), label=label, difficulty=float(difficulty), t1=out["t1"], t2=out["t2"],
+        lesion_mask=lesion_mask, vertebra_mask=vertebra_mask, slice=int(centre), box=box,
+        level=level, features=flags, pixel_spacing=(ps, ps), t2_pixel_spacing=(t2_ps, t2_ps),
+        slice_thickness=thickness, spacing_between_slices=round(sbs, 4),
+        slice_x=(x_mid + x_spine).astype(np.float64),
+        corner=(-grid.fov[1] * corner_y, corner_z), lesion=lesion)
+
+
+def _box(mask: np.ndarray) -> tuple[int, int, int, int]:
+    rows = np.nonzero(mask.any(axis=1))[0]
+    cols = np.nonzero(mask.any(axis=0))[0]
+    if len(rows) == 0:
+        raise RuntimeError("phantom bug: the fractured body is missing on the lesion slice")
+    return (int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1)
+

@@ -1,0 +1,149 @@
+"""Cohorts on disk, the DICOM round trip through the runtime, the contact sheet."""
+from __future__ import annotations
+
+import csv
+import json
+import random
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+
+from spinefx.phantom import (MANIFEST_COLUMNS, CohortExistsError, generate_cohort,
+                             write_contact_sheet, write_phantom_study)
+from spinefx.runtime import load_series
+from spinefx.runtime.features import FEATURE_KEYS
+
+N, N_MALIGNANT = 7, 3
+
+
+def _rows(manifest: Path) -> list[dict]:
+    with open(manifest, newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def _pixels(folder: Path) -> dict[str, bytes]:
+    """PixelData of every DICOM file below ``folder``, by relative path."""
+    return {p.relative_to(folder).as_posix(): pydicom.dcmread(p).PixelData
+            for p in sorted(folder.rglob("*.dcm"))}
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory) -> Path:
+    return generate_cohort(tmp_path_factory.mktemp("c") / "cohort", n_cases=N,
+                           n_malignant=N_MALIGNANT, seed=3, progress=False)
+
+
+def test_manifest_columns_labels_and_files(cohort: Path) -> None:
+    with open(cohort, newline="", encoding="utf-8") as fh:
+        header = next(csv.reader(fh))
+    assert tuple(header) == MANIFEST_COLUMNS
+    assert header[11:26] == list(FEATURE_KEYS) and header[-1] == "patient_id"
+    rows = _rows(cohort)
+    assert len(rows) == N
+    assert sum(r["label"] == "malignant" for r in rows) == N_MALIGNANT
+    assert {r["label"] for r in rows} == {"benign", "malignant"}
+    base = cohort.parent
+    for r in rows:
+        assert r["patient_id"] == r["case_id"]
+        assert all(r[k] in ("0", "1") for k in FEATURE_KEYS)
+        assert (base / r["t1"]).is_dir() and (base / r["t2"]).is_dir()
+        with np.load(base / r["mask"], allow_pickle=False) as masks:
+            lesion, vertebra = masks["lesion"], masks["vertebra"]
+        assert lesion.dtype == np.uint8 and lesion.shape == vertebra.shape
+        n_files = len(list((base / r["t1"]).glob("*.dcm")))
+        assert lesion.shape[0] == n_files
+        i = int(r["slice"])
+        x0, y0, x1, y1 = (int(r[k]) for k in ("box_x0", "box_y0", "box_x1", "box_y1"))
+        assert lesion[i].sum() > 0 and lesion[i][y0:y1, x0:x1].sum() == lesion[i].sum()
+    info = json.loads((base / "cohort.json").read_text())
+    assert info["synthetic"] is True and info["seed"] == 3 and info["n_malignant"] == N_MALIGNANT
+    assert set(info["probabilities"]) == set(FEATURE_KEYS)
+
+
+def test_same_seed_gives_identical_cohort_other_seed_does_not(cohort: Path, tmp_path: Path) -> None:
+    again = generate_cohort(tmp_path / "again", n_cases=N, n_malignant=N_MALIGNANT, seed=3,
+                            progress=False, workers=2)  # parallel or not: same output
+    assert again.read_bytes() == cohort.read_bytes()
+    assert _pixels(again.parent) == _pixels(cohort.parent)
+    for r in _rows(cohort):
+        assert (again.parent / r["mask"]).read_bytes() == (cohort.parent / r["mask"]).read_bytes()
+    other = generate_cohort(tmp_path / "other", n_cases=N, n_malignant=N_MALIGNANT, seed=4,
+                            progress=False)
+    assert other.read_bytes() != cohort.read_bytes()
+
+
+def test_dicom_round_trip_through_the_runtime(tmp_path: Path) -> None:
+    t1_dir, t2_dir, case = write_phantom_study(tmp_path / "s", seed=17, label="malignant",
+                                               t2_scale=0.9)
+    t1, t2 = load_series(t1_dir), load_series(t2_dir)
+    assert np.array_equal(t1.data, case.t1)  # loaded order == in-memory order == manifest order
+    assert np.array_equal(t2.data, case.t2)  # T2 on its own grid
+    assert t2.data.shape[1:] != t1.data.shape[1:]
+    assert np.allclose(t1.positions[:, 0], case.slice_x)
+    assert np.allclose(t1.positions, t2.positions, atol=1.0)  # same slices, same FOV corner
+    assert t1.weighting == "T1" and t2.weighting == "T2"
+
+    ds = pydicom.dcmread(next(t1_dir.glob("*.dcm")))
+    assert [float(v) for v in ds.ImageOrientationPatient] == [0, 1, 0, 0, 0, -1]
+    for tag in ("ImagePositionPatient", "PixelSpacing", "SliceThickness", "SpacingBetweenSlices",
+                "SliceLocation", "InstanceNumber", "FrameOfReferenceUID", "StudyInstanceUID",
+                "SeriesInstanceUID", "RepetitionTime", "EchoTime", "WindowCenter", "WindowWidth"):
+        assert tag in ds, tag
+    assert ds.Modality == "MR" and ds.ScanningSequence == "SE" and ds.MRAcquisitionType == "2D"
+    assert ds.BitsAllocated == 16 and ds.BitsStored == 12 and ds.PixelRepresentation == 0
+    assert str(ds.PatientName).startswith("SYNTHETIC^PHANTOM_") and ds.PatientID.startswith("SYN-")
+    assert ds.PatientBirthDate == ""
+    ds2 = pydicom.dcmread(next(t2_dir.glob("*.dcm")))
+    assert ds2.FrameOfReferenceUID == ds.FrameOfReferenceUID
+    assert ds2.StudyInstanceUID == ds.StudyInstanceUID
+    assert ds2.SeriesInstanceUID != ds.SeriesInstanceUID
+    assert float(ds.RepetitionTime) < 1000 < float(ds2.RepetitionTime)
+
+    # File names carry no order: renamed at random, the volume loads the same.
+    shuffled = tmp_path / "shuffled"
+    shuffled.mkdir()
+    files = sorted(t1_dir.glob("*.dcm"))
+    names = [f"x{n:03d}" for n in random.Random(0).sample(range(1000), len(files))]
+    for src, name in zip(files, names):
+        shutil.copy(src, shuffled / name)
+    assert np.array_equal(load_series(shuffled).data, case.t1)
+
+
+def test_refuses_to_write_into_a_folder_that_is_not_a_cohort(tmp_path: Path) -> None:
+    precious = tmp_path / "mine"
+    precious.mkdir()
+    (precious / "notes.txt").write_text("keep me")
+    with pytest.raises(CohortExistsError, match="mine"):
+        generate_cohort(precious, n_cases=2, n_malignant=1, progress=False)
+    assert isinstance(CohortExistsError("x"), ValueError)
+    assert sorted(p.name for p in precious.iterdir()) == ["notes.txt"]
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    with pytest.raises(CohortExistsError):
+        generate_cohort(a_file, n_cases=2, n_malignant=1, progress=False)
+    with pytest.raises(ValueError):
+        generate_cohort(tmp_path / "bad", n_cases=2, n_malignant=3, progress=False)
+
+
+def test_a_previous_cohort_is_replaced_cleanly(tmp_path: Path) -> None:
+    out = tmp_path / "c"
+    generate_cohort(out, n_cases=3, n_malignant=1, seed=1, progress=False)
+    (out / "README.txt").write_text("user file")  # not ours: must survive
+    manifest = generate_cohort(out, n_cases=2, n_malignant=1, seed=2, progress=False)
+    assert len(_rows(manifest)) == 2
+    assert sorted(p.name for p in (out / "cases").iterdir()) == ["case_0001", "case_0002"]
+    assert (out / "README.txt").read_text() == "user file"
+
+
+def test_contact_sheet_is_a_png_of_sensible_size(cohort: Path, tmp_path: Path) -> None:
+    from PIL import Image
+
+    png = write_contact_sheet(cohort, tmp_path / "sheet.png", max_cases=5)
+    assert png.exists() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with Image.open(png) as im:
+        assert im.format == "PNG" and 800 <= im.width <= 4000 and 250 <= im.height <= 4000
+        grey = np.asarray(im.convert("L"))
+    assert grey.std() > 20  # not blank
