@@ -101,3 +101,11 @@ def align_to(t1: Volume, t2: Volume, tolerance_mm: float | None = None) -> Volum
                         slice_sources=tuple(t2.slice_sources[j] if j >= 0 and t2.slice_sources
                                             else "" for j in index),
                         metadata={**t2.metadata, "matched_t2_slices": index.tolist()})
+
+
+def on_t1_grid(t1: Volume, t2: Volume, tolerance_mm: float | None = None) -> Volume:
+    """``t2`` itself when it already shares T1's slices and pixels, else :func:`align_to`."""
+    if t2.data.shape == t1.data.shape and np.allclose(t2.positions, t1.positions) \
+            and same_grid(t1, t2):
+        return t2
+    return align_to(t1, t2, tolerance_mm)

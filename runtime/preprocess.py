@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image
 
 from .errors import ConfigError, RoiError, SpineFXWarning
-from .matching import align_to
+from .matching import on_t1_grid
 from .volume import Volume
 
 Box = tuple[float, float, float, float]  # x0, y0, x1, y1 in T1 pixels (x = column, y = row)
@@ -161,8 +161,7 @@ def build_six_channel(t1: Volume, t2: Volume, slice_index: int, box: Box | None 
     if roi[2] <= 0 or roi[3] <= 0 or roi[0] >= w or roi[1] >= h:
         raise RoiError(f"box {tuple(round(v, 1) for v in box)} lies outside the {w}x{h} image",
                        t1.source or None)
-    if not (t2.data.shape == t1.data.shape and np.allclose(t2.positions, t1.positions)):
-        t2 = align_to(t1, t2)
+    t2 = on_t1_grid(t1, t2)
 
     slices, notes = neighbour_slices(slice_index, t1.n_slices, config.neighbours)
     t2_missing = [i for i in slices if not np.isfinite(t2.data[i]).all()]
