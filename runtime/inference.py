@@ -1,0 +1,157 @@
+"""Torch-free inference: an ONNX model with two outputs, probability and class-activation map.
+
+For a ResNet head of global average pooling + one linear layer, Grad-CAM at the last block is
+ReLU(sum_k w_k A_k) up to a positive constant, so the exported graph emits the map itself and
+nothing here needs autograd (see DESIGN.md, "Explanations").
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from os import PathLike
+
+import numpy as np
+from PIL import Image
+
+from .cases import Case, load_volume
+from .matching import on_t1_grid
+from .model_files import ModelSpec, read_model_spec, resolve_model
+from .preprocess import Box, ModelInput, build_six_channel, resize
+from .volume import Volume
+
+log = logging.getLogger("spinefx.runtime")
+
+PROVIDER_ORDER = ("CUDAExecutionProvider", "CPUExecutionProvider")
+
+
+@dataclass
+class Prediction:
+    probability: float
+    label: str                        # at the model's threshold
+    threshold: float
+    cam_roi: np.ndarray               # (side, side) in [0, 1], on the square ROI
+    cam_slice: np.ndarray             # (rows, cols) in [0, 1] on the T1 lesion slice, 0 off-ROI
+    model_input: ModelInput
+    t1_slice: np.ndarray              # the T1 and T2 lesion slices on the T1 grid, for overlays
+    t2_slice: np.ndarray
+    model_id: str
+    model_sha256: str
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def roi(self) -> tuple[int, int, int, int]:
+        return self.model_input.roi
+
+    def summary(self) -> dict:
+        """JSON-able result without pixels (and without any patient identifiers)."""
+        return {"probability": round(self.probability, 6), "label": self.label,
+                "threshold": self.threshold, "roi": list(self.roi),
+                "slices": list(self.model_input.slices), "model": self.model_id,
+                "model_sha256": self.model_sha256,
+                "preprocessing": self.model_input.config.to_dict(),
+                "notes": list(self.model_input.notes),
+                "timings_ms": {k: round(v, 2) for k, v in self.timings_ms.items()}}
+
+
+def normalise_cam(cam: np.ndarray) -> np.ndarray:
+    """Scale one map to [0, 1] by its maximum (Grad-CAM is defined up to a positive constant)."""
+    cam = np.maximum(np.asarray(cam, dtype=np.float32), 0.0)
+    peak = float(cam.max())
+    return cam / peak if peak > 0 else cam
+
+
+def place_cam(cam: np.ndarray, roi: tuple[int, int, int, int], shape: tuple[int, int]) -> np.ndarray:
+    """Upsample a (h, w) map onto the square ROI and paste it into a (rows, cols) slice."""
+    x0, y0, x1, y1 = roi
+    side = x1 - x0
+    up = np.asarray(Image.fromarray(normalise_cam(cam)).resize((side, side),
+                                                                Image.Resampling.BILINEAR))
+    out = np.zeros(shape, dtype=np.float32)
+    sx0, sy0, sx1, sy1 = max(x0, 0), max(y0, 0), min(x1, shape[1]), min(y1, shape[0])
+    if sx1 > sx0 and sy1 > sy0:
+        out[sy0:sy1, sx0:sx1] = up[sy0 - y0:sy1 - y0, sx0 - x0:sx1 - x0]
+    return out
+
+
+class Predictor:
+    """Load a model folder once; predict many cases.
+
+    ``model``: a folder with ``model.json``, ``None`` for the bundled demonstration model.
+    ``variant``: which ONNX file (``fp32``/``int8``; default from model.json). The sha256 of the
+    file is checked before onnxruntime sees it. Providers: CUDA when available, else CPU.
+    """
+
+    def __init__(self, model: str | PathLike | None = None, variant: str | None = None,
+                 providers: list[str] | None = None, threads: int | None = None):
+        import onnxruntime as ort  # imported here so reading files never needs it
+
+        self.spec: ModelSpec = read_model_spec(resolve_model(model))
+        self.variant, self.path, self.sha256 = self.spec.file(variant)
+        available = ort.get_available_providers()
+        wanted = providers or [p for p in PROVIDER_ORDER if p in available]
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = int(threads)
+        self.session = ort.InferenceSession(str(self.path), sess_options=options, providers=wanted)
+        self.provider = self.session.get_providers()[0]
+        log.info("spinefx model %s (%s) running on %s", self.model_id, self.variant, self.provider)
+
+    @property
+    def model_id(self) -> str:
+        return f"{self.spec.name}:{self.variant}"
+
+    @property
+    def config(self):
+        return self.spec.preprocessing
+
+    @property
+    def threshold(self) -> float:
+        return self.spec.threshold
+
+    def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Probabilities (N,) and raw maps (N, h, w) for a float32 batch (N, 6, S, S)."""
+        batch = np.asarray(batch, dtype=np.float32)
+        if batch.ndim == 3:
+            batch = batch[None]
+        expected = (self.config.n_channels, self.config.image_size, self.config.image_size)
+        if batch.shape[1:] != expected:
+            raise ValueError(f"input shape {batch.shape[1:]} does not match the model's {expected}")
+        prob_name, cam_name = self.spec.output_names
+        prob, cam = self.session.run([prob_name, cam_name], {self.spec.input_name: batch})
+        return np.asarray(prob, dtype=np.float64).reshape(-1), np.asarray(cam, dtype=np.float32)
+
+    def predict_volumes(self, t1: Volume, t2: Volume, slice_index: int, box: Box | None = None,
+                        center: tuple[float, float] | None = None,
+                        size_mm: float | None = None) -> Prediction:
+        t0 = time.perf_counter()
+        t2 = on_t1_grid(t1, t2)  # once, here: the overlay needs the T2 slice on the T1 grid too
+        model_input = build_six_channel(t1, t2, slice_index, box=box, center=center,
+                                        size_mm=size_mm, config=self.config)
+        t1_ = time.perf_counter()
+        prob, cam = self.run(model_input.array)
+        t2_ = time.perf_counter()
+        cam_map = normalise_cam(cam[0])
+        side = model_input.roi[2] - model_input.roi[0]
+        prediction = Prediction(
+            probability=float(prob[0]),
+            label=self.spec.classes[int(prob[0] >= self.threshold)],
+            threshold=self.threshold,
+            cam_roi=resize(cam_map, side),
+            cam_slice=place_cam(cam_map, model_input.roi, t1.data.shape[1:]),
+            model_input=model_input, t1_slice=t1.data[slice_index],
+            t2_slice=np.nan_to_num(t2.data[slice_index]),
+            model_id=self.model_id, model_sha256=self.sha256)
+        prediction.timings_ms = {"preprocess": (t1_ - t0) * 1e3, "inference": (t2_ - t1_) * 1e3,
+                                 "postprocess": (time.perf_counter() - t2_) * 1e3}
+        return prediction
+
+    def predict_case(self, case: Case) -> Prediction:
+        t0 = time.perf_counter()
+        t1, t2 = load_volume(case.t1, "T1"), load_volume(case.t2, "T2")
+        load_ms = (time.perf_counter() - t0) * 1e3
+        prediction = self.predict_volumes(t1, t2, case.slice, box=case.box, center=case.center,
+                                          size_mm=case.size_mm)
+        prediction.timings_ms = {"load": load_ms, **prediction.timings_ms}
+        return prediction
+

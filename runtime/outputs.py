@@ -1,0 +1,132 @@
+"""Writing results without losing anything: atomic files, and a DICOM Secondary Capture of the
+overlay that PACS files with the source study.
+
+Atomic = written to a temporary file in the same folder, then renamed over the target, so a
+crash never leaves half a file and a reader never sees one.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import io
+import json
+import os
+import tempfile
+from os import PathLike
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from PIL import Image
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+from .errors import SpineFXError
+
+SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
+# Patient/study attributes copied from the source so PACS files the capture with its study.
+# They go into the DICOM file only: never into logs, JSON or the screen.
+_COPIED = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyInstanceUID",
+           "StudyDate", "StudyTime", "StudyID", "AccessionNumber", "ReferringPhysicianName",
+           "StudyDescription", "FrameOfReferenceUID")
+
+
+def atomic_write_bytes(path: str | PathLike, data: bytes) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_json(path: str | PathLike, obj) -> Path:
+    return atomic_write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode())
+
+
+def atomic_write_png(path: str | PathLike, image: Image.Image) -> Path:
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+OUTPUT_NAMES = ("result.json", "overlay.png", "overlay_sc.dcm", "predictions.csv")
+
+
+def check_output_folder(out_dir: str | PathLike, inputs: list[str | PathLike]) -> Path:
+    """Refuse an output folder inside an input *folder* (results written into a study would be
+    read as part of it next time), and any output file that would replace an input file."""
+    out = Path(out_dir).resolve()
+    for item in inputs:
+        src = Path(item).resolve()
+        if src.is_dir() and (out == src or src in out.parents):
+            raise SpineFXError(f"output folder {out_dir} lies inside the input {item}; "
+                               "choose a folder outside the study so nothing of it is touched")
+        if src.is_file() and (out == src or (out == src.parent and src.name in OUTPUT_NAMES)):
+            raise SpineFXError(f"writing to {out_dir} would replace the input {item}; "
+                               "choose another output folder")
+    return Path(out_dir)
+
+
+def secondary_capture(overlay: Image.Image, source_file: str | PathLike, summary: dict,
+                      series_description: str = "spinefx overlay (research, not for diagnosis)"
+                      ) -> Dataset:
+    """An RGB Secondary Capture of ``overlay`` in the source image's study, referencing it."""
+    source_file = Path(source_file)
+    try:
+        src = pydicom.dcmread(source_file, stop_before_pixels=True)
+    except Exception as exc:
+        raise SpineFXError(f"cannot read the source DICOM for the capture ({exc})",
+                           source_file) from exc
+    rgb = np.asarray(overlay.convert("RGB"), dtype=np.uint8)
+    now = _dt.datetime.now()
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SECONDARY_CAPTURE
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    for keyword in _COPIED:
+        if keyword in src:
+            setattr(ds, keyword, src.data_element(keyword).value)
+    ds.SOPClassUID = SECONDARY_CAPTURE
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.SeriesInstanceUID = generate_uid()
+    ds.SeriesNumber = 9900
+    ds.InstanceNumber = 1
+    ds.Modality = "OT"
+    ds.ConversionType = "WSD"  # workstation
+    ds.SeriesDescription = series_description
+    ds.ImageComments = (f"P(malignant)={summary['probability']:.3f} threshold="
+                        f"{summary['threshold']:.3f} label={summary['label']} model="
+                        f"{summary['model']}. Research and teaching use only, not for diagnosis.")
+    ds.ContentDate, ds.ContentTime = now.strftime("%Y%m%d"), now.strftime("%H%M%S")
+    ds.Manufacturer = "spinefx"
+    ds.BurnedInAnnotation = "YES"  # the legend is drawn into the pixels
+    ref = Dataset()
+    ref.ReferencedSOPClassUID = src.get("SOPClassUID", "")
+    ref.ReferencedSOPInstanceUID = src.get("SOPInstanceUID", "")
+    ds.SourceImageSequence = [ref]
+    series_ref = Dataset()
+    series_ref.SeriesInstanceUID = src.get("SeriesInstanceUID", "")
+    series_ref.ReferencedInstanceSequence = [ref]
+    ds.ReferencedSeriesSequence = [series_ref]
+    ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PlanarConfiguration = 3, "RGB", 0
+    ds.Rows, ds.Columns = rgb.shape[:2]
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    ds.PixelData = rgb.tobytes()
+    return ds
+
+
+def write_secondary_capture(path: str | PathLike, overlay: Image.Image,
+                            source_file: str | PathLike, summary: dict) -> Path:
+    ds = secondary_capture(overlay, source_file, summary)
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    return atomic_write_bytes(path, buf.getvalue())
