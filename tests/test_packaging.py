@@ -15,7 +15,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 STAGE_DIRS = {"runtime": "spinefx/runtime", "train": "spinefx/train", "export": "spinefx/export",
-              "demo": "spinefx/demo", "spinefx/phantom": "spinefx/phantom", "spinefx": "spinefx"}
+              "demo": "spinefx/demo", "spinefx/phantom": "spinefx/phantom", "spinefx": "spinefx",
+              "weights": "spinefx/weights"}
 
 
 def _pip(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
