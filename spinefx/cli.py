@@ -178,8 +178,14 @@ class UsageError(Exception):
     """A bad combination of options (argparse checks single options)."""
 
 
+def _add_demo(sub: argparse._SubParsersAction) -> None:
+    from .demo.cli import add_demo_parser  # argparse only; gradio loads when the demo runs
+
+    add_demo_parser(sub)
+
+
 COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
-    _add_phantom, _add_inspect, _add_predict)
+    _add_phantom, _add_inspect, _add_predict, _add_demo)
 
 
 def build_parser() -> argparse.ArgumentParser:

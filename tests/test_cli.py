@@ -8,7 +8,7 @@ import pytest
 
 from spinefx.cli import build_parser, main
 
-SUBCOMMANDS = ["phantom", "inspect"]
+SUBCOMMANDS = ["phantom", "inspect", "predict", "demo"]
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:

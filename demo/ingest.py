@@ -1,0 +1,439 @@
+"""Uploads -> a :class:`Study` held in memory: the series found (no PHI) and their volumes.
+
+Uploaded files are staged under a private temporary folder with neutral names (``f00001.dcm``;
+user file names can carry patient names), read, and the folder is removed before the request
+ends: nothing a user uploads outlives the request on disk. What stays is pixel data + geometry
+in a :class:`Study` (session memory), never PatientName / PatientID / BirthDate.
+
+Zip archives are extracted defensively: member names are never used as paths (no traversal),
+links and nested archives are skipped, and the number of members and the bytes actually
+written are capped (a zip bomb's headers can lie).
+"""
+from __future__ import annotations
+
+import logging
+import re
+import shutil
+import stat
+import tempfile
+import threading
+import time
+import warnings
+import zipfile
+from dataclasses import dataclass, field
+from os import PathLike
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from spinefx.runtime import (SeriesInfo, SpineFXError, SpineFXWarning, Volume, load_image_slices,
+                             load_series, scan_study)
+from spinefx.runtime.images import IMAGE_SUFFIXES, MAX_PIXELS
+
+log = logging.getLogger("spinefx.demo")
+
+MAX_FILES = 4000                      # files in one upload (a spine study: a few hundred)
+MAX_UPLOAD_BYTES = 1 << 30            # 1 GiB in all, zips counted by what they unpack to
+MAX_ZIP_MEMBERS = 4000
+MAX_SERIES_VOXELS = 64 * 1024 * 1024  # one series as float32: 256 MiB
+MAX_STUDY_VOXELS = 128 * 1024 * 1024  # every series loaded for one session
+MAX_IMAGE_SLICES = 256
+_CHUNK = 1 << 20
+
+# warnings.catch_warnings swaps process-wide state: serialise the loads that record warnings
+_WARN_LOCK = threading.Lock()
+
+
+class UploadError(SpineFXError):
+    """The upload as a whole is unusable (empty, too big, wrong kind of file...)."""
+
+
+@dataclass
+class Study:
+    """A loaded study: series rows (no PHI), candidate volumes, the automatic T1/T2 choice."""
+    kind: str                                   # 'dicom' | 'images' | 'example'
+    title: str
+    rows: list[dict]                            # one per series found (usable or not)
+    volumes: dict[str, Volume]                  # key -> volume, usable series only
+    labels: dict[str, str]                      # key -> what the dropdown shows
+    t1_key: str
+    t2_key: str
+    notes: list[str] = field(default_factory=list)
+    truth: dict | None = None                   # examples: label, level, features, synthetic
+    default_slice: int | None = None
+    default_box: tuple[float, float, float, float] | None = None
+
+    @property
+    def choices(self) -> list[tuple[str, str]]:
+        return [(self.labels[k], k) for k in self.volumes]
+
+    def pair(self, t1_key: str | None = None, t2_key: str | None = None) -> tuple[Volume, Volume]:
+        t1_key, t2_key = t1_key or self.t1_key, t2_key or self.t2_key
+        for key in (t1_key, t2_key):
+            if key not in self.volumes:
+                raise UploadError(f"series '{key}' is not part of the loaded study")
+        if t1_key == t2_key:
+            raise UploadError("T1 and T2 are the same series: choose a T1-weighted and a "
+                              "T2-weighted series")
+        return self.volumes[t1_key], self.volumes[t2_key]
+
+
+# ---------------------------------------------------------------------------------------------
+# Staging: copy / unzip into a private folder under neutral names
+# ---------------------------------------------------------------------------------------------
+class Staging:
+    """A private folder for one request's files; ``names`` maps neutral -> original names."""
+
+    def __init__(self, root: str | PathLike | None = None):
+        self.folder = Path(tempfile.mkdtemp(prefix="upload-", dir=root))
+        self.names: dict[str, str] = {}
+        self.bytes = 0
+        self.count = 0
+
+    def __enter__(self) -> "Staging":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+    def _target(self, original: str, suffix: str) -> Path:
+        self.count += 1
+        if self.count > MAX_FILES:
+            raise UploadError(f"more than {MAX_FILES} files in one upload; upload one study")
+        suffix = suffix.lower() if re.fullmatch(r"\.[A-Za-z0-9]{1,5}", suffix or "") else ""
+        name = f"f{self.count:05d}{suffix}"
+        self.names[name] = _display_name(original)
+        return self.folder / name
+
+    def _budget(self, n: int) -> None:
+        self.bytes += n
+        if self.bytes > MAX_UPLOAD_BYTES:
+            raise UploadError(f"the upload unpacks to more than {MAX_UPLOAD_BYTES >> 20} MiB; "
+                              "upload the sagittal T1 and T2 series only")
+
+    def add_file(self, path: str | PathLike) -> None:
+        path = Path(path)
+        if not path.is_file():
+            raise UploadError(f"{_display_name(path.name)}: the uploaded file is no longer on "
+                              "the server (uploads expire); upload it again")
+        if zipfile.is_zipfile(path):
+            self.add_zip(path)
+            return
+        size = path.stat().st_size
+        self._budget(size)
+        shutil.copyfile(path, self._target(path.name, path.suffix))
+
+    def add_zip(self, path: Path) -> None:
+        try:
+            with zipfile.ZipFile(path) as zf:
+                members = [m for m in zf.infolist() if not m.is_dir()]
+                if len(members) > MAX_ZIP_MEMBERS:
+                    raise UploadError(f"{_display_name(path.name)}: {len(members)} files in the "
+                                      f"archive (at most {MAX_ZIP_MEMBERS})")
+                for m in members:
+                    mode = m.external_attr >> 16
+                    base = m.filename.replace("\\", "/").rsplit("/", 1)[-1]
+                    if stat.S_ISLNK(mode) or base.startswith("._") or "__MACOSX/" in m.filename:
+                        continue  # links, macOS resource forks: never followed or read
+                    if base.lower().endswith(".zip"):
+                        continue  # nested archives are not unpacked
+                    if m.file_size > MAX_UPLOAD_BYTES:
+                        raise UploadError(f"{_display_name(path.name)}: member {base!r} is too "
+                                          "large")
+                    target = self._target(base, Path(base).suffix)
+                    with zf.open(m) as src, open(target, "wb") as dst:
+                        while block := src.read(_CHUNK):
+                            self._budget(len(block))  # what is written, not what headers say
+                            dst.write(block)
+        except zipfile.BadZipFile as exc:
+            raise UploadError(f"{_display_name(path.name)}: damaged zip archive ({exc})") from None
+        except (RuntimeError, NotImplementedError) as exc:  # encrypted / unsupported method
+            raise UploadError(f"{_display_name(path.name)}: cannot unpack ({exc})") from None
+
+    def humanise(self, text: str) -> str:
+        """A message with staged paths replaced by the names the user uploaded."""
+        for neutral, original in self.names.items():
+            text = text.replace(str(self.folder / neutral), original)
+        return text.replace(str(self.folder), "upload")
+
+
+def _display_name(name: str) -> str:
+    """The base name of an uploaded file (gradio caches uploads under a hash folder)."""
+    name = str(name).replace("\\", "/").rsplit("/", 1)[-1]
+    return name[:120] or "unnamed file"
+
+
+def _with_warnings(fn, *args, **kwargs):
+    """Call fn; return (result, [SpineFXWarning messages]). Other warnings (pydicom's notes on
+    odd header values can quote those values) are dropped, not shown or logged."""
+    with _WARN_LOCK, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = fn(*args, **kwargs)
+    return result, [str(w.message) for w in caught if issubclass(w.category, SpineFXWarning)]
+
+
+def natural_key(name: str) -> list:
+    """'slice_10' after 'slice_9': numbers in file names compare as numbers."""
+    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", name)]
+
+
+# ---------------------------------------------------------------------------------------------
+# DICOM
+# ---------------------------------------------------------------------------------------------
+def _series_label(s: SeriesInfo) -> str:
+    number = f"#{s.series_number} " if s.series_number is not None else ""
+    desc = s.description or "(no description)"
+    return f"{number}{desc} - {s.plane}, {s.weighting}, {s.n_slices} slices, {s.rows}x{s.columns}"
+
+
+def _row(s: SeriesInfo, status: str) -> dict:
+    summary = s.summary()
+    summary.pop("series_uid", None)  # not PHI, but of no use to a reader and long
+    return {**summary, "status": status}
+
+
+def _pick(hits: list[str], taken: set[str]) -> str | None:
+    return next((k for k in hits if k not in taken), None)
+
+
+def auto_pair(study_volumes: dict[str, Volume]) -> tuple[str, str, list[str]]:
+    """The automatic T1/T2 choice: header weighting first, sagittal first, most slices first."""
+    keys = list(study_volumes)
+    if len(keys) < 2:
+        only = study_volumes[keys[0]] if keys else None
+        what = f"one usable series ({only.weighting})" if only else "no usable series"
+        raise UploadError(f"only {what} found: the model needs a sagittal T1-weighted and a "
+                          "T2-weighted series of the same study")
+    notes: list[str] = []
+
+    def ranked(weighting: str) -> list[str]:
+        hits = [k for k in keys if study_volumes[k].weighting == weighting]
+        return sorted(hits, key=lambda k: (study_volumes[k].plane != "sagittal",
+                                           -study_volumes[k].n_slices))
+
+    t1 = _pick(ranked("T1"), set())
+    t2 = _pick(ranked("T2"), {t1} if t1 else set())
+    if t1 is None or t2 is None:
+        rest = [k for k in keys if k not in (t1, t2) and study_volumes[k].weighting != "STIR"]
+        rest += [k for k in keys if k not in (t1, t2) and k not in rest]
+        missing = [w for w, k in (("T1", t1), ("T2", t2)) if k is None]
+        if t1 is None:
+            t1 = rest.pop(0)
+        if t2 is None:
+            t2 = rest.pop(0)
+        notes.append(f"the headers do not identify a {' or '.join(missing)}-weighted series; "
+                     "the choice below is a guess: check it")
+    if len(ranked("T1")) > 1 or len(ranked("T2")) > 1:
+        notes.append("several series of the same weighting: check the T1/T2 choice")
+    return t1, t2, notes
+
+
+def load_dicom_upload(paths: Sequence[str | PathLike], temp_root: str | PathLike | None = None,
+                      title: str = "uploaded DICOM study") -> Study:
+    """DICOM files and/or zips of a study -> :class:`Study` (the staged copies are removed)."""
+    paths = [Path(p) for p in paths if p]
+    if not paths:
+        raise UploadError("no files uploaded")
+    with Staging(temp_root) as staging:
+        for p in paths:
+            staging.add_file(p)
+        staged = sorted(staging.folder.iterdir())
+        if staged and all(p.suffix.lower() in IMAGE_SUFFIXES for p in staged):
+            raise UploadError("these are plain images, not DICOM: put them under 'PNG/JPEG "
+                              "slices' and say which are T1 and which T2")
+        try:
+            scan = scan_study(staging.folder)
+            return _study_from_scan(scan, staging, title)
+        except SpineFXError as exc:
+            raise type(exc)(staging.humanise(str(exc))) from None
+
+
+def _study_from_scan(scan, staging: Staging, title: str) -> Study:
+    if not scan.series:
+        reasons = "; ".join(f"{staging.humanise(str(p))}: {r}" for p, r in scan.skipped[:4])
+        more = f" (and {len(scan.skipped) - 4} more)" if len(scan.skipped) > 4 else ""
+        raise UploadError(f"no DICOM image series found among {len(scan.skipped)} file(s): "
+                          f"{reasons}{more}")
+    notes: list[str] = []
+    if scan.skipped:
+        notes.append(f"{len(scan.skipped)} file(s) skipped, e.g. "
+                     f"{staging.humanise(str(scan.skipped[0][0]))}: {scan.skipped[0][1]}")
+    modalities = sorted({s.modality or "unknown" for s in scan.series})
+    mr = [s for s in scan.series if s.modality in ("MR", "")]
+    if not mr:
+        raise UploadError(f"the upload holds {', '.join(modalities)} images, not MR: this model "
+                          "reads sagittal T1- and T2-weighted spine MRI")
+    rows, volumes, labels, total = [], {}, {}, 0
+    for s in scan.series:
+        status = "usable"
+        if s.modality not in ("MR", ""):
+            status = f"not MR ({s.modality})"
+        elif "sagittal" not in s.plane and s.plane != "unknown":
+            status = f"not sagittal ({s.plane})"
+        elif s.rows * s.columns > MAX_PIXELS:
+            status = f"image too large ({s.rows}x{s.columns})"
+        elif s.n_slices * s.rows * s.columns > MAX_SERIES_VOXELS:
+            status = f"too many voxels ({s.n_slices} x {s.rows}x{s.columns})"
+        elif total + s.n_slices * s.rows * s.columns > MAX_STUDY_VOXELS:
+            status = "not loaded: the study is too large; upload fewer series"
+        if status == "usable":
+            try:
+                vol, warned = _with_warnings(load_series, s, weighting=s.weighting)
+                key = f"s{len(volumes) + 1}"
+                volumes[key] = _scrub(vol, key)
+                labels[key] = _series_label(s)
+                total += s.n_slices * s.rows * s.columns
+                notes += [f"series {_series_label(s)}: {staging.humanise(w)}" for w in warned]
+            except SpineFXError as exc:
+                status = f"unreadable: {staging.humanise(str(exc))}"
+                notes.append(f"series {_series_label(s)}: {staging.humanise(str(exc))}")
+        rows.append(_row(s, status))
+    if not volumes:
+        raise UploadError("no usable sagittal MR series: " + "; ".join(
+            f"{r['description'] or 'series'}: {r['status']}" for r in rows))
+    t1, t2, pair_notes = auto_pair(volumes)
+    return Study(kind="dicom", title=title, rows=rows, volumes=volumes, labels=labels,
+                 t1_key=t1, t2_key=t2, notes=notes + pair_notes)
+
+
+def _scrub(vol: Volume, key: str) -> Volume:
+    """Keep pixels + geometry; drop paths (the staged files are gone) and identifiers."""
+    keep = {k: vol.metadata.get(k) for k in ("modality", "series_number", "repetition_time",
+                                            "echo_time")}
+    return vol.with_data(vol.data, source=key, slice_sources=(), metadata=keep)
+
+
+# ---------------------------------------------------------------------------------------------
+# Plain images
+# ---------------------------------------------------------------------------------------------
+def load_image_upload(t1_paths: Sequence[str | PathLike], t2_paths: Sequence[str | PathLike],
+                      pixel_spacing_mm: float | None = None,
+                      title: str = "uploaded image slices") -> Study:
+    """PNG/JPEG/TIFF slices, T1 and T2 given separately, ordered by the numbers in their names."""
+    t1_paths = [Path(p) for p in t1_paths or [] if p]
+    t2_paths = [Path(p) for p in t2_paths or [] if p]
+    if not t1_paths and not t2_paths:
+        raise UploadError("no image slices uploaded")
+    if not t1_paths or not t2_paths:
+        have, need = ("T1", "T2") if t1_paths else ("T2", "T1")
+        raise UploadError(f"only {have} slices given: the model needs {have} and {need} slices "
+                          "of the same region")
+    for paths in (t1_paths, t2_paths):
+        if len(paths) > MAX_IMAGE_SLICES:
+            raise UploadError(f"{len(paths)} slices in one sequence (at most {MAX_IMAGE_SLICES})")
+        for p in paths:
+            if zipfile.is_zipfile(p) or p.suffix.lower() in (".dcm", ".ima"):
+                raise UploadError(f"{_display_name(p.name)}: DICOM or zip files go in the DICOM "
+                                  "box, not among image slices")
+    spacing = None
+    if pixel_spacing_mm:
+        if not 0.05 <= float(pixel_spacing_mm) <= 10:
+            raise UploadError(f"pixel spacing {pixel_spacing_mm} mm is implausible for MRI "
+                              "(0.05-10 mm)")
+        spacing = (float(pixel_spacing_mm), float(pixel_spacing_mm))
+    vols, notes = {}, []
+    for weighting, paths in (("T1", t1_paths), ("T2", t2_paths)):
+        ordered = sorted(paths, key=lambda p: natural_key(p.name))
+        try:
+            vol, warned = _with_warnings(load_image_slices, ordered, weighting, spacing)
+        except SpineFXError as exc:
+            raise type(exc)(_names_only(str(exc), paths)) from None
+        vols[weighting] = vol.with_data(vol.data, source=weighting, slice_sources=())
+        notes += [_names_only(w, paths) for w in warned]
+    t1, t2 = vols["T1"], vols["T2"]
+    if t1.n_slices != t2.n_slices:
+        notes.append(f"T1 has {t1.n_slices} slices and T2 {t2.n_slices}: slices are paired by "
+                     "position in the sorted lists")
+    if t1.data.shape[1:] != t2.data.shape[1:]:
+        notes.append("T1 and T2 slices differ in size: T2 is resampled onto the T1 grid")
+    if spacing is None:
+        notes.append("plain images carry no pixel spacing: 1 mm is assumed, so a box size in "
+                     "mm is approximate (enter the spacing if you know it)")
+    notes.append("plain images carry no geometry: T1 and T2 are paired slice by slice, "
+                 "without registration")
+    rows = [{"series_number": None, "description": f"{w} image slices", "modality": "",
+             "plane": "assumed sagittal", "weighting": w, "slices": v.n_slices,
+             "matrix": f"{v.data.shape[1]}x{v.data.shape[2]}",
+             "pixel_spacing_mm": list(v.pixel_spacing) if spacing else None,
+             "slice_spacing_mm": None, "tr_ms": None, "te_ms": None, "ti_ms": None,
+             "status": "usable"} for w, v in vols.items()]
+    labels = {"T1": f"T1 image slices ({t1.n_slices})", "T2": f"T2 image slices ({t2.n_slices})"}
+    return Study(kind="images", title=title, rows=rows, volumes={"T1": t1, "T2": t2},
+                 labels=labels, t1_key="T1", t2_key="T2", notes=notes)
+
+
+def _names_only(text: str, paths: Iterable[Path]) -> str:
+    """Replace gradio's cache paths by the uploaded base names in a message."""
+    for p in sorted(paths, key=lambda p: -len(str(p))):
+        text = text.replace(str(p.parent) + "/", "").replace(str(p), p.name)
+    return text
+
+
+class UploadJanitor:
+    """Deletes gradio's cached copies of uploaded files once no request needs them.
+
+    Gradio stores uploads by content hash, so two users uploading the same file share one
+    cached path (and a request may sit in the queue after its upload). Each request
+    ``hold``s its paths and ``release``s them when done; a path is deleted ``grace_s`` seconds
+    after its last release, if nobody holds it again by then. Only paths inside ``roots`` are
+    ever touched; the hash folder goes too when it is empty.
+    """
+
+    def __init__(self, roots: Iterable[str | PathLike], grace_s: float = 20.0):
+        self.roots = [Path(r).resolve() for r in roots if r]
+        self.grace_s = float(grace_s)
+        self._lock = threading.Lock()
+        self._held: dict[Path, int] = {}
+        self._released: dict[Path, float] = {}
+
+    def _mine(self, paths) -> list[Path]:
+        out = []
+        for p in paths:
+            if p:
+                path = Path(p).resolve()
+                if any(path.is_relative_to(r) and path != r for r in self.roots):
+                    out.append(path)
+        return out
+
+    def hold(self, paths) -> list[Path]:
+        mine = self._mine(paths)
+        with self._lock:
+            for p in mine:
+                self._held[p] = self._held.get(p, 0) + 1
+        return mine
+
+    def release(self, paths) -> None:
+        mine = self._mine(paths)
+        now = time.monotonic()
+        with self._lock:
+            for p in mine:
+                n = self._held.get(p, 0) - 1
+                if n > 0:
+                    self._held[p] = n
+                else:
+                    self._held.pop(p, None)
+                    self._released[p] = now
+        if self.grace_s <= 0:
+            self.sweep()
+        else:
+            timer = threading.Timer(self.grace_s + 0.05, self.sweep)
+            timer.daemon = True
+            timer.start()
+
+    def sweep(self) -> None:
+        now = time.monotonic()
+        with self._lock:
+            due = [p for p, t in self._released.items()
+                   if p not in self._held and now - t >= self.grace_s]
+            for p in due:
+                self._released.pop(p, None)
+        for path in due:
+            try:
+                path.unlink(missing_ok=True)
+                parent = path.parent
+                if parent not in self.roots and parent.is_dir() and not any(parent.iterdir()):
+                    parent.rmdir()
+            except OSError:
+                log.debug("could not remove a cached upload", exc_info=True)
