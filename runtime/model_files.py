@@ -117,7 +117,8 @@ def resolve_model(model: str | PathLike | None) -> Path:
                               BUNDLED_DIR)
         return BUNDLED_DIR
     text = str(model)
-    if text.startswith("hf://"):
-        raise ConfigError(f"{text}: loading models from the Hugging Face Hub is not available "
-                          "in this version yet; download the model folder and pass its path")
+    if text.startswith("hf:/"):  # hf://owner/name[@rev] (hf:/... once pathlib has seen it)
+        from .hub import download_model  # huggingface_hub only when a hub model is asked for
+
+        return download_model(text)
     return Path(model)

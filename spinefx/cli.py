@@ -184,8 +184,29 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     add_demo_parser(sub)
 
 
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    # argparse-only modules: torch, scikit-learn and matplotlib load when a command runs
+    from .train.cli import add_train_parser
+    from .train.evaluation import add_evaluate_parser
+    from .train.readers import add_readers_parser
+
+    add_train_parser(sub)
+    add_evaluate_parser(sub)
+    add_readers_parser(sub)
+
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    from .export.cli import add_bench_parser, add_export_parser  # argparse only: torch loads later
+
+    from .export.publish import add_publish_parser  # huggingface_hub loads when it runs
+
+    add_export_parser(sub)
+    add_bench_parser(sub)
+    add_publish_parser(sub)
+
+
 COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
-    _add_phantom, _add_inspect, _add_predict, _add_demo)
+    _add_phantom, _add_inspect, _add_train, _add_export, _add_predict, _add_demo)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,166 @@
+"""Inference benchmark behind ``spinefx bench`` (and ``benchmarks/bench_inference.py``).
+
+A benchmark, not a test: it prints numbers, it asserts nothing. Rows (each at every batch size):
+
+- ``torch eager``: ``sigmoid(model(x))`` under ``torch.inference_mode`` (the reference);
+- ``torch + grad-cam``: probability plus pytorch-grad-cam ``GradCAM`` on layer4 (autograd);
+- ``ORT fp32 prob-only``: the fp32 graph cut to the probability output (CAM overhead baseline);
+- ``ORT fp32``: probability + in-graph CAM; ``ORT int8``: the static QDQ int8 graph.
+
+With a model folder its ONNX files are timed (torch rows use a random-init network of the same
+shape: speed does not depend on the weights); without one a random-init 6-channel ResNet50 is
+exported and quantised (calibrated on random inputs: for timing only) in a temporary folder.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+
+def _time(fn: Callable[[], object], runs: int, warmup: int = 2) -> dict:
+    for _ in range(warmup):
+        fn()
+    samples = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        fn()
+        samples.append((time.perf_counter() - t0) * 1e3)
+    arr = np.asarray(samples)
+    return {"median_ms": float(np.median(arr)), "p90_ms": float(np.percentile(arr, 90)),
+            "runs": runs}
+
+
+def _prob_only(src: Path, dst: Path) -> Path:
+    import onnx
+    from onnx.utils import Extractor
+
+    from .onnx_export import INPUT_NAME, PROBABILITY_NAME
+    proto = onnx.load(str(src))
+    onnx.save(Extractor(proto).extract_model([INPUT_NAME], [PROBABILITY_NAME]), str(dst))
+    return dst
+
+
+def _session(path: Path, threads: int | None):
+    import onnxruntime as ort
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), sess_options=options,
+                                providers=["CPUExecutionProvider"])
+
+
+def run_benchmark(model_dir: str | os.PathLike | None = None, image_size: int = 224,
+                  batch_sizes: tuple[int, ...] = (1, 8), runs: int = 50,
+                  threads: int | None = None, gradcam: bool = True, log=print) -> dict:
+    import json
+
+    import onnxruntime as ort
+    import torch
+
+    from spinefx.runtime import PreprocessConfig
+    from spinefx.train.model import SpineFxNet
+
+    from .exporter import FP32_FILE, INT8_FILE
+    from .onnx_export import INPUT_NAME, export_onnx
+    from .quantize import quantize_int8
+
+    log = log or (lambda *a, **k: None)
+    if threads:
+        torch.set_num_threads(threads)
+    tmp = tempfile.TemporaryDirectory(prefix="spinefx-bench-")
+    work = Path(tmp.name)
+    notes: list[str] = []
+    try:
+        if model_dir is not None:
+            spec = json.loads((Path(model_dir) / "model.json").read_text())
+            channels, image_size = spec["input"]["shape"][1], spec["input"]["shape"][2]
+            fp32 = Path(model_dir) / spec["files"]["fp32"]["path"]
+            int8 = (Path(model_dir) / spec["files"]["int8"]["path"]
+                    if "int8" in spec["files"] else None)
+            source = f"model folder {model_dir}"
+        else:
+            channels, fp32, int8 = 6, work / FP32_FILE, None
+            source = "random-init 6-channel ResNet50 exported here"
+        torch.manual_seed(0)
+        model = SpineFxNet(preprocess=PreprocessConfig(image_size=image_size).to_dict()).eval()
+        if model_dir is None:
+            log(f"exporting a random-init model at {image_size} px ...")
+            export_onnx(model, fp32, image_size, channels)
+        if int8 is None:
+            log("quantising to int8 (random calibration inputs: for timing only) ...")
+            int8 = work / INT8_FILE
+            rng = np.random.default_rng(0)
+            quantize_int8(fp32, int8, rng.random((8, channels, image_size, image_size),
+                                                 dtype=np.float32))
+            if model_dir is not None:
+                notes.append("the model folder has no int8 file: quantised one here for timing")
+        prob_only = _prob_only(fp32, work / "prob_only.onnx")
+
+        sessions = {"ORT fp32 prob-only": _session(prob_only, threads),
+                    "ORT fp32": _session(fp32, threads), "ORT int8": _session(int8, threads)}
+        rows = []
+        rng = np.random.default_rng(1)
+        for batch in batch_sizes:
+            x = rng.random((batch, channels, image_size, image_size), dtype=np.float32)
+            xt = torch.from_numpy(x)
+            log(f"timing batch {batch} ...")
+
+            def torch_eager():
+                with torch.inference_mode():
+                    return torch.sigmoid(model(xt))
+            rows.append({"variant": "torch eager", "batch": batch, **_time(torch_eager, runs)})
+            if gradcam:
+                from .onnx_export import _LogitAsClasses
+                from pytorch_grad_cam import GradCAM
+                from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+                cam = GradCAM(model=_LogitAsClasses(model).eval(),
+                              target_layers=[model.backbone.layer4])
+                targets = [ClassifierOutputTarget(0)] * batch
+                n = max(3, runs // 5)
+                rows.append({"variant": "torch + grad-cam", "batch": batch,
+                             **_time(lambda: cam(input_tensor=xt, targets=targets), n, 1)})
+                cam.activations_and_grads.release()
+            for name, sess in sessions.items():
+                rows.append({"variant": name, "batch": batch,
+                             **_time(lambda s=sess: s.run(None, {INPUT_NAME: x}), runs)})
+        for row in rows:
+            ref = next(r for r in rows if r["variant"] == "torch eager"
+                       and r["batch"] == row["batch"])
+            row["ms_per_image"] = row["median_ms"] / row["batch"]
+            row["relative_to_torch"] = row["median_ms"] / ref["median_ms"]
+        return {"source": source, "image_size": image_size, "channels": channels,
+                "threads": threads or "default", "runs": runs, "rows": rows, "notes": notes,
+                "files_mib": {"fp32": fp32.stat().st_size / 2**20,
+                              "int8": int8.stat().st_size / 2**20},
+                "machine": {"cpu": platform.processor() or platform.machine(),
+                            "cores": os.cpu_count(), "torch": torch.__version__,
+                            "onnxruntime": ort.__version__,
+                            "torch_threads": torch.get_num_threads()}}
+    finally:
+        tmp.cleanup()
+
+
+def format_table(result: dict) -> str:
+    head = ("variant", "batch", "median ms", "p90 ms", "ms/image", "x torch eager", "runs")
+    body = [(r["variant"], str(r["batch"]), f"{r['median_ms']:.1f}", f"{r['p90_ms']:.1f}",
+             f"{r['ms_per_image']:.1f}", f"{r['relative_to_torch']:.2f}", str(r["runs"]))
+            for r in result["rows"]]
+    widths = [max(len(row[i]) for row in [head, *body]) for i in range(len(head))]
+    lines = [f"spinefx bench: {result['source']}; input {result['channels']}x"
+             f"{result['image_size']}x{result['image_size']}; threads {result['threads']} "
+             f"(torch {result['machine']['torch_threads']}); {result['machine']['cores']} cores; "
+             f"fp32 {result['files_mib']['fp32']:.1f} MiB, int8 {result['files_mib']['int8']:.1f}"
+             " MiB", ""]
+    fmt = lambda row: "| " + " | ".join(c.ljust(w) for c, w in zip(row, widths)) + " |"  # noqa
+    lines += [fmt(head), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
+    lines += [fmt(row) for row in body]
+    lines += ["", "x torch eager = median time / torch eager's median at the same batch "
+                  "(lower is faster)."] + [f"note: {n}" for n in result["notes"]]
+    return "\n".join(lines)

@@ -1,0 +1,528 @@
+"""``spinefx publish``: a training run + its ONNX export -> a Hugging Face model repository.
+
+:func:`assemble_model_repo` gathers, checks and describes what goes up::
+
+    README.md              model card generated from the run (YAML metadata + model-index)
+    config.json            \\ PyTorch weights: SpineFxNet.from_pretrained(folder or repo id)
+    model.safetensors      /
+    model.onnx             \\ ONNX file(s) listed in model.json (sha256 verified here first),
+    model.int8.onnx        /  what `spinefx predict --model hf://owner/name` downloads
+    model.json
+    metrics.json, oof_predictions.csv, report.md, training_log.csv, figures/*.png   CV report
+
+:func:`write_repo` writes that folder (``--dry-run DIR``); :func:`upload_repo` sends it with
+``huggingface_hub``: ``create_repo(exist_ok=True)``, ``create_branch`` for ``--revision``, then
+**one** ``create_commit`` of ``CommitOperationAdd`` s. The token comes from huggingface_hub's
+usual places (``HF_TOKEN``, ``hf auth login``). ``--space OWNER/SPACE`` does the same for a
+Gradio Space that serves the demo with the published model (:mod:`spinefx.export.space`).
+
+No torch is imported here; ``huggingface_hub`` is the ``hub`` extra, imported when needed.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+import shutil
+from dataclasses import dataclass, field
+from os import PathLike
+from pathlib import Path
+
+from spinefx._version import __version__
+from spinefx.runtime import PreprocessConfig
+from spinefx.runtime.errors import ConfigError, SpineFXError
+from spinefx.runtime.hub import INSTALL_HINT, parse_hf_uri
+from spinefx.runtime.model_files import MODEL_JSON, read_model_spec
+
+from .model_card import CARD_MARKER, CardInputs, metrics_json_summary, render_model_card
+from .space import SPACE_MARKER, is_placeholder, space_files
+
+RUN_REQUIRED = ("config.json", "model.safetensors", "metrics.json")
+RUN_OPTIONAL = ("report.md", "oof_predictions.csv", "training_log.csv")
+FIGURE_DIRS = ("", "figures")  # PNGs at the run's top level and in figures/
+EPILOG = ("Research and teaching software, not a medical device. Nothing is uploaded with "
+          "--dry-run; otherwise a Hugging Face write token is needed (HF_TOKEN or `hf auth login`).")
+
+
+class PublishError(SpineFXError):
+    """The run/model cannot be published as asked (missing files, mismatch, no token...)."""
+
+
+@dataclass
+class RepoPlan:
+    """What one commit to one repository holds: ``{path_in_repo: local Path or bytes}``."""
+
+    repo_id: str
+    repo_type: str                         # "model" or "space"
+    files: dict[str, Path | bytes]
+    commit_message: str
+    commit_description: str = ""
+    marker: str = CARD_MARKER              # how a dry-run folder of this kind is recognised
+    notes: list[str] = field(default_factory=list)
+    synthetic: bool | None = None          # trained on the synthetic phantom cohort?
+
+    def size(self, path: str) -> int:
+        src = self.files[path]
+        return len(src) if isinstance(src, bytes) else Path(src).stat().st_size
+
+    def operations(self) -> list:
+        from huggingface_hub import CommitOperationAdd
+
+        return [CommitOperationAdd(path_in_repo=path,
+                                   path_or_fileobj=src if isinstance(src, bytes) else str(src))
+                for path, src in sorted(self.files.items())]
+
+
+# ---------------------------------------------------------------------------------------------
+# reading the run and the model folder
+# ---------------------------------------------------------------------------------------------
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise PublishError(f"unreadable JSON ({exc})", path) from None
+    if not isinstance(data, dict):
+        raise PublishError("expected a JSON object", path)
+    return data
+
+
+def _check_repo_id(repo_id: str, what: str = "--repo") -> str:
+    if not repo_id:
+        raise PublishError(f"{what} OWNER/NAME is required")
+    try:
+        ref = parse_hf_uri("hf://" + repo_id.strip())
+    except SpineFXError as exc:
+        raise PublishError(f"{what} {repo_id!r}: {exc.problem}") from None
+    if ref.revision:
+        raise PublishError(f"{what} takes OWNER/NAME; give a branch with --revision")
+    return ref.repo_id
+
+
+def _same_preprocessing(config: dict, spec: dict, run_dir: Path, model_dir: Path) -> None:
+    try:
+        a = PreprocessConfig.from_dict(config.get("preprocess") or {})
+        b = PreprocessConfig.from_dict(spec.get("preprocessing") or {})
+    except ConfigError as exc:
+        raise PublishError(f"cannot compare preprocessing: {exc.problem}", model_dir) from None
+    if a != b:
+        raise PublishError(f"its preprocessing ({b}) differs from the run's ({a}): the model "
+                           f"folder was not exported from {run_dir}", model_dir)
+
+
+def _cohort(metrics: dict, run_dir: Path) -> dict:
+    manifest = metrics.get("manifest")
+    if isinstance(manifest, str) and manifest:
+        path = Path(manifest)
+        if not path.is_absolute():
+            path = run_dir / path
+        f = path.parent / "cohort.json"
+        if f.is_file():
+            try:
+                data = json.loads(f.read_text(encoding="utf-8"))
+                return data if isinstance(data, dict) else {}
+            except (OSError, ValueError):
+                return {}
+    return {}
+
+
+def _n_patients(run_dir: Path) -> int | None:
+    f = run_dir / "splits.json"
+    if not f.is_file():
+        return None
+    try:
+        cases = json.loads(f.read_text(encoding="utf-8"))["cases"]
+        ids = {c.get("patient_id") or c.get("case_id") for c in cases}
+        return len(ids) if ids else None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def _redact(obj, replacements: dict[str, str]):
+    """The object with local paths replaced in every string (published files name no home
+    folders)."""
+    if isinstance(obj, dict):
+        return {k: _redact(v, replacements) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_redact(v, replacements) for v in obj]
+    if isinstance(obj, str):
+        for old, new in replacements.items():
+            obj = obj.replace(old, new)
+        return obj
+    return obj
+
+
+def _json_bytes(obj) -> bytes:
+    return (json.dumps(obj, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+def assemble_model_repo(run_dir: str | PathLike, model_dir: str | PathLike, repo_id: str, *,
+                        license: str = "apache-2.0", data_description: str | None = None,
+                        name: str | None = None) -> RepoPlan:
+    """Check ``run_dir`` + ``model_dir`` and plan the model repository (nothing is written).
+
+    Checks: the run has ``config.json``, ``model.safetensors`` and ``metrics.json``; the model
+    folder's ``model.json`` is valid and every ONNX file in it matches its sha256; both have the
+    same preprocessing (the model was exported from this run). Training data: SYNTHETIC when the
+    run's ``metrics.json`` or ``model.json`` says so (``data_description`` is then added to the
+    generated description); otherwise ``data_description`` is required (e.g. "institutional
+    data, 190 patients, 2010-2020, 1.5 T and 3 T") and replaces the export's description in the
+    published ``model.json``.
+    """
+    run, mdir = Path(run_dir), Path(model_dir)
+    repo_id = _check_repo_id(repo_id)
+    for folder, what in ((run, "RUN_DIR"), (mdir, "MODEL_DIR")):
+        if not folder.is_dir():
+            raise PublishError(f"{what} is not a folder", folder)
+    missing = [f for f in RUN_REQUIRED if not (run / f).is_file()]
+    if missing:
+        hint = (" (the run kept no final model: train without --no-final)"
+                if "model.safetensors" in missing else "")
+        raise PublishError(f"not a finished spinefx training run: no {', '.join(missing)}{hint}",
+                           run)
+    if (mdir / MODEL_JSON).is_file() and mdir.resolve() == run.resolve():
+        raise PublishError("MODEL_DIR must be the export folder, not the run folder", mdir)
+    spec_obj = read_model_spec(mdir)  # format + required keys -> ConfigError
+    for variant in spec_obj.variants():
+        spec_obj.file(variant)  # sha256 -> ModelIntegrityError before anything goes anywhere
+    spec = json.loads(json.dumps(spec_obj.raw))
+    config, metrics = _read_json(run / "config.json"), _read_json(run / "metrics.json")
+    _same_preprocessing(config, spec, run, mdir)
+    notes: list[str] = []
+    m_n = (spec.get("metrics") or {}).get("n_cases")
+    if m_n is not None and metrics.get("n_cases") is not None and m_n != metrics["n_cases"]:
+        raise PublishError(f"model.json reports metrics of {m_n} cases, the run's metrics.json "
+                           f"{metrics['n_cases']}: the model folder was exported from another "
+                           "run", mdir)
+    try:
+        thr_run, thr_model = float(metrics.get("threshold")), float(spec.get("threshold"))
+        if not math.isclose(thr_run, thr_model, abs_tol=1e-6):
+            notes.append(f"note: model.json threshold {thr_model:.4f} differs from the run's "
+                         f"{thr_run:.4f}; the model card states model.json's")
+    except (TypeError, ValueError):
+        pass
+
+    # -- training data -------------------------------------------------------------------------
+    training = dict(spec.get("training_data") or {})
+    cohort = _cohort(metrics, run)
+    synthetic = bool(metrics.get("synthetic")) or bool(training.get("synthetic")) \
+        or bool(cohort.get("synthetic"))
+    n_cases = metrics.get("n_cases", training.get("n_cases"))
+    n_mal = metrics.get("n_malignant", training.get("n_malignant"))
+    user_text = (data_description or "").strip().rstrip(".")
+    if synthetic:
+        seed = training.get("seed", cohort.get("seed"))
+        auto = f"synthetic phantom cohort, {n_cases} cases" if n_cases is not None else \
+            "synthetic phantom cohort"
+        if n_mal is not None:
+            auto += f" ({n_mal} malignant)"
+        if seed is not None:
+            auto += f", seed {seed}"
+        description = auto + (f"; {user_text}" if user_text else "")
+        training["synthetic"] = True
+    else:
+        if not user_text:
+            n_pat = _n_patients(run) or n_cases
+            raise PublishError(
+                "the run was not trained on the synthetic cohort: describe its data with "
+                "--data-description, e.g. \"institutional data, "
+                f"{n_pat if n_pat is not None else 'N'} patients, <years>, <scanners>\" "
+                "(it goes into the model card and model.json)")
+        description = user_text
+        training["export_description"] = training.get("description")
+        training["described_by"] = "publisher (spinefx publish --data-description)"
+    training["description"] = description
+    spec["training_data"] = training
+
+    # -- files ---------------------------------------------------------------------------------
+    manifest = metrics.get("manifest")
+    replacements = {}
+    if isinstance(manifest, str) and Path(manifest).is_absolute():
+        mp = Path(manifest)
+        replacements[str(mp)] = f"{mp.parent.name}/{mp.name}"
+    files: dict[str, Path | bytes] = {}
+    files["config.json"] = _json_bytes(_redact(config, replacements)) if replacements and \
+        any(old in json.dumps(config, ensure_ascii=False) for old in replacements) else run / "config.json"
+    files["model.safetensors"] = run / "model.safetensors"
+    files["metrics.json"] = _json_bytes(_redact(metrics, replacements))
+    for variant in spec_obj.variants():
+        rel = spec["files"][variant]["path"]
+        files[Path(rel).as_posix()] = mdir / rel
+    files[MODEL_JSON] = _json_bytes(_redact(spec, replacements))
+    for fname in RUN_OPTIONAL:
+        f = run / fname
+        if f.is_file():
+            files[fname] = (_redact(f.read_text(encoding="utf-8"), replacements).encode("utf-8")
+                            if fname == "report.md" else f)
+        elif fname != "training_log.csv":
+            notes.append(f"note: the run has no {fname}; published without it")
+    figures = []
+    for sub in FIGURE_DIRS:
+        folder = run / sub if sub else run
+        if folder.is_dir():
+            for png in sorted(folder.glob("*.png")):
+                rel = f"{sub}/{png.name}" if sub else png.name
+                files[rel] = png
+                figures.append(rel)
+    oof = run / "oof_predictions.csv"
+    if not synthetic and oof.is_file():
+        notes.append("note: oof_predictions.csv (case ids, labels, probabilities) is published; "
+                     "make sure its case ids identify no patient")
+
+    # -- card ----------------------------------------------------------------------------------
+    title = name or repo_id.split("/")[-1]
+    sizes = {p: (len(s) if isinstance(s, bytes) else Path(s).stat().st_size)
+             for p, s in files.items()}
+    card = render_model_card(CardInputs(
+        repo_id=repo_id, name=title, license=license, metrics=metrics, model_spec=spec,
+        config=config, synthetic=synthetic, data_description=description, n_cases=n_cases,
+        n_malignant=n_mal, n_patients=_n_patients(run),
+        files=sizes, figures=[f for f in figures if f.startswith("figures/")] or figures,
+        spinefx_version=__version__))
+    files["README.md"] = card.encode("utf-8")
+    message = f"spinefx model: {title}, {metrics_json_summary(metrics)}" + \
+        (" [SYNTHETIC data]" if synthetic else "")
+    detail = [f"Published with spinefx {__version__} (`spinefx publish`).",
+              f"Training data: {description}.",
+              f"Files: {', '.join(sorted(files))}."]
+    return RepoPlan(repo_id=repo_id, repo_type="model", files=files, commit_message=message,
+                    commit_description="\n".join(detail), marker=CARD_MARKER, notes=notes,
+                    synthetic=synthetic)
+
+
+def assemble_space_repo(space_id: str, model_repo: str, *, model_revision: str | None = None,
+                        requirement: str | None = None, sdk_version: str | None = None,
+                        license: str = "apache-2.0", title: str | None = None,
+                        synthetic: bool | None = None) -> RepoPlan:
+    """Plan the Space repository that serves the demo with ``hf://model_repo[@revision]``."""
+    space_id = _check_repo_id(space_id, "--space")
+    model_repo = _check_repo_id(model_repo)
+    files = space_files(space_id, model_repo, model_revision=model_revision,
+                        requirement=requirement, sdk_version=sdk_version, license=license,
+                        title=title, synthetic=synthetic)
+    notes = []
+    if is_placeholder(files["requirements.txt"].decode()):
+        notes.append("note: requirements.txt installs spinefx from a placeholder URL: pass "
+                     "--spinefx-requirement 'spinefx[hub,demo] @ git+https://github.com/<owner>/"
+                     f"spinefx@v{__version__}' (or a wheel URL) before uploading")
+    return RepoPlan(repo_id=space_id, repo_type="space", files=files,
+                    commit_message=f"spinefx demo Space for {model_repo}"
+                                   + (f"@{model_revision}" if model_revision else ""),
+                    commit_description=f"Generated by spinefx {__version__} "
+                                       "(`spinefx publish --space`).",
+                    marker=SPACE_MARKER, notes=notes)
+
+
+# ---------------------------------------------------------------------------------------------
+# dry run: write the folder
+# ---------------------------------------------------------------------------------------------
+def _previous_dry_run(folder: Path) -> bool:
+    readme = folder / "README.md"
+    try:
+        head = readme.read_text(encoding="utf-8")[:20000]
+    except (OSError, UnicodeDecodeError):
+        return False
+    return head.startswith("---") and (CARD_MARKER in head or SPACE_MARKER in head)
+
+
+def _check_out_dir(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise PublishError("exists and is not a folder", out)
+    if out.is_dir() and any(out.iterdir()) and not _previous_dry_run(out):
+        raise PublishError("folder is not empty and is not a previous `spinefx publish "
+                           "--dry-run`; refusing to write into it", out)
+
+
+def write_repo(plan: RepoPlan, out_dir: str | PathLike) -> Path:
+    """Write the repository folder (a previous dry run there is replaced, anything else is
+    refused)."""
+    out = Path(out_dir)
+    _check_out_dir(out)
+    if out.is_dir():
+        for entry in out.iterdir():
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+    for path, src in sorted(plan.files.items()):
+        dest = out / path
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(src, bytes):
+            dest.write_bytes(src)
+        else:
+            shutil.copyfile(src, dest)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# upload
+# ---------------------------------------------------------------------------------------------
+def _hub():
+    try:
+        import huggingface_hub
+    except ImportError:
+        raise PublishError(f"publishing needs huggingface_hub: {INSTALL_HINT}") from None
+    return huggingface_hub
+
+
+def upload_repo(plan: RepoPlan, *, private: bool = False, revision: str | None = None,
+                token: str | None = None, endpoint: str | None = None) -> str:
+    """Create the repository if missing, the branch ``revision`` if given, and push every file
+    of ``plan`` in one commit. Returns the commit URL."""
+    hf = _hub()
+    from huggingface_hub import errors
+
+    token = token or hf.get_token()
+    if not token:
+        raise PublishError("no Hugging Face token: run `hf auth login` or set HF_TOKEN (a token "
+                           "with write access)")
+    if plan.repo_type == "space" and is_placeholder(plan.files["requirements.txt"].decode()):
+        raise PublishError("the Space's requirements.txt would install spinefx from a "
+                           "placeholder URL: pass --spinefx-requirement (see --help)")
+    api = hf.HfApi(endpoint=endpoint, token=token)
+    kind = "Space" if plan.repo_type == "space" else "model repository"
+    try:
+        api.create_repo(plan.repo_id, repo_type=plan.repo_type, private=private, exist_ok=True,
+                        **({"space_sdk": "gradio"} if plan.repo_type == "space" else {}))
+        if private:
+            info = api.repo_info(plan.repo_id, repo_type=plan.repo_type)
+            if not getattr(info, "private", True):
+                raise PublishError(f"{plan.repo_id} already exists and is public; refusing to "
+                                   "publish with --private (make it private on the Hub first, "
+                                   "or drop --private)")
+        if revision and revision != "main":
+            api.create_branch(plan.repo_id, branch=revision, repo_type=plan.repo_type,
+                              exist_ok=True)
+        commit = api.create_commit(plan.repo_id, operations=plan.operations(),
+                                   commit_message=plan.commit_message,
+                                   commit_description=plan.commit_description,
+                                   repo_type=plan.repo_type, revision=revision)
+    except errors.HfHubHTTPError as exc:
+        status = getattr(getattr(exc, "response", None), "status_code", None)
+        hint = {401: ": the token is invalid or expired (`hf auth login`)",
+                403: ": the token cannot write there (a write token for that owner is needed)"}
+        raise PublishError(f"uploading the {kind} {plan.repo_id} failed "
+                           f"({_first_line(exc)}){hint.get(status, '')}") from None
+    return str(commit.commit_url)
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+# ---------------------------------------------------------------------------------------------
+# command line
+# ---------------------------------------------------------------------------------------------
+_LICENSE = re.compile(r"^[a-z0-9][a-z0-9.+-]*$")
+
+
+def add_publish_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "publish", help="upload a trained run + its ONNX export to the Hugging Face Hub",
+        description="Assemble a Hugging Face model repository from a training run (RUN_DIR: "
+                    "config.json, model.safetensors, metrics.json, report) and its export "
+                    "(MODEL_DIR: model.json + ONNX): PyTorch weights, ONNX files, the CV report "
+                    "and a generated model card (YAML metadata with the cross-validated "
+                    "metrics). Then create the repo if missing and push everything in one "
+                    "commit, or with --dry-run DIR only write the folder. --space OWNER/SPACE "
+                    "also (or, without RUN_DIR MODEL_DIR, only) publishes a Gradio Space that "
+                    "serves the demo with hf://OWNER/NAME.", epilog=EPILOG)
+    p.add_argument("run_dir", nargs="?", type=Path, metavar="RUN_DIR",
+                   help="training run folder (spinefx train --out)")
+    p.add_argument("model_dir", nargs="?", type=Path, metavar="MODEL_DIR",
+                   help="model folder (spinefx export --out)")
+    p.add_argument("--repo", required=True, metavar="OWNER/NAME",
+                   help="the model repository on the Hub")
+    p.add_argument("--private", action="store_true",
+                   help="create the repo(s) private (refused if the repo exists and is public)")
+    p.add_argument("--revision", metavar="BRANCH", default=None,
+                   help="push to this branch (created from main if missing; default main); the "
+                        "Space then serves hf://OWNER/NAME@BRANCH")
+    p.add_argument("--dry-run", type=Path, metavar="DIR", default=None,
+                   help="write the repository folder to DIR and upload nothing (DIR: new, empty "
+                        "or a previous dry run; with --space as well: DIR/model and DIR/space)")
+    p.add_argument("--data-description", metavar="TEXT", default=None,
+                   help="the training data in words, for the card and model.json (required "
+                        "for non-synthetic runs, e.g. \"institutional data, 190 patients, "
+                        "2010-2020\")")
+    p.add_argument("--license", default="apache-2.0",
+                   help="license id for the card metadata (default apache-2.0)")
+    p.add_argument("--name", default=None, help="model name in the card (default: repo name)")
+    p.add_argument("--space", metavar="OWNER/SPACE", default=None,
+                   help="also publish a Gradio Space serving the demo with this model")
+    p.add_argument("--spinefx-requirement", metavar="SPEC", default=None,
+                   help="the Space's pip line for spinefx (not on PyPI), e.g. \"spinefx[hub,demo]"
+                        f" @ git+https://github.com/OWNER/spinefx@v{__version__}\"; required "
+                        "to upload a Space")
+    p.add_argument("--sdk-version", default=None,
+                   help="the Space's gradio version (default: the installed gradio)")
+    p.set_defaults(run=run_publish)
+    return p
+
+
+def run_publish(args: argparse.Namespace) -> int:
+    if (args.run_dir is None) != (args.model_dir is None):
+        raise PublishError("give both RUN_DIR and MODEL_DIR (or neither, with --space)")
+    if args.run_dir is None and not args.space:
+        raise PublishError("nothing to publish: give RUN_DIR MODEL_DIR, and/or --space "
+                           "OWNER/SPACE")
+    if not _LICENSE.match(args.license or ""):
+        raise PublishError(f"--license {args.license!r} is not a Hub license id (e.g. "
+                           "apache-2.0, mit, cc-by-nc-4.0, other)")
+    if args.revision is not None and (not args.revision.strip() or " " in args.revision):
+        raise PublishError(f"--revision {args.revision!r} is not a branch name")
+    plans: list[tuple[str, RepoPlan]] = []
+    synthetic = None
+    if args.run_dir is not None:
+        plan = assemble_model_repo(args.run_dir, args.model_dir, args.repo, license=args.license,
+                                   data_description=args.data_description, name=args.name)
+        synthetic = plan.synthetic
+        plans.append(("model", plan))
+    if args.space:
+        plans.append(("space", assemble_space_repo(
+            args.space, args.repo, model_revision=args.revision,
+            requirement=args.spinefx_requirement, sdk_version=args.sdk_version,
+            license=args.license, synthetic=synthetic)))
+    if args.dry_run is not None:
+        for kind, plan in plans:  # check every target before writing any
+            _check_out_dir(args.dry_run / kind if len(plans) > 1 else args.dry_run)
+    for kind, plan in plans:
+        for note in plan.notes:
+            print(note)
+        what = "Space" if kind == "space" else "model repository"
+        if args.dry_run is not None:
+            out = write_repo(plan, args.dry_run / kind if len(plans) > 1 else args.dry_run)
+            total = sum(plan.size(f) for f in plan.files)
+            print(f"dry run: {what} {plan.repo_id} written to {out} ({len(plan.files)} files, "
+                  f"{total / 1e6:.1f} MB); nothing uploaded")
+            print(f"  commit message would be: {plan.commit_message}")
+        else:
+            url = upload_repo(plan, private=args.private,
+                              revision=args.revision if kind == "model" else None)
+            print(f"published {what} {plan.repo_id}: {url}")
+            if kind == "model":
+                rev = f"@{args.revision}" if args.revision and args.revision != "main" else ""
+                print(f"  use it: spinefx predict ... --model hf://{plan.repo_id}{rev}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Standalone entry (``python -m spinefx.export.publish ...``) until ``spinefx publish`` is
+    registered."""
+    import sys
+
+    parser = argparse.ArgumentParser(prog="spinefx-publish")
+    sub = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
+    add_publish_parser(sub)
+    args = parser.parse_args(argv)
+    try:
+        return int(args.run(args) or 0)
+    except SpineFXError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())
