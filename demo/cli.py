@@ -24,7 +24,7 @@ def add_demo_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                     "probability and a Grad-CAM overlay; or read teaching cases and compare "
                     "your calls with the truth and the model. Needs the demo extra: "
                     "pip install 'spinefx[demo]'.", epilog=EPILOG)
-    p.add_argument("--model", type=Path, default=None,
+    p.add_argument("--model", type=str, default=None,
                    help="model folder with model.json + ONNX (default: the bundled model; "
                         "without one the page opens and says so)")
     p.add_argument("--host", default="127.0.0.1",

@@ -79,6 +79,9 @@ def run_benchmark(model_dir: str | os.PathLike | None = None, image_size: int = 
     notes: list[str] = []
     try:
         if model_dir is not None:
+            from spinefx.runtime.model_files import resolve_model
+
+            model_dir = resolve_model(model_dir)  # a folder, or hf://owner/name via the cache
             spec = json.loads((Path(model_dir) / "model.json").read_text())
             channels, image_size = spec["input"]["shape"][1], spec["input"]["shape"][2]
             fp32 = Path(model_dir) / spec["files"]["fp32"]["path"]

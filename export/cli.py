@@ -85,7 +85,7 @@ def add_bench_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser
                     "--model it builds a random-init 6-channel ResNet50 and exports/quantises "
                     "it in a temporary folder (speed does not depend on the weights).",
         epilog=EPILOG)
-    p.add_argument("--model", type=Path, default=None, metavar="DIR",
+    p.add_argument("--model", type=str, default=None, metavar="DIR|hf://owner/name",
                    help="a model folder (model.json + ONNX files) to time instead")
     p.add_argument("--image-size", type=_positive_int, default=224,
                    help="input size S without --model (default 224)")

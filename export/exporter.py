@@ -279,11 +279,16 @@ def export_model(run_dir: str | PathLike, out_dir: str | PathLike,
         default = "fp32"
         # -- int8 ---------------------------------------------------------------------------
         if int8:
-            n_cal = min(max(1, calib_cases), len(kept))
+            # at most half the cases calibrate: the gate must judge int8 on cases it never saw
+            n_cal = min(max(1, calib_cases), max(1, len(kept) // 2))
             calib_x = inputs[:n_cal]
             held = [i for i in range(n_cal, len(kept)) if kept[i].label is not None]
             held_x = inputs[held]
             held_y = np.array([kept[i].target for i in held], dtype=int)
+            if len(set(held_y.tolist())) < 2:
+                raise ExportError(f"the int8 gate needs held-out labelled cases of both classes; "
+                                  f"after {n_cal} calibration case(s) the manifest leaves "
+                                  f"{len(held)}: use a larger manifest or --calib-cases")
             log(f"int8: calibrating on {n_cal} case(s), gate on {len(held)} held-out case(s)")
             q8 = staging / INT8_FILE
             qinfo = quantize_int8(fp32, q8, calib_x)

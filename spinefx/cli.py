@@ -151,7 +151,9 @@ def _run_predict(args: argparse.Namespace) -> int:
         raise UsageError("give a STUDY folder, --t1 and --t2 paths, or --manifest")
     if args.manifest is None and not (args.box or args.center):
         raise UsageError("say where the vertebra is: --box x0,y0,x1,y1 or --center x,y")
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    # our own lines (which provider ran, skipped cases) at INFO; libraries only when they warn
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    logging.getLogger("spinefx").setLevel(logging.INFO)
     predictor = Predictor(args.model, variant=args.variant, threads=args.threads)
     if predictor.spec.synthetic:
         print("note: this model was trained on SYNTHETIC phantoms; it is a pipeline "

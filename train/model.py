@@ -192,24 +192,15 @@ def _resolve_source(source: str | PathLike, allow_download: bool) -> Path:
     if text.startswith("hf://"):
         if not allow_download:
             raise PretrainedError(f"{text} is on the Hugging Face Hub and downloads are off")
-        from huggingface_hub import hf_hub_download, list_repo_files
+        # the runtime's hub code: one commit for all files, offline from the cache, clean errors
+        from spinefx.runtime.hub import download_files
 
-        rest = text[len("hf://"):].strip("/")
-        parts = rest.split("/")
-        repo_id = "/".join(parts[:2])
-        if len(parts) > 2:
+        parts = text[len("hf://"):].strip("/").split("/")
+        repo = "hf://" + "/".join(parts[:2])
+        if len(parts) > 2:  # hf://owner/name[@rev]/FILE: one weight file (e.g. a backbone)
             filename = "/".join(parts[2:])
-        else:
-            files = list_repo_files(repo_id)
-            if "config.json" in files and "model.safetensors" in files:
-                hf_hub_download(repo_id, "config.json")
-                return Path(hf_hub_download(repo_id, "model.safetensors")).parent
-            candidates = [f for f in files if f.endswith((".safetensors", ".pth", ".pt", ".bin"))]
-            if len(candidates) != 1:
-                raise PretrainedError(f"{text}: say which file to use (hf://{repo_id}/FILE); "
-                                      f"weight files there: {candidates}")
-            filename = candidates[0]
-        return Path(hf_hub_download(repo_id, filename))
+            return download_files(repo, [filename]) / filename
+        return download_files(repo, ["config.json", "model.safetensors"])  # a spinefx publish
     path = Path(source)
     if not path.exists():
         hint = (" (to download from the Hugging Face Hub write hf://owner/name)"
