@@ -194,7 +194,7 @@ def build_app(model: str | PathLike | None = None, cases_dir: str | PathLike | N
     outbox = Outbox(work / "out")
     config = state_model.config
 
-    with gr.Blocks(title=APP_TITLE, delete_cache=(600, 3600)) as app:
+    with gr.Blocks(title=APP_TITLE, delete_cache=(600, 3600), analytics_enabled=False) as app:
         app.spinefx_workdir = work          # for tests and tools: where the demo writes
         app.spinefx_library = library
         app.spinefx_model = state_model

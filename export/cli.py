@@ -113,23 +113,3 @@ def run_bench(args: argparse.Namespace) -> int:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
     return 0
 
-
-def main(argv: list[str] | None = None) -> int:
-    """Standalone entry (``python -m spinefx.export.cli export ...``) for use before the
-    sub-commands are registered in ``spinefx``."""
-    from spinefx.runtime.errors import SpineFXError
-
-    parser = argparse.ArgumentParser(prog="spinefx-export")
-    sub = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
-    add_export_parser(sub)
-    add_bench_parser(sub)
-    args = parser.parse_args(argv)
-    try:
-        return int(args.run(args) or 0)
-    except SpineFXError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -507,22 +507,3 @@ def run_publish(args: argparse.Namespace) -> int:
                 print(f"  use it: spinefx predict ... --model hf://{plan.repo_id}{rev}")
     return 0
 
-
-def main(argv: list[str] | None = None) -> int:
-    """Standalone entry (``python -m spinefx.export.publish ...``) until ``spinefx publish`` is
-    registered."""
-    import sys
-
-    parser = argparse.ArgumentParser(prog="spinefx-publish")
-    sub = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
-    add_publish_parser(sub)
-    args = parser.parse_args(argv)
-    try:
-        return int(args.run(args) or 0)
-    except SpineFXError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(main())

@@ -203,6 +203,32 @@ def _floats(value, n: int):
     return out if len(out) == n else None
 
 
+def _orientation(value) -> tuple[float, ...] | None:
+    """Six direction cosines, or None when they are not two orthogonal unit-ish vectors (a
+    zeroed or garbled tag is as good as a missing one)."""
+    ori = _floats(value, 6)
+    if ori is None or not np.all(np.isfinite(ori)):
+        return None
+    row, col = np.array(ori[:3]), np.array(ori[3:])
+    if not (0.9 < np.linalg.norm(row) < 1.1 and 0.9 < np.linalg.norm(col) < 1.1
+            and abs(float(np.dot(row, col))) < 0.1):
+        return None
+    return ori
+
+
+def _spacing(value) -> tuple[float, float] | None:
+    """PixelSpacing (row, col) in mm, or None when absent, zero, negative or not finite."""
+    sp = _floats(value, 2)
+    if sp is None or not all(np.isfinite(v) and v > 0 for v in sp):
+        return None
+    return sp  # type: ignore[return-value]
+
+
+def _position(value) -> tuple[float, float, float] | None:
+    pos = _floats(value, 3)
+    return pos if pos is not None and np.all(np.isfinite(pos)) else None  # type: ignore
+
+
 def _item(seq_owner, keyword: str):
     seq = getattr(seq_owner, keyword, None)
     return seq[0] if seq else None
@@ -227,23 +253,23 @@ def _records(ds: pydicom.Dataset, path: Path) -> list[SliceRecord]:
     if n_frames > 1 or "PerFrameFunctionalGroupsSequence" in ds:
         out = []
         for f in range(n_frames):
-            pos = _floats(_frame_value(ds, f, "PlanePositionSequence", "ImagePositionPatient"), 3)
-            ori = _floats(_frame_value(ds, f, "PlaneOrientationSequence",
-                                       "ImageOrientationPatient"), 6)
-            sp = _floats(_frame_value(ds, f, "PixelMeasuresSequence", "PixelSpacing"), 2)
+            pos = _position(_frame_value(ds, f, "PlanePositionSequence", "ImagePositionPatient"))
+            ori = _orientation(_frame_value(ds, f, "PlaneOrientationSequence",
+                                            "ImageOrientationPatient"))
+            sp = _spacing(_frame_value(ds, f, "PixelMeasuresSequence", "PixelSpacing"))
             slope = _frame_value(ds, f, "PixelValueTransformationSequence", "RescaleSlope")
             icpt = _frame_value(ds, f, "PixelValueTransformationSequence", "RescaleIntercept")
             # classic multi-frame files keep geometry at the top level
-            pos = pos or (_floats(ds.get("ImagePositionPatient"), 3) if n_frames == 1 else None)
-            ori = ori or _floats(ds.get("ImageOrientationPatient"), 6)
-            sp = sp or _floats(ds.get("PixelSpacing"), 2)
+            pos = pos or (_position(ds.get("ImagePositionPatient")) if n_frames == 1 else None)
+            ori = ori or _orientation(ds.get("ImageOrientationPatient"))
+            sp = sp or _spacing(ds.get("PixelSpacing"))
             slope = _float(slope, _float(ds.get("RescaleSlope"), 1.0))
             icpt = _float(icpt, _float(ds.get("RescaleIntercept"), 0.0))
             out.append(SliceRecord(path, f, pos, ori, sp, rows, cols, slope, icpt))
         return out
-    return [SliceRecord(path, None, _floats(ds.get("ImagePositionPatient"), 3),
-                        _floats(ds.get("ImageOrientationPatient"), 6),
-                        _floats(ds.get("PixelSpacing"), 2), rows, cols,
+    return [SliceRecord(path, None, _position(ds.get("ImagePositionPatient")),
+                        _orientation(ds.get("ImageOrientationPatient")),
+                        _spacing(ds.get("PixelSpacing")), rows, cols,
                         _float(ds.get("RescaleSlope"), 1.0), _float(ds.get("RescaleIntercept"), 0.0))]
 
 
@@ -369,7 +395,8 @@ def _decode(path: Path) -> tuple[pydicom.Dataset, np.ndarray]:
 
 
 def _to_grey(ds: pydicom.Dataset, arr: np.ndarray, path: Path, n_frames: int) -> np.ndarray:
-    """(frames, rows, cols) float64 greyscale, MONOCHROME1 inverted, colour averaged."""
+    """(frames, rows, cols) float64 greyscale, colour averaged (MONOCHROME1 is inverted per
+    series by the caller, so all slices flip around the same values)."""
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
     samples = int(ds.get("SamplesPerPixel", 1) or 1)
     arr = np.asarray(arr)
@@ -382,8 +409,6 @@ def _to_grey(ds: pydicom.Dataset, arr: np.ndarray, path: Path, n_frames: int) ->
         arr = arr[None]
     if arr.ndim != 3:
         raise DicomReadError(f"unexpected pixel array shape {arr.shape}", path)
-    if photometric == "MONOCHROME1":  # bright = low values: flip so bright tissue stays bright
-        arr = arr.max() + arr.min() - arr
     return arr
 
 
@@ -472,17 +497,21 @@ def load_series(source: SeriesInfo | str | PathLike | Sequence[str | PathLike],
 
     planes = np.empty((len(records), records[0].rows, records[0].columns), dtype=np.float32)
     decoded: dict[Path, tuple[pydicom.Dataset, np.ndarray]] = {}
+    inverted = False
     for i, r in enumerate(records):
         if r.path not in decoded:
             ds, arr = _decode(r.path)
             n_frames = int(_float(ds.get("NumberOfFrames"), 1) or 1)
             decoded = {r.path: (ds, _to_grey(ds, arr, r.path, n_frames))}  # keep one file
         ds, grey = decoded[r.path]
+        inverted |= str(ds.get("PhotometricInterpretation", "")) == "MONOCHROME1"
         frame = grey[r.frame or 0]
         if frame.shape != (r.rows, r.columns):
             raise DicomReadError(f"pixel array {frame.shape} does not match Rows x Columns "
                                  f"{(r.rows, r.columns)}", r.path)
         planes[i] = frame * r.slope + r.intercept
+    if inverted:  # MONOCHROME1: low values display bright; flip the whole series at once
+        planes = planes.max() + planes.min() - planes
     metadata = {
         "modality": info.modality, "study_uid": info.study_uid, "series_number": info.series_number,
         "frame_of_reference_uid": info.frame_of_reference_uid,

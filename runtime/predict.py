@@ -56,6 +56,12 @@ def load_pair(study: str | PathLike | None, t1: str | None = None,
     return load_series(s1, weighting="T1"), load_series(s2, weighting="T2")
 
 
+def _series_label(volume: Volume, weighting: str) -> str:
+    number = volume.metadata.get("series_number")
+    text = f"#{number} " if number is not None else ""
+    return (text + (volume.description or f"{weighting} series")).strip()
+
+
 @dataclass
 class StudyResult:
     prediction: Prediction
@@ -70,20 +76,21 @@ def predict_study(predictor: Predictor, study: str | PathLike | None, out_dir: s
     inputs = [p for p in (study, t1, t2) if p and Path(p).exists()]
     out = check_output_folder(out_dir, inputs)
     vol1, vol2 = load_pair(study, t1, t2)
+    if dicom and "study_uid" not in vol1.metadata:  # only DICOM loads carry a study
+        raise SpineFXError("--dicom needs DICOM input (the capture joins the source study)")
     k = vol1.n_slices // 2 if slice_index is None else slice_index
     prediction = predictor.predict_volumes(vol1, vol2, k, box=box, center=center, size_mm=size_mm)
     summary = {**prediction.summary(), "slice": k,
                "synthetic_model": predictor.spec.synthetic,
                "disclaimer": "Research and teaching use only; not for diagnosis.",
-               "inputs": {"t1": vol1.description or vol1.source, "t2": vol2.description or vol2.source}}
+               # series descriptions only: folder names of exports often carry patient names
+               "inputs": {"t1": _series_label(vol1, "T1"), "t2": _series_label(vol2, "T2")}}
     note = "(model trained on SYNTHETIC phantoms)" if predictor.spec.synthetic else ""
     image = render_overlay(prediction.t1_slice, prediction.t2_slice, prediction.cam_slice,
                            prediction.roi, prediction.probability, prediction.threshold,
                            prediction.label, opacity=opacity, model_note=note)
     files = {"overlay": atomic_write_png(out / "overlay.png", image)}
     if dicom:
-        if "study_uid" not in vol1.metadata:  # only DICOM loads carry a study
-            raise SpineFXError("--dicom needs DICOM input (the capture joins the source study)")
         source = vol1.slice_sources[k].split("#")[0]
         files["dicom"] = write_secondary_capture(out / "overlay_sc.dcm", image, source, summary)
     files["result"] = atomic_write_json(out / "result.json",

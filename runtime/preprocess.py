@@ -74,12 +74,15 @@ class ModelInput:
 # ---------------------------------------------------------------------------------------------
 def box_from_center(center: tuple[float, float], size_mm: float,
                     pixel_spacing: tuple[float, float]) -> Box:
-    """A box of ``size_mm`` x ``size_mm`` centred on ``center`` = (x, y) pixels."""
-    if size_mm <= 0:
+    """A box of ``size_mm`` x ``size_mm`` centred on pixel ``center`` = (column x, row y).
+
+    Boxes use edge coordinates (pixel ``i`` spans ``[i, i + 1)``, x1/y1 exclusive), so the
+    centre of pixel (x, y) is (x + 0.5, y + 0.5): a clicked pixel ends up in the middle."""
+    if not size_mm > 0:
         raise RoiError(f"box size must be positive, got {size_mm} mm")
     hx = size_mm / 2 / pixel_spacing[1]
     hy = size_mm / 2 / pixel_spacing[0]
-    x, y = center
+    x, y = center[0] + 0.5, center[1] + 0.5
     return (x - hx, y - hy, x + hx, y + hy)
 
 

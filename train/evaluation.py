@@ -12,9 +12,10 @@ Inputs
   exact p, and Bonferroni / Holm adjusted p. Feature statistics use **all labelled manifest
   cases** (the paper scored features on its whole cohort), not only those with predictions.
 
-Threshold: ``threshold=`` when given; otherwise the ``threshold`` field (a number at the top
-level) of ``metrics.json`` beside the OOF CSV, which training chose on validation data;
-otherwise 0.5. The JSON records which (``threshold.source``). ``threshold="per-fold"`` instead
+Threshold: ``threshold=`` when given; otherwise, when the OOF CSV has a ``threshold`` column
+(``spinefx train`` writes one), each fold's own threshold ("per-fold", the calls report.md
+shows); otherwise the ``threshold`` field (a number at the top level) of ``metrics.json``
+beside the OOF CSV, which training chose on validation data; otherwise 0.5. The JSON records which (``threshold.source``). ``threshold="per-fold"`` instead
 uses the OOF CSV's optional ``threshold`` column: each case called at the threshold its own
 fold chose on validation data (the calls the fold models actually made); AUC, Brier score and
 ECE do not depend on it.
@@ -186,6 +187,11 @@ def resolve_threshold(oof_csv: str | PathLike | None,
     """
     if isinstance(threshold, str) and threshold.strip().lower() in (PER_FOLD, "per_fold", "fold"):
         return PER_FOLD, "each fold's own threshold (OOF threshold column)"
+    if threshold is None and oof_csv is not None and _has_threshold_column(Path(oof_csv)):
+        # training called each fold at its own validation-chosen threshold: report.md's calls.
+        # A single pooled value (the median) was chosen on cases that are other folds' test
+        # cases, so using it for the out-of-fold calls would be mildly optimistic.
+        return PER_FOLD, "each fold's own threshold (OOF threshold column, as in report.md)"
     if threshold is not None:
         t = float(threshold)
         if not 0.0 <= t <= 1.0:
@@ -199,6 +205,15 @@ def resolve_threshold(oof_csv: str | PathLike | None,
                 and 0.0 <= float(info["threshold"]) <= 1.0:
             return float(info["threshold"]), str(metrics_json)
     return DEFAULT_THRESHOLD, "default 0.5"
+
+
+def _has_threshold_column(oof_csv: Path) -> bool:
+    try:
+        with open(oof_csv, newline="", encoding="utf-8-sig") as fh:
+            header = next(csv.reader(fh), [])
+    except OSError:
+        return False
+    return "threshold" in [h.strip() for h in header]
 
 
 def _has_synthetic_flag(data: Any, depth: int = 0) -> bool:
@@ -572,9 +587,9 @@ def add_evaluate_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentPar
     p.add_argument("--manifest", type=Path, help="manifest.csv (feature columns; cohort.json "
                    "beside it marks synthetic data)")
     p.add_argument("--threshold", type=_threshold_arg, metavar="T|per-fold",
-                   help="malignant when probability >= T (default: 'threshold' in metrics.json "
-                        "beside --oof, else 0.5); 'per-fold': each fold's own threshold from "
-                        "the OOF CSV's threshold column")
+                   help="malignant when probability >= T (default: 'per-fold' = each fold's "
+                        "own threshold when the OOF CSV has a threshold column, as spinefx "
+                        "train writes; else 'threshold' in metrics.json beside --oof; else 0.5)")
     p.add_argument("--bootstrap", type=int, default=DEFAULT_BOOTSTRAP,
                    help=f"stratified bootstrap replicates for AUC/Brier/ECE CIs (default "
                         f"{DEFAULT_BOOTSTRAP}; 0 = DeLong/Wilson only)")

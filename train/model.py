@@ -189,14 +189,16 @@ def _backbone_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def _resolve_source(source: str | PathLike, allow_download: bool) -> Path:
     text = str(source)
-    if text.startswith("hf://"):
+    from spinefx.runtime.hub import download_files, is_hf_uri
+
+    if is_hf_uri(text):  # hf://... (or hf:/... once pathlib has seen it)
         if not allow_download:
             raise PretrainedError(f"{text} is on the Hugging Face Hub and downloads are off")
         # the runtime's hub code: one commit for all files, offline from the cache, clean errors
-        from spinefx.runtime.hub import download_files
-
-        parts = text[len("hf://"):].strip("/").split("/")
-        repo = "hf://" + "/".join(parts[:2])
+        body = text.split(":", 1)[1].strip("/")
+        body = body[len("models/"):] if body.startswith("models/") else body
+        parts = body.split("/")
+        repo = "hf://" + "/".join(parts[:2])  # parse_hf_uri validates it (and any @revision)
         if len(parts) > 2:  # hf://owner/name[@rev]/FILE: one weight file (e.g. a backbone)
             filename = "/".join(parts[2:])
             return download_files(repo, [filename]) / filename

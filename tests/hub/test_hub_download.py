@@ -200,7 +200,7 @@ def test_unsafe_path_in_model_json_is_refused(fake_hub, tiny_model_dir) -> None:
 
 def test_published_dry_run_round_trip(fake_hub, tiny_run, tiny_model_dir, tmp_path) -> None:
     """What `spinefx publish --dry-run` writes, served as a repo, loads with both runtimes."""
-    from spinefx.export.publish import main
+    from spinefx.cli import main
 
     out = tmp_path / "repo"
     assert main(["publish", str(tiny_run), str(tiny_model_dir), "--repo", REPO,

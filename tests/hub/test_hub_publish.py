@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from spinefx.export.model_card import CARD_MARKER, card_metrics, front_matter
-from spinefx.export.publish import (PublishError, assemble_model_repo, main, upload_repo,
+from spinefx.cli import main
+from spinefx.export.publish import (PublishError, assemble_model_repo, upload_repo,
                                     write_repo)
 from spinefx.runtime.model_files import ModelIntegrityError, read_model_spec
 

@@ -7,7 +7,8 @@ import pytest
 
 from spinefx._version import __version__
 from spinefx.export.model_card import front_matter
-from spinefx.export.publish import PublishError, assemble_space_repo, main, upload_repo
+from spinefx.cli import main
+from spinefx.export.publish import PublishError, assemble_space_repo, upload_repo
 from spinefx.export.space import SPACE_MARKER, gradio_version
 
 pytest.importorskip("huggingface_hub")

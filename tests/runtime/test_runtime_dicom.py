@@ -397,3 +397,30 @@ def test_scan_nested_folder_groups_by_series_uid(tmp_path):
     vol = load_series(t2)
     assert vol.shape == (7, 24, 24) and vol.weighting == "T2"
     assert load_series(t2, weighting="STIR").weighting == "STIR"  # override wins
+
+
+# --- garbled geometry tags count as missing, never as a crash -----------------------------------
+def test_zeroed_orientation_is_missing_geometry_not_a_crash(tmp_path):
+    write_series(tmp_path / "s", coded_volume([10, 20, 30]), iop=(0, 0, 0, 0, 0, 0))
+    scan = scan_study(tmp_path / "s")
+    assert scan.series[0].plane == "unknown"
+    with pytest.raises(SeriesError, match="no ImagePositionPatient / ImageOrientationPatient"):
+        load_series(tmp_path / "s")
+
+
+def test_zero_pixel_spacing_is_treated_as_unknown(tmp_path):
+    write_series(tmp_path / "s", coded_volume([10, 20, 30]), spacing=(0, 0))
+    with pytest.warns(SpineFXWarning, match="no PixelSpacing"):
+        vol = load_series(tmp_path / "s")
+    assert vol.pixel_spacing == (1.0, 1.0) and not vol.spacing_known
+
+
+def test_monochrome1_series_inverts_consistently_across_slices(tmp_path):
+    # slice i is uniformly 100*(i+1): after inversion the brightest stored slice is the darkest
+    vol = np.stack([np.full((16, 16), 100 * (i + 1), np.uint16) for i in range(3)])
+    vol[:, 0, 0] += 1  # not constant, so nothing special-cases it
+    write_series(tmp_path / "s", vol, extra={"PhotometricInterpretation": "MONOCHROME1"})
+    loaded = load_series(tmp_path / "s").data
+    means = loaded[:, 4:, 4:].mean(axis=(1, 2))
+    assert means[0] > means[1] > means[2]
+    np.testing.assert_allclose(means, [301, 201, 101], atol=1)

@@ -72,7 +72,9 @@ def test_center_and_size_mm_use_anisotropic_pixel_spacing():
     x0, y0, x1, y1 = box
     assert (x1 - x0) * 1.0 == pytest.approx(40.0)
     assert (y1 - y0) * 0.5 == pytest.approx(40.0)
-    assert ((x0 + x1) / 2, (y0 + y1) / 2) == pytest.approx((50, 60))
+    # the box is centred on the middle of pixel (50, 60), which spans [50, 51) x [60, 61)
+    assert ((x0 + x1) / 2, (y0 + y1) / 2) == pytest.approx((50.5, 60.5))
+    assert box_from_center((10, 10), 4.0, (1.0, 1.0)) == pytest.approx((8.5, 8.5, 12.5, 12.5))
     with pytest.raises(RoiError):
         box_from_center((1, 1), 0.0, (1.0, 1.0))
     t1 = _textured(rows=200, cols=120, spacing=(0.5, 1.0))

@@ -142,6 +142,19 @@ def test_markdown_and_pictures(evaluated) -> None:
         assert png.stat().st_size > MIN_PNG, name
 
 
+def test_default_threshold_is_per_fold_when_training_wrote_the_column(tmp_path) -> None:
+    oof = _write_oof(tmp_path)
+    rows = list(csv.reader(open(oof)))
+    with open(oof, "w", newline="") as fh:  # add training's per-fold threshold column
+        w = csv.writer(fh)
+        w.writerow(rows[0] + ["threshold"])
+        w.writerows(r + ["0.99"] for r in rows[1:])
+    (tmp_path / "metrics.json").write_text(json.dumps({"threshold": 0.25}))
+    r = E.evaluate(oof, tmp_path / "a", bootstrap=0)
+    assert r["threshold"]["value"] == "per-fold"
+    assert r["model"]["pooled"]["counts"]["tp"] + r["model"]["pooled"]["counts"]["fp"] == 0
+
+
 def test_threshold_from_metrics_json_and_argument(tmp_path) -> None:
     oof = _write_oof(tmp_path)
     (tmp_path / "metrics.json").write_text(json.dumps({"threshold": 0.25, "synthetic": True}))
@@ -169,8 +182,9 @@ def test_per_fold_thresholds_from_the_oof_column(tmp_path) -> None:
     r1 = next(x for x in r["readers"] if x["reader"] == "r1")
     assert (r1["mcnemar"]["specificity"]["b"], r1["mcnemar"]["specificity"]["c"]) == (2, 1)
     assert "per-fold" in (tmp_path / "pf" / "evaluation.md").read_text()
-    # without the option the column is ignored and the scalar default applies
-    assert E.evaluate(path, tmp_path / "d", bootstrap=0)["threshold"]["value"] == 0.5
+    # without the option the column is the default (training's own calls); a number overrides
+    assert E.evaluate(path, tmp_path / "d", bootstrap=0)["threshold"]["value"] == "per-fold"
+    assert E.evaluate(path, tmp_path / "e", threshold=0.5, bootstrap=0)["threshold"]["value"] == 0.5
     with pytest.raises(ManifestError, match="needs a 'threshold' column"):
         E.evaluate(_write_oof(tmp_path / "d"), tmp_path / "x", threshold="per-fold", bootstrap=0)
 
