@@ -48,6 +48,12 @@ def add_export_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--calib-cases", type=_positive_int, default=32,
                    help="cases used to calibrate int8 (default 32); the rest of the manifest "
                         "is the held-out set of the int8 gate")
+    p.add_argument("--fp16", action="store_true",
+                   help="also write model.fp16.onnx (float16-stored weights, float32 compute: "
+                        "half the size) if it passes the same gate")
+    p.add_argument("--only-default", action="store_true",
+                   help="keep only the default variant's file (int8 > fp16 > fp32): a lean "
+                        "bundle")
     p.add_argument("--name", default=None, help="model name in model.json (default: RUN's name)")
     p.add_argument("--require-int8", action="store_true",
                    help="exit with status 1 when the int8 model is refused")
@@ -62,7 +68,8 @@ def run_export(args: argparse.Namespace) -> int:
     from .exporter import export_model
 
     path = export_model(args.run_dir, args.out, manifest=args.manifest, int8=args.int8,
-                        calib_cases=args.calib_cases, name=args.name, progress=args.progress)
+                        calib_cases=args.calib_cases, name=args.name, progress=args.progress,
+                        fp16=args.fp16, only_default=args.only_default)
     spec = json.loads(path.read_text())
     for variant, entry in spec["files"].items():
         print(f"{variant}: {args.out / entry['path']} ({entry['bytes'] / 2**20:.1f} MiB, "

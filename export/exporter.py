@@ -38,7 +38,8 @@ from .quantize import AUC_DROP_BOUND, PROB_DIFF_BOUND, int8_gate, quantize_int8
 
 FP32_FILE = "model.onnx"
 INT8_FILE = "model.int8.onnx"
-OWN_FILES = (FP32_FILE, INT8_FILE, MODEL_JSON)
+FP16_FILE = "model.fp16.onnx"
+OWN_FILES = (FP32_FILE, INT8_FILE, FP16_FILE, MODEL_JSON)
 PARITY_CASES = 16
 CALIB_CASES = 32
 
@@ -210,11 +211,15 @@ def export_model(run_dir: str | PathLike, out_dir: str | PathLike,
                  probability_bound: float = PROBABILITY_BOUND, cam_r_bound: float = CAM_R_BOUND,
                  auc_drop_bound: float = AUC_DROP_BOUND,
                  prob_diff_bound: float = PROB_DIFF_BOUND, seed: int = 0,
-                 progress: bool = False, log=print) -> Path:
+                 progress: bool = False, log=print, fp16: bool = False,
+                 only_default: bool = False) -> Path:
     """Export the run in ``run_dir`` to ``out_dir`` (see the module docstring); returns the
     path of ``model.json``. Raises :class:`ParityError` when the fp32 graph fails a gate (nothing
     is written) and :class:`ExportError` for unusable inputs. A refused int8 model is not an
-    error: the fp32 model is written, ``model.json["int8"]`` says why (``passed: false``)."""
+    error: the fp32 model is written, ``model.json["int8"]`` says why (``passed: false``).
+    ``fp16`` adds float16-stored weights (half the file, float32 arithmetic), gated the same
+    way; the default variant is int8 if it passed, else fp16 if it passed, else fp32.
+    ``only_default`` keeps only the default variant's file (a lean bundle)."""
     from spinefx.train.model import load_model
 
     run_dir, out_dir = Path(run_dir), Path(out_dir)
@@ -239,7 +244,7 @@ def export_model(run_dir: str | PathLike, out_dir: str | PathLike,
                           run_dir)
     cases = read_manifest(manifest_path)
     order = [cases[i] for i in stratified_order(cases, seed)]
-    if not int8:
+    if not (int8 or fp16):
         order = order[:parity_cases]
     log(f"preprocessing {len(order)} case(s) from {manifest_path} at {prep.image_size} px")
     inputs, kept, notes = prepare_inputs(order, prep, progress)
@@ -307,6 +312,34 @@ def export_model(run_dir: str | PathLike, out_dir: str | PathLike,
                 int8_info["message"] = gate.message
                 q8.unlink()
 
+        # -- fp16 weights (no calibration, so every labelled case can judge it) ---------------
+        fp16_info: dict | None = None
+        if fp16:
+            from .compress import fp16_weights
+
+            f16 = staging / FP16_FILE
+            cinfo = fp16_weights(fp32, f16)
+            labelled = [i for i, c in enumerate(kept) if c.label is not None]
+            gate = int8_gate(session, ort_session(f16), inputs[labelled],
+                             np.array([kept[i].target for i in labelled], dtype=int),
+                             auc_drop_bound, prob_diff_bound, variant="fp16",
+                             cases="labelled (no calibration to hold out from)")
+            fp16_info = {**gate.to_dict(), "compression": cinfo, "bytes": f16.stat().st_size}
+            log(gate.message)
+            if gate.passed:
+                files["fp16"] = {"path": FP16_FILE, "sha256": sha256_file(f16),
+                                 "bytes": f16.stat().st_size,
+                                 "dtype": "float16 weights, float32 compute"}
+                default = default if default == "int8" else "fp16"
+            else:
+                fp16_info["status"] = "refused: not written"
+                f16.unlink()
+        if only_default:  # ship one file; model.json records what was left out and why
+            dropped = sorted(v for v in files if v != default)
+            files = {default: files[default]}
+            for variant in dropped:
+                log(f"only the default variant ({default}) is kept: {variant} not written")
+
         # -- model.json ---------------------------------------------------------------------
         threshold, threshold_source = _threshold(config, metrics)
         cam_shape = list(cams.shape[1:])
@@ -341,6 +374,7 @@ def export_model(run_dir: str | PathLike, out_dir: str | PathLike,
                        "cam": {k: _num(v) if isinstance(v, float) else v
                                for k, v in cam_report.to_dict().items()}},
             "int8": int8_info,
+            "fp16": fp16_info,
             "export": {"exporter": info["exporter"], "opset": structure["opset"],
                        "ir_version": structure["ir_version"],
                        "seconds": round(time.perf_counter() - t_start, 1),

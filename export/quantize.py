@@ -128,19 +128,22 @@ class Int8Gate:
     cam_r_mean: float | None
     cam_r_min: float | None
     failures: list[str] = field(default_factory=list)
+    variant: str = "int8"
+    cases: str = "held-out"  # int8 is judged on cases its calibration never saw
 
     @property
     def message(self) -> str:
         if self.passed:
-            return (f"int8 gate passed on {self.n_cases} held-out cases: AUC drop "
+            return (f"{self.variant} gate passed on {self.n_cases} {self.cases} cases: AUC drop "
                     f"{self.auc_drop:+.4f} (<= {self.auc_drop_bound}), max |dp| "
                     f"{self.max_prob_diff:.4f} (<= {self.prob_diff_bound})")
-        return "int8 model REFUSED: " + "; ".join(self.failures)
+        return f"{self.variant} model REFUSED: " + "; ".join(self.failures)
 
     def to_dict(self) -> dict:
         def num(v):
             return None if v is None or not np.isfinite(v) else round(float(v), 6)
-        return {"passed": self.passed, "held_out_cases": self.n_cases,
+        return {"passed": self.passed, "variant": self.variant, "cases": self.cases,
+                "held_out_cases": self.n_cases,
                 "held_out_malignant": self.n_malignant,
                 "auc_fp32": num(self.auc_fp32), "auc_int8": num(self.auc_int8),
                 "auc_drop": num(self.auc_drop), "auc_drop_bound": self.auc_drop_bound,
@@ -166,8 +169,10 @@ def cam_agreement(a: np.ndarray, b: np.ndarray) -> tuple[float | None, float | N
 
 def int8_gate(fp32_session, int8_session, inputs: np.ndarray, labels: np.ndarray,
               auc_drop_bound: float = AUC_DROP_BOUND,
-              prob_diff_bound: float = PROB_DIFF_BOUND) -> Int8Gate:
-    """Compare the int8 model with fp32 (both in onnxruntime) on held-out ``inputs``."""
+              prob_diff_bound: float = PROB_DIFF_BOUND, variant: str = "int8",
+              cases: str = "held-out") -> Int8Gate:
+    """Compare a reduced model (int8, or fp16 weights) with fp32, both in onnxruntime, on
+    held-out ``inputs``."""
     labels = np.asarray(labels).astype(int)
     p32, c32 = run_session(fp32_session, inputs)
     p8, c8 = run_session(int8_session, inputs)
@@ -184,12 +189,12 @@ def int8_gate(fp32_session, int8_session, inputs: np.ndarray, labels: np.ndarray
                         "one class (use a manifest with both benign and malignant cases)")
     elif drop > auc_drop_bound:
         failures.append(f"AUC drop {drop:.4f} > {auc_drop_bound} (missed by "
-                        f"{drop - auc_drop_bound:.4f}; fp32 {a32:.4f}, int8 {a8:.4f})")
+                        f"{drop - auc_drop_bound:.4f}; fp32 {a32:.4f}, {variant} {a8:.4f})")
     if np.isfinite(max_diff) and max_diff > prob_diff_bound:
-        failures.append(f"max |p_int8 - p_fp32| {max_diff:.4f} > {prob_diff_bound} (missed by "
+        failures.append(f"max |p_{variant} - p_fp32| {max_diff:.4f} > {prob_diff_bound} (missed by "
                         f"{max_diff - prob_diff_bound:.4f})")
     return Int8Gate(passed=not failures, auc_fp32=a32, auc_int8=a8, auc_drop=drop,
                     max_prob_diff=max_diff, auc_drop_bound=auc_drop_bound,
                     prob_diff_bound=prob_diff_bound, n_cases=len(labels),
                     n_malignant=int(labels.sum()), cam_r_mean=r_mean, cam_r_min=r_min,
-                    failures=failures)
+                    failures=failures, variant=variant, cases=cases)
