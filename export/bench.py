@@ -5,7 +5,7 @@ A benchmark, not a test: it prints numbers, it asserts nothing. Rows (each at ev
 - ``torch eager``: ``sigmoid(model(x))`` under ``torch.inference_mode`` (the reference);
 - ``torch + grad-cam``: probability plus pytorch-grad-cam ``GradCAM`` on layer4 (autograd);
 - ``ORT fp32 prob-only``: the fp32 graph cut to the probability output (CAM overhead baseline);
-- ``ORT fp32``: probability + in-graph CAM; ``ORT int8``: the static QDQ int8 graph.
+- ``ORT fp32``: probability + in-graph CAM; ``ORT int8``: the static QDQ int8 graph; ``ORT fp16``: float16-stored weights (float32 compute).
 
 With a model folder its ONNX files are timed (torch rows use a random-init network of the same
 shape: speed does not depend on the weights); without one a random-init 6-channel ResNet50 is
@@ -67,7 +67,7 @@ def run_benchmark(model_dir: str | os.PathLike | None = None, image_size: int = 
     from spinefx.runtime import PreprocessConfig
     from spinefx.train.model import SpineFxNet
 
-    from .exporter import FP32_FILE, INT8_FILE
+    from .exporter import FP16_FILE, FP32_FILE, INT8_FILE
     from .onnx_export import INPUT_NAME, export_onnx
     from .quantize import quantize_int8
 
@@ -78,36 +78,44 @@ def run_benchmark(model_dir: str | os.PathLike | None = None, image_size: int = 
     work = Path(tmp.name)
     notes: list[str] = []
     try:
+        files: dict[str, Path] = {}  # variant -> ONNX file to time
         if model_dir is not None:
             from spinefx.runtime.model_files import resolve_model
 
             model_dir = resolve_model(model_dir)  # a folder, or hf://owner/name via the cache
             spec = json.loads((Path(model_dir) / "model.json").read_text())
             channels, image_size = spec["input"]["shape"][1], spec["input"]["shape"][2]
-            fp32 = Path(model_dir) / spec["files"]["fp32"]["path"]
-            int8 = (Path(model_dir) / spec["files"]["int8"]["path"]
-                    if "int8" in spec["files"] else None)
+            files = {v: Path(model_dir) / e["path"] for v, e in spec["files"].items()}
             source = f"model folder {model_dir}"
         else:
-            channels, fp32, int8 = 6, work / FP32_FILE, None
+            channels = 6
             source = "random-init 6-channel ResNet50 exported here"
         torch.manual_seed(0)
         model = SpineFxNet(preprocess=PreprocessConfig(image_size=image_size).to_dict()).eval()
         if model_dir is None:
+            from .compress import fp16_weights
+
             log(f"exporting a random-init model at {image_size} px ...")
-            export_onnx(model, fp32, image_size, channels)
-        if int8 is None:
+            files["fp32"] = work / FP32_FILE
+            export_onnx(model, files["fp32"], image_size, channels)
+            files["fp16"] = work / FP16_FILE
+            fp16_weights(files["fp32"], files["fp16"])
+        if "int8" not in files and "fp32" in files:
             log("quantising to int8 (random calibration inputs: for timing only) ...")
-            int8 = work / INT8_FILE
+            files["int8"] = work / INT8_FILE
             rng = np.random.default_rng(0)
-            quantize_int8(fp32, int8, rng.random((8, channels, image_size, image_size),
-                                                 dtype=np.float32))
+            quantize_int8(files["fp32"], files["int8"],
+                          rng.random((8, channels, image_size, image_size), dtype=np.float32))
             if model_dir is not None:
                 notes.append("the model folder has no int8 file: quantised one here for timing")
-        prob_only = _prob_only(fp32, work / "prob_only.onnx")
+        elif "int8" not in files:
+            notes.append("no fp32 file to quantise: no int8 row")
+        first = files.get("fp32") or next(iter(files.values()))
+        prob_only = _prob_only(first, work / "prob_only.onnx")
 
-        sessions = {"ORT fp32 prob-only": _session(prob_only, threads),
-                    "ORT fp32": _session(fp32, threads), "ORT int8": _session(int8, threads)}
+        sessions = {f"ORT {next(v for v in files if files[v] == first)} prob-only":
+                    _session(prob_only, threads)}
+        sessions.update({f"ORT {v}": _session(f, threads) for v, f in sorted(files.items())})
         rows = []
         rng = np.random.default_rng(1)
         for batch in batch_sizes:
@@ -140,8 +148,7 @@ def run_benchmark(model_dir: str | os.PathLike | None = None, image_size: int = 
             row["relative_to_torch"] = row["median_ms"] / ref["median_ms"]
         return {"source": source, "image_size": image_size, "channels": channels,
                 "threads": threads or "default", "runs": runs, "rows": rows, "notes": notes,
-                "files_mib": {"fp32": fp32.stat().st_size / 2**20,
-                              "int8": int8.stat().st_size / 2**20},
+                "files_mib": {v: f.stat().st_size / 2**20 for v, f in files.items()},
                 "machine": {"cpu": platform.processor() or platform.machine(),
                             "cores": os.cpu_count(), "torch": torch.__version__,
                             "onnxruntime": ort.__version__,
@@ -159,8 +166,7 @@ def format_table(result: dict) -> str:
     lines = [f"spinefx bench: {result['source']}; input {result['channels']}x"
              f"{result['image_size']}x{result['image_size']}; threads {result['threads']} "
              f"(torch {result['machine']['torch_threads']}); {result['machine']['cores']} cores; "
-             f"fp32 {result['files_mib']['fp32']:.1f} MiB, int8 {result['files_mib']['int8']:.1f}"
-             " MiB", ""]
+             + ", ".join(f"{v} {mib:.1f} MiB" for v, mib in result["files_mib"].items()), ""]
     fmt = lambda row: "| " + " | ".join(c.ljust(w) for c, w in zip(row, widths)) + " |"  # noqa
     lines += [fmt(head), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
     lines += [fmt(row) for row in body]
