@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from spinefx.runtime.overlay import window
+
 TILE = 200          # px per image
 COLUMNS = 4         # cases per row (each case: T1 | T2)
 CAPTION = 20        # px of text above each case
@@ -67,8 +69,7 @@ def write_contact_sheet(manifest_path: str | PathLike, out_png: str | PathLike,
 
 
 def _tile(img: np.ndarray, box: tuple[int, int, int, int]) -> Image.Image:
-    lo, hi = np.percentile(img, [1, 99.5])
-    grey = (np.clip((img - lo) / max(hi - lo, 1e-6), 0, 1) * 255).astype(np.uint8)
+    grey = window(img)  # the same display window as the prediction overlays
     scale = TILE / max(img.shape)
     tile = Image.fromarray(grey).convert("RGB").resize(
         (round(img.shape[1] * scale), round(img.shape[0] * scale)), Image.Resampling.BILINEAR)
