@@ -69,7 +69,8 @@ def channel_gallery(model_input: ModelInput) -> list[tuple[np.ndarray, str]]:
     """The six channels the network sees, as (uint8 image, caption)."""
     names = model_input.config.channel_names
     out = []
-    for name, ch, idx in zip(names, model_input.array, list(model_input.slices) * 2):
+    t2 = model_input.t2_slices or model_input.slices
+    for name, ch, idx in zip(names, model_input.array, list(model_input.slices) + list(t2)):
         img = Image.fromarray((np.clip(ch, 0, 1) * 255).astype(np.uint8))
         img = img.resize((ROI_DISPLAY, ROI_DISPLAY), Image.Resampling.BILINEAR)
         out.append((np.asarray(img), f"{name} (slice {idx})"))

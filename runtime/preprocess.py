@@ -67,6 +67,8 @@ class ModelInput:
     intensity_ranges: dict[str, tuple[float, float]]
     config: PreprocessConfig
     notes: list[str] = field(default_factory=list)
+    t2_slices: tuple[int, ...] = ()        # T1-grid slices whose T2 was used (a neighbour
+                                           # without a T2 partner falls back to the lesion slice)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -184,4 +186,5 @@ def build_six_channel(t1: Volume, t2: Volume, slice_index: int, box: Box | None 
     for note in notes:
         warnings.warn(note, SpineFXWarning, stacklevel=2)
     return ModelInput(array=np.stack(channels).astype(np.float32), roi=roi, slices=tuple(slices),
-                      intensity_ranges=ranges, config=config, notes=notes)
+                      intensity_ranges=ranges, config=config, notes=notes,
+                      t2_slices=tuple(t2_slices))

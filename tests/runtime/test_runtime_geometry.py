@@ -255,3 +255,4 @@ def test_lesion_slice_without_t2_partner_is_refused(tmp_path):
         mi = build_six_channel(t1, t2, 1, box=(30, 30, 70, 80))
     np.testing.assert_array_equal(mi.array[3], mi.array[4])
     assert np.isfinite(mi.array).all()
+    assert mi.slices == (0, 1, 2) and mi.t2_slices == (1, 1, 2)  # what the T2 channels hold
