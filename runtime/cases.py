@@ -17,7 +17,8 @@ from pathlib import Path
 from .dicom import load_series
 from .errors import ImageError, ManifestError
 from .features import FEATURE_KEYS
-from .images import is_image, is_nifti, load_image_slices, load_nifti
+from .images import (is_array, is_image, is_nifti, load_array_volume, load_image_slices,
+                     load_nifti)
 from .preprocess import Box, ModelInput, PreprocessConfig, build_six_channel
 from .volume import Volume
 
@@ -111,12 +112,15 @@ def read_manifest(path: str | PathLike) -> list[Case]:
 
 
 def load_volume(path: str | PathLike, weighting: str | None = None) -> Volume:
-    """A series from a DICOM folder (one series), a DICOM file, a NIfTI file or an image."""
+    """A series from a DICOM folder (one series), a DICOM file, a NIfTI file, a numpy volume
+    (``.npy``/``.npz``, slices along the shortest axis, 1 mm assumed) or an image."""
     path = Path(path)
     if not path.exists():
         raise ImageError("no such file or folder", path)
     if is_nifti(path):
         return load_nifti(path, weighting or "unknown")
+    if path.is_file() and is_array(path):
+        return load_array_volume(path, weighting or "unknown")
     if path.is_file() and is_image(path):
         return load_image_slices([path], weighting or "unknown")
     return load_series(path, weighting=weighting)

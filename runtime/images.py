@@ -19,6 +19,7 @@ from .volume import Volume
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
+ARRAY_SUFFIXES = (".npy", ".npz")
 MAX_PIXELS = 4096 * 4096  # bigger than any MR slice: refuse rather than exhaust memory
 
 
@@ -136,3 +137,44 @@ def is_nifti(path: str | PathLike) -> bool:
 
 def is_image(path: str | PathLike) -> bool:
     return Path(path).suffix.lower() in IMAGE_SUFFIXES
+
+
+def load_array_volume(path: str | PathLike, weighting: str = "unknown", key: str | None = None,
+                      slice_axis: int | None = None,
+                      pixel_spacing: tuple[float, float] | None = None,
+                      slice_spacing: float | None = None) -> Volume:
+    """A 3-D numpy array (``.npy``, or ``.npz`` with one 3-D array or an ``image`` entry) as a
+    sagittal volume. Slices run along ``slice_axis`` (default: the shortest axis, which is the
+    slice axis of a sagittal stack); the other two stay (rows, columns) in their stored order.
+    Arrays carry no geometry: spacing defaults to 1 mm and is marked as a guess."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as data:  # never unpickle user files
+            if isinstance(data, np.ndarray):
+                array = data
+            else:
+                names = [n for n in data.files if data[n].ndim == 3]
+                name = key or ("image" if "image" in data.files else
+                               names[0] if len(names) == 1 else None)
+                if name is None or name not in data.files:
+                    raise ImageError(f"holds {sorted(data.files)}; say which array is the image",
+                                     path)
+                array = data[name]
+    except ImageError:
+        raise
+    except (OSError, ValueError, EOFError) as exc:
+        raise ImageError(f"not a readable numpy array file ({exc})", path) from exc
+    if not isinstance(array, np.ndarray) or array.ndim != 3:
+        raise ImageError(f"array of shape {getattr(array, 'shape', '?')} is not a 3-D volume", path)
+    axis = int(np.argmin(array.shape)) if slice_axis is None else slice_axis
+    volume = np.moveaxis(np.asarray(array, dtype=np.float32), axis, 0)
+    if float(volume.max()) == float(volume.min()):
+        raise ImageError("volume is blank (constant value)", path)
+    vol = Volume.from_array(volume, pixel_spacing=pixel_spacing or (1.0, 1.0),
+                            slice_spacing=slice_spacing or 1.0, weighting=weighting,
+                            source=str(path), spacing_known=pixel_spacing is not None)
+    return vol
+
+
+def is_array(path: str | PathLike) -> bool:
+    return Path(path).suffix.lower() in ARRAY_SUFFIXES

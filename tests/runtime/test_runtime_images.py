@@ -203,3 +203,25 @@ def test_nifti_4d_and_garbage(tmp_path):
     (tmp_path / "junk.nii.gz").write_bytes(b"not gzip at all" * 20)
     with pytest.raises(ImageError, match="junk.nii.gz"):
         load_nifti(tmp_path / "junk.nii.gz")
+
+
+# --- numpy volumes (.npy / .npz) ---------------------------------------------------------------
+def test_npz_volume_slices_along_the_shortest_axis(tmp_path):
+    from spinefx.runtime import load_volume
+
+    data = np.random.default_rng(0).random((40, 30, 5)).astype(np.float32)
+    np.savez(tmp_path / "v.npz", image=data, labels=np.zeros((40, 30, 5), np.uint8))
+    vol = load_volume(tmp_path / "v.npz", "T1")
+    assert vol.shape == (5, 40, 30) and not vol.spacing_known
+    np.testing.assert_array_equal(vol.data[2], data[:, :, 2])
+
+
+def test_pickled_npz_is_refused_not_unpickled(tmp_path):
+    from spinefx.runtime.images import load_array_volume
+
+    np.save(tmp_path / "obj.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(ImageError, match="obj.npy"):
+        load_array_volume(tmp_path / "obj.npy")
+    np.savez(tmp_path / "two.npz", a=np.ones((4, 4, 4)), b=np.ones((4, 4, 4)))
+    with pytest.raises(ImageError, match="say which array"):
+        load_array_volume(tmp_path / "two.npz")

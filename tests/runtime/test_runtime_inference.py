@@ -108,7 +108,13 @@ def test_cli_predict_writes_result_overlay_and_secondary_capture(model_dir, stud
     # the capture joins the source study and references the source series
     src = pydicom.dcmread(next(t1_dir.iterdir()), stop_before_pixels=True)
     sc = pydicom.dcmread(out / "overlay_sc.dcm")
+    assert sc.SOPClassUID == "1.2.840.10008.5.1.4.1.1.7"  # Secondary Capture Image Storage
+    assert sc.file_meta.MediaStorageSOPClassUID == sc.SOPClassUID
     assert sc.StudyInstanceUID == src.StudyInstanceUID
+    # patient data: only what the source study carried, copied (PACS files it with the study)
+    for keyword in ("PatientName", "PatientID", "PatientBirthDate", "OtherPatientIDs",
+                    "PatientAddress", "PatientTelephoneNumbers"):
+        assert keyword not in sc or (keyword in src and sc[keyword].value == src[keyword].value)
     assert sc.SeriesInstanceUID != src.SeriesInstanceUID
     assert sc.ReferencedSeriesSequence[0].SeriesInstanceUID == src.SeriesInstanceUID
     np.testing.assert_array_equal(sc.pixel_array, np.asarray(overlay))

@@ -1,0 +1,68 @@
+"""The bundled demonstration model (weights/): integrity, provider fallback, where its
+class-activation map points on phantoms, and the real DzZ pair end to end."""
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from spinefx.cli import main
+from spinefx.phantom import write_phantom_study
+from spinefx.runtime import load_series
+from spinefx.runtime.inference import Predictor
+from spinefx.runtime.model_files import BUNDLED_DIR, read_model_spec
+
+
+@pytest.fixture(scope="module")
+def bundled() -> Predictor:
+    return Predictor()
+
+
+def test_bundled_model_is_verified_labelled_synthetic_and_lean(bundled) -> None:
+    spec = read_model_spec(BUNDLED_DIR)
+    assert bundled.path.parent == BUNDLED_DIR and bundled.variant == spec.raw["default"]
+    assert spec.synthetic and "synthetic" in spec.raw["training_data"]["description"]
+    assert sum(p.stat().st_size for p in BUNDLED_DIR.glob("*.onnx")) <= 50 * 2**20
+    assert "not a medical device" in (BUNDLED_DIR / "README.md").read_text().lower()
+
+
+def test_cuda_asked_but_absent_runs_on_cpu() -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        predictor = Predictor(providers=["CUDAExecutionProvider", "CPUExecutionProvider"])
+    assert predictor.provider == "CPUExecutionProvider"
+
+
+def test_cam_points_at_the_fractured_vertebra_on_malignant_phantoms(bundled, tmp_path) -> None:
+    """Pointing game: the map's peak inside the fractured vertebral body. Measured for this
+    model on these 40 seeded malignant phantoms: 47.5% (lesion marrow 37.5%) against 29% for
+    a random point of the ROI; the 4x4 map of a 128 px model is coarse. The bar is set below the
+    measurement and well above chance; seeds and model are fixed, so it is not flaky."""
+    hits, chance = [], []
+    for seed in range(2000, 2040):
+        t1, t2, case = write_phantom_study(tmp_path / str(seed), seed=seed, label="malignant")
+        p = bundled.predict_volumes(load_series(t1), load_series(t2), case.slice, box=case.box)
+        vertebra = case.vertebra_mask[case.slice] > 0
+        r, c = np.unravel_index(np.argmax(p.cam_slice), p.cam_slice.shape)
+        hits.append(bool(p.cam_slice.max() > 0 and vertebra[r, c]))
+        x0, y0, x1, y1 = p.roi
+        chance.append(vertebra[max(y0, 0):y1, max(x0, 0):x1].mean())
+    rate, baseline = float(np.mean(hits)), float(np.mean(chance))
+    assert rate >= 0.40, f"pointing-game rate {rate:.2f}"
+    assert rate >= baseline + 0.10, f"rate {rate:.2f} vs random point {baseline:.2f}"
+
+
+def test_real_dzz_pair_end_to_end_with_the_bundled_model(real_spine, tmp_path, capsys) -> None:
+    out = tmp_path / "dzz"
+    rc = main(["predict", "--t1", str(real_spine / "dzz_t1.npz"),
+               "--t2", str(real_spine / "dzz_t2.npz"), "--slice", "22",
+               "--box", "150,230,189,267", "--out", str(out), "--no-progress"])
+    assert rc == 0, capsys.readouterr().err
+    result = json.loads((out / "result.json").read_text())
+    assert 0.0 <= result["probability"] <= 1.0 and result["synthetic_model"] is True
+    assert result["slices"] == [21, 22, 23]
+    assert str(real_spine) not in (out / "result.json").read_text()  # no paths leak
+    assert (out / "overlay.png").stat().st_size > 10_000
