@@ -173,3 +173,91 @@ def format_table(result: dict) -> str:
     lines += ["", "x torch eager = median time / torch eager's median at the same batch "
                   "(lower is faster)."] + [f"note: {n}" for n in result["notes"]]
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# The workstation's view: a fresh runtime-only process, from a DICOM folder to a result
+# ---------------------------------------------------------------------------------------------
+_RUNTIME_PROCESS = r"""
+import json, resource, sys, time
+t0 = time.perf_counter()
+from spinefx.runtime.inference import Predictor
+from spinefx.runtime.predict import predict_study
+predictor = Predictor(None if sys.argv[1] == "-" else sys.argv[1])
+t_model = time.perf_counter()
+box = tuple(float(v) for v in sys.argv[4].split(","))
+t_study = time.perf_counter()
+result = predict_study(predictor, sys.argv[2], sys.argv[3], slice_index=int(sys.argv[5]), box=box)
+t_end = time.perf_counter()
+print(json.dumps({
+    "import_and_load_model_s": t_model - t0, "study_to_result_s": t_end - t_study,
+    "first_result_s": t_end - t0, "timings_ms": result.prediction.timings_ms,
+    "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    "torch_loaded": "torch" in sys.modules, "provider": predictor.provider}))
+"""
+
+
+def write_bench_study(folder: Path, size: int = 512, n_slices: int = 15,
+                      seed: int = 7) -> tuple[int, tuple[float, ...]]:
+    """A phantom study of 2 series x ``n_slices`` slices at ``size`` x ``size`` (the phantom
+    upsampled, PixelSpacing scaled to match); returns (lesion slice, box in the new pixels)."""
+    import pydicom
+
+    from spinefx.phantom import write_phantom_study
+
+    t1_dir, t2_dir, case = write_phantom_study(folder, seed=seed, label="malignant",
+                                               n_slices=n_slices)
+    scale = None
+    for path in sorted(t1_dir.glob("*.dcm")) + sorted(t2_dir.glob("*.dcm")):
+        ds = pydicom.dcmread(path)
+        arr = ds.pixel_array
+        factor = size / arr.shape[0]
+        rows = np.clip((np.arange(size) / factor).astype(int), 0, arr.shape[0] - 1)
+        cols = np.clip((np.arange(size) / (size / arr.shape[1])).astype(int), 0, arr.shape[1] - 1)
+        big = arr[np.ix_(rows, cols)]
+        ds.Rows, ds.Columns = big.shape
+        ds.PixelSpacing = [float(ds.PixelSpacing[0]) / factor,
+                           float(ds.PixelSpacing[1]) * arr.shape[1] / size]
+        ds.PixelData = big.astype(arr.dtype).tobytes()
+        ds.save_as(path)
+        if path.parent == t1_dir:
+            scale = (size / arr.shape[1], factor)
+    x0, y0, x1, y1 = case.box
+    return case.slice, (x0 * scale[0], y0 * scale[1], x1 * scale[0], y1 * scale[1])
+
+
+def runtime_profile(model_dir: str | os.PathLike | None = None, size: int = 512,
+                    n_slices: int = 15) -> dict:
+    """Cold start, peak RSS and folder-to-result time of a fresh process that imports only the
+    runtime (no torch), on a DICOM study of 2 series x ``n_slices`` x ``size``^2."""
+    import json
+    import subprocess
+    import sys
+
+    with tempfile.TemporaryDirectory(prefix="spinefx-bench-study-") as tmp:
+        study = Path(tmp) / "study"
+        k, box = write_bench_study(study, size, n_slices)
+        t0 = time.perf_counter()
+        proc = subprocess.run(
+            [sys.executable, "-c", _RUNTIME_PROCESS, str(model_dir) if model_dir else "-",
+             str(study), str(Path(tmp) / "out"), ",".join(f"{v:.1f}" for v in box), str(k)],
+            capture_output=True, text=True, timeout=600)
+        wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(f"runtime process failed: {proc.stderr.strip().splitlines()[-1:]}")
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    out.update(process_wall_s=wall, study=f"2 series x {n_slices} slices, {size}x{size}")
+    return out
+
+
+def format_runtime(profile: dict) -> str:
+    t = profile["timings_ms"]
+    return "\n".join([
+        f"runtime-only process ({profile['study']}, DICOM folder -> result.json + overlay.png; "
+        f"torch loaded: {profile['torch_loaded']}; {profile['provider']}):",
+        f"  cold start, process spawn to first result: {profile['process_wall_s']:.2f} s "
+        f"(import + model load {profile['import_and_load_model_s']:.2f} s, study to result "
+        f"{profile['study_to_result_s']:.2f} s)",
+        f"  of which preprocess {t['preprocess']:.0f} ms and inference {t['inference']:.0f} ms"
+        " (the rest: scanning and decoding the DICOM files, writing the outputs)",
+        f"  peak RSS {profile['peak_rss_mib']:.0f} MiB"])

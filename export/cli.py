@@ -110,12 +110,14 @@ def add_bench_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser
 def run_bench(args: argparse.Namespace) -> int:
     import json
 
-    from .bench import format_table, run_benchmark
+    from .bench import format_runtime, format_table, run_benchmark, runtime_profile
 
     result = run_benchmark(model_dir=args.model, image_size=args.image_size,
                            batch_sizes=tuple(args.batch or (1, 8)), runs=args.runs,
                            threads=args.threads, gradcam=not args.no_gradcam)
     print(format_table(result))
+    result["runtime_process"] = runtime_profile(args.model)  # the bundled model by default
+    print("\n" + format_runtime(result["runtime_process"]))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
     return 0

@@ -17,3 +17,12 @@ def test_bench_times_every_variant_of_a_model_folder(exported):
             assert row["relative_to_torch"] == 1.0
     table = format_table(result)
     assert "| ORT fp32 " in table and "model folder" in table
+
+
+def test_runtime_process_profile_loads_no_torch():
+    from spinefx.export.bench import format_runtime, runtime_profile
+
+    profile = runtime_profile(size=256, n_slices=12)  # the bundled model, a fresh process
+    assert profile["torch_loaded"] is False
+    assert profile["peak_rss_mib"] > 0 and profile["process_wall_s"] >= profile["first_result_s"]
+    assert "2 series x 12 slices, 256x256" in format_runtime(profile)
