@@ -181,6 +181,20 @@ def format_table(result: dict) -> str:
 _RUNTIME_PROCESS = r"""
 import json, resource, sys, time
 t0 = time.perf_counter()
+
+
+def peak_rss_mib():
+    # VmHWM belongs to this program's own address space; ru_maxrss would also count the
+    # parent's memory at fork time (it survives exec), which is not ours
+    try:
+        for line in open("/proc/self/status"):
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 from spinefx.runtime.inference import Predictor
 from spinefx.runtime.predict import predict_study
 predictor = Predictor(None if sys.argv[1] == "-" else sys.argv[1])
@@ -192,7 +206,7 @@ t_end = time.perf_counter()
 print(json.dumps({
     "import_and_load_model_s": t_model - t0, "study_to_result_s": t_end - t_study,
     "first_result_s": t_end - t0, "timings_ms": result.prediction.timings_ms,
-    "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    "peak_rss_mib": peak_rss_mib(),
     "torch_loaded": "torch" in sys.modules, "provider": predictor.provider}))
 """
 
