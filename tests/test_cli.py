@@ -61,3 +61,18 @@ def test_phantom_rejects_more_malignant_than_cases(tmp_path, capsys) -> None:
 
 def test_parser_builds_without_heavy_imports() -> None:
     assert build_parser().prog == "spinefx"
+
+
+def test_inspect_shows_series_but_no_patient_data(tmp_path, capsys) -> None:
+    import pydicom
+
+    from spinefx.phantom import write_phantom_study
+
+    t1_dir, _, _ = write_phantom_study(tmp_path / "study", seed=5, label="benign", case_id="c5")
+    src = pydicom.dcmread(next(t1_dir.iterdir()), stop_before_pixels=True)
+    for args in ([], ["--json"]):
+        assert main(["inspect", str(tmp_path / "study"), *args]) == 0
+        out = capsys.readouterr().out
+        assert "SAG T1" in out and "SAG T2" in out and "sagittal" in out
+        for phi in (str(src.PatientName), str(src.PatientID), "PHANTOM_c5"):
+            assert phi not in out
