@@ -83,6 +83,18 @@ def _label_value(text: Any) -> int | None:
     return {"malignant": 1, "1": 1, "benign": 0, "0": 0}.get(s)
 
 
+def _unit_interval(row: Mapping, column: str, line: int, path: Path) -> float:
+    """``row[column]`` as a number within [0, 1], or a ManifestError naming file and line."""
+    try:
+        value = float(row[column])
+    except (TypeError, ValueError):
+        value = float("nan")
+    if not (math.isfinite(value) and 0.0 <= value <= 1.0):
+        raise ManifestError(f"line {line}: {column} must be a number within [0, 1], got "
+                            f"{row[column]!r}", path)
+    return value
+
+
 def read_oof(path: str | PathLike) -> OOFPredictions:
     """Parse ``oof_predictions.csv``; problems raise ManifestError naming file and line."""
     path = Path(path)
@@ -116,22 +128,9 @@ def read_oof(path: str | PathLike) -> OOFPredictions:
         if y is None:
             raise ManifestError(f"line {n}: label must be benign or malignant, got "
                                 f"{row['label']!r}", path)
-        try:
-            p = float(row["probability"])
-        except (TypeError, ValueError):
-            p = float("nan")
-        if not (math.isfinite(p) and 0.0 <= p <= 1.0):
-            raise ManifestError(f"line {n}: probability must be a number within [0, 1], got "
-                                f"{row['probability']!r}", path)
+        p = _unit_interval(row, "probability", n, path)
         if has_thr:
-            try:
-                t = float(row["threshold"])
-            except (TypeError, ValueError):
-                t = float("nan")
-            if not (math.isfinite(t) and 0.0 <= t <= 1.0):
-                raise ManifestError(f"line {n}: threshold must be a number within [0, 1], "
-                                    f"got {row['threshold']!r}", path)
-            ts.append(t)
+            ts.append(_unit_interval(row, "threshold", n, path))
         ids.append(case_id)
         folds.append(_fold_value((row["fold"] or "").strip()))
         ys.append(y)
