@@ -47,14 +47,26 @@ from spinefx.runtime import Case, PreprocessConfig, prepare_case
 # ---------------------------------------------------------------------------------------------
 # preprocessing cache
 # ---------------------------------------------------------------------------------------------
+def _stamp(path) -> list:
+    """(files, bytes, newest mtime) of a series file or folder: a regenerated or edited series
+    gets a new cache key even when its path stays the same."""
+    path = Path(path)
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    stats = [f.stat() for f in files]
+    return [len(stats), sum(st.st_size for st in stats),
+            max((st.st_mtime_ns for st in stats), default=0)]
+
+
 def _case_record(case: Case) -> dict:
     return {"case_id": case.case_id, "t1": str(case.t1), "t2": str(case.t2),
+            "t1_stamp": _stamp(case.t1), "t2_stamp": _stamp(case.t2),
             "slice": case.slice, "box": case.box, "center": case.center,
             "size_mm": case.size_mm}
 
 
 def cache_key(cases: Sequence[Case], config: PreprocessConfig) -> str:
-    """A short hash of the preprocessing settings and the cases' inputs (paths, slice, box)."""
+    """A short hash of the preprocessing settings and the cases' inputs (paths, file sizes and
+    modification times, slice, box)."""
     blob = json.dumps({"config": config.to_dict(), "cases": [_case_record(c) for c in cases]},
                       sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]

@@ -190,3 +190,22 @@ def test_augmentation_is_seeded_and_keeps_anatomy() -> None:
                    flip_ap=True)
     outs = [flip(x, sample_generator(0, i)) for i in range(8)]
     assert any(torch.allclose(o, x.flip(-1), atol=1e-5) for o in outs)
+
+
+def test_cache_key_changes_when_a_series_is_rewritten_in_place(tmp_path) -> None:
+    import os
+
+    from spinefx.runtime import Case, PreprocessConfig
+    from spinefx.train.data import cache_key
+
+    for name in ("t1", "t2"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "a.dcm").write_bytes(b"x" * 10)
+    case = Case("c1", "benign", tmp_path / "t1", tmp_path / "t2", 3, box=(1, 2, 30, 40))
+    key = cache_key([case], PreprocessConfig())
+    assert cache_key([case], PreprocessConfig()) == key
+    f = tmp_path / "t2" / "a.dcm"
+    st = f.stat()
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # same path, newer file
+    assert cache_key([case], PreprocessConfig()) != key
+    assert cache_key([case], PreprocessConfig(image_size=64)) != cache_key([case], PreprocessConfig())
