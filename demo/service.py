@@ -17,6 +17,7 @@ from pathlib import Path
 from spinefx.runtime import PreprocessConfig, RoiError, SpineFXError, Volume, build_six_channel
 from spinefx.runtime.inference import Prediction, Predictor
 from spinefx.runtime.model_files import BUNDLED_DIR
+from spinefx.runtime.predict import parse_numbers
 
 from .ingest import Study
 
@@ -96,16 +97,10 @@ def parse_box(text: str | None) -> tuple[float, float, float, float] | None:
 
 
 def _numbers(text, n: int, what: str):
+    """None for an empty field, else the runtime's parser (one rule for CLI and page)."""
     if text is None or not str(text).strip():
         return None
-    parts = [p for p in str(text).replace(";", ",").replace(" ", ",").split(",") if p]
-    try:
-        values = tuple(float(p) for p in parts)
-    except ValueError:
-        values = ()
-    if len(values) != n or not all(math.isfinite(v) for v in values):
-        raise RoiError(f"{what} must be {n} numbers separated by commas, got {str(text)[:60]!r}")
-    return values
+    return parse_numbers(text, n, what)
 
 
 def format_box(box) -> str:

@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from .cases import load_volume, read_manifest
 from .dicom import SeriesInfo, StudyScan, load_series, scan_study
-from .errors import SeriesError, SpineFXError
+from .errors import RoiError, SeriesError, SpineFXError
 from .inference import Prediction, Predictor
 from .outputs import (atomic_write_bytes, atomic_write_json, atomic_write_png,
                       check_output_folder, write_secondary_capture)
@@ -130,10 +130,13 @@ def predict_manifest(predictor: Predictor, manifest: str | PathLike, out_dir: st
 
 
 def parse_numbers(text: str, n: int, what: str) -> tuple[float, ...]:
+    """``n`` finite numbers from "a,b,c" (spaces or semicolons also separate), else a
+    :class:`RoiError` naming ``what`` — the CLI's --box/--center and the demo's box field."""
+    parts = [p for p in str(text).replace(";", ",").replace(" ", ",").split(",") if p]
     try:
-        values = tuple(float(v) for v in text.split(","))
+        values = tuple(float(p) for p in parts)
     except ValueError:
         values = ()
     if len(values) != n or not all(np.isfinite(values)):
-        raise SpineFXError(f"{what} must be {n} comma-separated numbers, got {text!r}")
+        raise RoiError(f"{what} must be {n} numbers separated by commas, got {str(text)[:60]!r}")
     return values

@@ -179,3 +179,13 @@ def test_secondary_capture_needs_dicom_input(model_dir, tmp_path) -> None:
         predict_study(Predictor(model_dir), None, tmp_path / "out", t1=str(tmp_path / "t1.png"),
                       t2=str(tmp_path / "t2.png"), slice_index=0, box=(20, 20, 60, 60),
                       dicom=True)
+
+
+def test_box_text_is_parsed_one_way_for_cli_and_demo() -> None:
+    from spinefx.runtime.errors import RoiError
+    from spinefx.runtime.predict import parse_numbers
+
+    assert parse_numbers("1,2, 3;4", 4, "--box") == (1.0, 2.0, 3.0, 4.0)
+    for bad in ("1,2,3", "1,2,x,4", "1,2,nan,4"):
+        with pytest.raises(RoiError, match="--box must be 4 numbers"):
+            parse_numbers(bad, 4, "--box")
