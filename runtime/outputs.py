@@ -21,6 +21,10 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from .errors import SpineFXError
+from .files import atomic_write_bytes, atomic_write_json, atomic_write_text
+
+__all__ = ["atomic_write_bytes", "atomic_write_json", "atomic_write_text", "atomic_write_png",
+           "check_output_folder", "secondary_capture", "write_secondary_capture"]
 
 SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
 # Patient/study attributes copied from the source so PACS files the capture with its study.
@@ -28,26 +32,6 @@ SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
 _COPIED = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyInstanceUID",
            "StudyDate", "StudyTime", "StudyID", "AccessionNumber", "ReferringPhysicianName",
            "StudyDescription", "FrameOfReferenceUID")
-
-
-def atomic_write_bytes(path: str | PathLike, data: bytes) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def atomic_write_json(path: str | PathLike, obj) -> Path:
-    return atomic_write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode())
 
 
 def atomic_write_png(path: str | PathLike, image: Image.Image) -> Path:
