@@ -9,14 +9,14 @@ from .errors import (ConfigError, DicomReadError, GeometryError, ImageError, Man
                      SeriesError, SpineFXError, SpineFXWarning)
 from .features import FEATURE_KEYS, FEATURES, ImagingFeature
 from .images import load_image_slices, load_nifti, read_image
-from .matching import align_to, match_slices
+from .matching import AlignedPair, align_pair, align_to, match_slices
 from .preprocess import (ModelInput, PreprocessConfig, box_from_center, build_six_channel,
                          square_roi)
 from .volume import Volume
 
 __all__ = [
     "ConfigError",
-    "LABELS", "Case", "ModelInput", "PreprocessConfig", "align_to", "box_from_center",
+    "AlignedPair", "LABELS", "Case", "align_pair", "ModelInput", "PreprocessConfig", "align_to", "box_from_center",
     "build_six_channel", "load_image_slices", "load_nifti", "load_volume", "match_slices",
     "prepare_case", "read_image", "read_manifest", "square_roi",
     "DicomReadError", "FEATURES", "FEATURE_KEYS", "GeometryError", "ImageError", "ImagingFeature",

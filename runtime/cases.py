@@ -17,8 +17,8 @@ from pathlib import Path
 from .dicom import load_series
 from .errors import ImageError, ManifestError
 from .features import FEATURE_KEYS
-from .images import (is_array, is_image, is_nifti, load_array_volume, load_image_slices,
-                     load_nifti)
+from .images import is_array, is_image, is_nifti, load_array_volume, load_image_slices, load_nifti
+from .matching import align_pair
 from .preprocess import Box, ModelInput, PreprocessConfig, build_six_channel
 from .volume import Volume
 
@@ -130,5 +130,5 @@ def prepare_case(case: Case, config: PreprocessConfig = PreprocessConfig()) -> M
     """Load a case's T1 and T2 and build its model input (what training and `predict` use)."""
     t1 = load_volume(case.t1, "T1")
     t2 = load_volume(case.t2, "T2")
-    return build_six_channel(t1, t2, case.slice, box=case.box, center=case.center,
+    return build_six_channel(align_pair(t1, t2), case.slice, box=case.box, center=case.center,
                              size_mm=case.size_mm, config=config)

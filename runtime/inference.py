@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image
 
 from .cases import Case, load_volume
-from .matching import on_t1_grid
+from .matching import AlignedPair, align_pair
 from .model_files import ModelSpec, read_model_spec, resolve_model
 from .preprocess import Box, ModelInput, build_six_channel, resize
 from .volume import Volume
@@ -124,9 +124,21 @@ class Predictor:
     def predict_volumes(self, t1: Volume, t2: Volume, slice_index: int, box: Box | None = None,
                         center: tuple[float, float] | None = None,
                         size_mm: float | None = None) -> Prediction:
+        """Align ``t2`` to ``t1`` (once) and predict; see :meth:`predict_pair`."""
         t0 = time.perf_counter()
-        t2 = on_t1_grid(t1, t2)  # once, here: the overlay needs the T2 slice on the T1 grid too
-        model_input = build_six_channel(t1, t2, slice_index, box=box, center=center,
+        pair = align_pair(t1, t2)
+        align_ms = (time.perf_counter() - t0) * 1e3
+        prediction = self.predict_pair(pair, slice_index, box=box, center=center, size_mm=size_mm)
+        prediction.timings_ms["preprocess"] += align_ms   # aligning is part of preprocessing
+        return prediction
+
+    def predict_pair(self, pair: AlignedPair, slice_index: int, box: Box | None = None,
+                     center: tuple[float, float] | None = None,
+                     size_mm: float | None = None) -> Prediction:
+        """Predict the lesion at T1 slice ``slice_index`` of an aligned pair."""
+        t1, t2 = pair.t1, pair.t2
+        t0 = time.perf_counter()
+        model_input = build_six_channel(pair, slice_index, box=box, center=center,
                                         size_mm=size_mm, config=self.config)
         t1_ = time.perf_counter()
         prob, cam = self.run(model_input.array)

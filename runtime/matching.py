@@ -5,6 +5,8 @@ T1 defines the grid because the manifest's slice index and box are given in T1 p
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from .errors import GeometryError
@@ -109,3 +111,23 @@ def on_t1_grid(t1: Volume, t2: Volume, tolerance_mm: float | None = None) -> Vol
             and same_grid(t1, t2):
         return t2
     return align_to(t1, t2, tolerance_mm)
+
+
+@dataclass(frozen=True)
+class AlignedPair:
+    """A T1 volume and its T2 on the T1 grid (same slices, pixels and directions).
+
+    Made once per T1/T2 choice by :func:`align_pair`; preprocessing, the overlay and every
+    slider move of the demo reuse it, so T2 is never resampled twice for one prediction."""
+    t1: Volume
+    t2: Volume
+
+    def __post_init__(self) -> None:
+        if self.t2.data.shape != self.t1.data.shape:
+            raise ValueError("AlignedPair needs T2 on the T1 grid: use align_pair(t1, t2)")
+
+
+def align_pair(t1: Volume, t2: Volume, tolerance_mm: float | None = None) -> AlignedPair:
+    """The one place a T1/T2 pair is aligned (see :func:`on_t1_grid`)."""
+    return AlignedPair(t1, on_t1_grid(t1, t2, tolerance_mm))
+

@@ -2,100 +2,68 @@
 or a manifest of cases -> predictions.csv, where one bad case is reported and skipped."""
 from __future__ import annotations
 
-import csv
-import io
 import logging
-from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
 from tqdm import tqdm
 
 from .cases import load_volume, read_manifest
-from .dicom import SeriesInfo, StudyScan, load_series, scan_study
-from .errors import RoiError, SeriesError, SpineFXError
-from .inference import Prediction, Predictor
-from .outputs import (atomic_write_bytes, atomic_write_json, atomic_write_png,
-                      check_output_folder, write_secondary_capture)
-from .overlay import render_overlay
+from .errors import SpineFXError
+from .files import atomic_write_csv
+from .inference import Predictor
+from .outputs import check_output_folder
 from .preprocess import Box
+from .service import Result, analyse, parse_numbers, require_dicom, resolve_roi, write_outputs
+from .study import SeriesPair, Study
 from .volume import Volume
+
+__all__ = ["PREDICTION_COLUMNS", "open_inputs", "parse_numbers", "predict_manifest",
+           "predict_study"]
 
 log = logging.getLogger("spinefx.runtime")
 
 
-def choose_series(scan: StudyScan, weighting: str, key: str | None = None) -> SeriesInfo:
-    """The series the user named (UID, number or description), else the only sagittal one of
-    this weighting; several or none is an error listing what the study holds."""
-    if key:
-        return scan.find(key)
-    hits = scan.by_weighting(weighting, "sagittal")
-    if len(hits) == 1:
-        return hits[0]
-    names = "; ".join(f"#{s.series_number} '{s.description}' ({s.plane}, {s.weighting}, "
-                      f"{s.n_slices} slices)" for s in scan.series) or "no image series"
-    what = "several" if hits else "no"
-    flag = "--t1" if weighting == "T1" else "--t2"
-    raise SeriesError(f"{what} sagittal {weighting} series found; name one with {flag}. "
-                      f"The study holds: {names}")
-
-
-def load_pair(study: str | PathLike | None, t1: str | None = None,
-              t2: str | None = None) -> tuple[Volume, Volume]:
-    """T1 and T2 volumes from a study folder (auto or named series) or from explicit paths."""
+def open_inputs(study: str | PathLike | None, t1: str | None = None,
+                t2: str | None = None) -> Study:
+    """A :class:`Study` from a study folder, or from explicit T1/T2 paths (a DICOM folder or
+    file, NIfTI, numpy volume or image each); with a folder, ``t1``/``t2`` may name series."""
     if t1 and t2 and Path(t1).exists() and Path(t2).exists():
-        return load_volume(t1, "T1"), load_volume(t2, "T2")
+        vol1, vol2 = load_volume(t1, "T1"), load_volume(t2, "T2")
+        return Study.from_volumes({"t1": (volume_label(vol1, "T1"), vol1),
+                                   "t2": (volume_label(vol2, "T2"), vol2)},
+                                  title="T1/T2 files", kind="files")
     if study is None:
         raise SpineFXError("give a study folder, or --t1 and --t2 as paths")
-    scan = scan_study(study)
-    s1, s2 = choose_series(scan, "T1", t1), choose_series(scan, "T2", t2)
-    if s1.series_uid == s2.series_uid:
-        raise SeriesError(f"T1 and T2 are the same series ('{s1.description}')", study)
-    return load_series(s1, weighting="T1"), load_series(s2, weighting="T2")
+    return Study.open(study)
 
 
-def _series_label(volume: Volume, weighting: str) -> str:
+def volume_label(volume: Volume, weighting: str) -> str:
     number = volume.metadata.get("series_number")
     text = f"#{number} " if number is not None else ""
     return (text + (volume.description or f"{weighting} series")).strip()
-
-
-@dataclass
-class StudyResult:
-    prediction: Prediction
-    files: dict[str, Path]
 
 
 def predict_study(predictor: Predictor, study: str | PathLike | None, out_dir: str | PathLike,
                   t1: str | None = None, t2: str | None = None, slice_index: int | None = None,
                   box: Box | None = None, center: tuple[float, float] | None = None,
                   size_mm: float | None = None, dicom: bool = False,
-                  opacity: float = 0.45) -> StudyResult:
+                  opacity: float = 0.45) -> Result:
+    """`spinefx predict STUDY`: strict series choice (named, or the only sagittal T1/T2),
+    then the service's analysis and files (result.json, overlay.png, + the DICOM capture)."""
     inputs = [p for p in (study, t1, t2) if p and Path(p).exists()]
-    out = check_output_folder(out_dir, inputs)
-    vol1, vol2 = load_pair(study, t1, t2)
-    if dicom and "study_uid" not in vol1.metadata:  # only DICOM loads carry a study
-        raise SpineFXError("--dicom needs DICOM input (the capture joins the source study)")
-    k = vol1.n_slices // 2 if slice_index is None else slice_index
-    prediction = predictor.predict_volumes(vol1, vol2, k, box=box, center=center, size_mm=size_mm)
-    summary = {**prediction.summary(), "slice": k,
-               "synthetic_model": predictor.spec.synthetic,
-               "disclaimer": "Research and teaching use only; not for diagnosis.",
-               # series descriptions only: folder names of exports often carry patient names
-               "inputs": {"t1": _series_label(vol1, "T1"), "t2": _series_label(vol2, "T2")}}
-    note = "(model trained on SYNTHETIC phantoms)" if predictor.spec.synthetic else ""
-    image = render_overlay(prediction.t1_slice, prediction.t2_slice, prediction.cam_slice,
-                           prediction.roi, prediction.probability, prediction.threshold,
-                           prediction.label, opacity=opacity, model_note=note)
-    files = {"overlay": atomic_write_png(out / "overlay.png", image)}
+    check_output_folder(out_dir, inputs)
+    opened = open_inputs(study, t1, t2)
+    pair = (SeriesPair("t1", "t2") if opened.kind == "files"
+            else opened.choose_pair(t1, t2, "strict"))
     if dicom:
-        source = vol1.slice_sources[k].split("#")[0]
-        files["dicom"] = write_secondary_capture(out / "overlay_sc.dcm", image, source, summary)
-    files["result"] = atomic_write_json(out / "result.json",
-                                        {**summary, "files": {k: v.name for k, v in files.items()}})
-    return StudyResult(prediction=prediction, files=files)
+        require_dicom(opened, pair)
+    roi = resolve_roi(opened.volume(pair.t1), predictor.config, slice_index, box, center,
+                      size_mm, opened.default_slice, opened.default_box)
+    result = analyse(predictor, opened, pair, roi)
+    write_outputs(result, opened, out_dir, inputs, dicom=dicom, opacity=opacity)
+    return result
 
 
 PREDICTION_COLUMNS = ("case_id", "label", "probability", "predicted", "threshold", "status",
@@ -118,25 +86,8 @@ def predict_manifest(predictor: Predictor, manifest: str | PathLike, out_dir: st
             log.warning("case %s skipped: %s", case.case_id, exc)
             row.update(probability="", predicted="", status="error", error=str(exc))
         rows.append(row)
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=PREDICTION_COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    path = atomic_write_bytes(out / "predictions.csv", buf.getvalue().encode())
+    path = atomic_write_csv(out / "predictions.csv", PREDICTION_COLUMNS, rows)
     n_bad = sum(r["status"] == "error" for r in rows)
     if n_bad:
         log.warning("%d of %d cases failed; see the 'error' column of %s", n_bad, len(rows), path)
     return path
-
-
-def parse_numbers(text: str, n: int, what: str) -> tuple[float, ...]:
-    """``n`` finite numbers from "a,b,c" (spaces or semicolons also separate), else a
-    :class:`RoiError` naming ``what`` — the CLI's --box/--center and the demo's box field."""
-    parts = [p for p in str(text).replace(";", ",").replace(" ", ",").split(",") if p]
-    try:
-        values = tuple(float(p) for p in parts)
-    except ValueError:
-        values = ()
-    if len(values) != n or not all(np.isfinite(values)):
-        raise RoiError(f"{what} must be {n} numbers separated by commas, got {str(text)[:60]!r}")
-    return values

@@ -20,8 +20,7 @@ import numpy as np
 from PIL import Image
 
 from .errors import ConfigError, RoiError, SpineFXWarning
-from .matching import on_t1_grid
-from .volume import Volume
+from .matching import AlignedPair
 
 Box = tuple[float, float, float, float]  # x0, y0, x1, y1 in T1 pixels (x = column, y = row)
 
@@ -147,16 +146,18 @@ def neighbour_slices(index: int, n_slices: int, neighbours: int = 1) -> tuple[li
     return picked, notes
 
 
-def build_six_channel(t1: Volume, t2: Volume, slice_index: int, box: Box | None = None,
+def build_six_channel(pair: AlignedPair, slice_index: int, box: Box | None = None,
                       center: tuple[float, float] | None = None, size_mm: float | None = None,
                       config: PreprocessConfig = PreprocessConfig()) -> ModelInput:
     """The paper's input for the lesion at T1 slice ``slice_index``.
 
-    Give the vertebral body as ``box`` = (x0, y0, x1, y1) T1 pixels, or as ``center`` = (x, y)
-    with ``size_mm`` (default ``config.default_size_mm``). ``t2`` may be on any parallel grid:
-    it is matched and resampled onto T1 here. Edge slices replicate their neighbour with a
+    ``pair`` is T1 with its T2 already on the T1 grid (:func:`spinefx.runtime.align_pair`:
+    aligned once per T1/T2 choice, never again here). Give the vertebral body as ``box`` =
+    (x0, y0, x1, y1) T1 pixels, or as ``center`` = (x, y) with ``size_mm`` (default
+    ``config.default_size_mm``). Edge slices replicate their neighbour with a
     :class:`SpineFXWarning`.
     """
+    t1, t2 = pair.t1, pair.t2
     if (box is None) == (center is None):
         raise RoiError("give either a box (x0, y0, x1, y1) or a centre point, not both/neither")
     if box is None:
@@ -166,7 +167,6 @@ def build_six_channel(t1: Volume, t2: Volume, slice_index: int, box: Box | None 
     if roi[2] <= 0 or roi[3] <= 0 or roi[0] >= w or roi[1] >= h:
         raise RoiError(f"box {tuple(round(v, 1) for v in box)} lies outside the {w}x{h} image",
                        t1.source or None)
-    t2 = on_t1_grid(t1, t2)
 
     slices, notes = neighbour_slices(slice_index, t1.n_slices, config.neighbours)
     t2_missing = [i for i in slices if not np.isfinite(t2.data[i]).all()]

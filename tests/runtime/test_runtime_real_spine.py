@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from spinefx.runtime import (ImageError, SpineFXWarning, Volume, build_six_channel,
+from spinefx.runtime import (ImageError, SpineFXWarning, Volume, align_pair, build_six_channel,
                              load_image_slices, load_nifti, read_image)
 
 pytestmark = pytest.mark.realdata
@@ -89,7 +89,7 @@ def test_info_box_input_from_three_png_slices(real_spine, slices_dir):
     t1 = load_image_slices([slices_dir / f"AKa3_{i}.png" for i in (k - 1, k, k + 1)], "T1")
     t2 = load_image_slices([slices_dir / f"AKs5_{i}.png" for i in (k - 1, k, k + 1)], "T2")
     assert t1.shape == t2.shape == (3, 512, 512)
-    mi = build_six_channel(t1, t2, 1, box=box)
+    mi = build_six_channel(align_pair(t1, t2), 1, box=box)
     assert mi.array.shape == (6, 224, 224) and mi.array.dtype == np.float32
     assert np.isfinite(mi.array).all() and 0 <= mi.array.min() and mi.array.max() <= 1
     x0, y0, x1, y1 = mi.roi
@@ -109,7 +109,7 @@ def test_every_info_box_on_aka3(real_spine, slices_dir):
     for k, box in _info_boxes(real_spine, "AKa3"):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", SpineFXWarning)  # k = 0 / 14 replicate an edge
-            mi = build_six_channel(t1, t2, k, box=box, config=_small())
+            mi = build_six_channel(align_pair(t1, t2), k, box=box, config=_small())
         assert mi.array.shape == (6, 64, 64)
         assert np.isfinite(mi.array).all() and mi.array.max() <= 1 and mi.array.min() >= 0
         x0, y0, x1, y1 = mi.roi
@@ -159,7 +159,7 @@ def test_dzz_six_channel_input_for_every_vertebral_body(dzz, label):
     box = (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
     with warnings.catch_warnings():
         warnings.simplefilter("error", SpineFXWarning)  # an inner slice: nothing to repair
-        mi = build_six_channel(t1, t2, k, box=box)
+        mi = build_six_channel(align_pair(t1, t2), k, box=box)
     assert mi.array.shape == (6, 224, 224) and mi.array.dtype == np.float32
     assert np.isfinite(mi.array).all() and mi.array.min() >= 0 and mi.array.max() <= 1
     assert mi.slices == (k - 1, k, k + 1)

@@ -1,0 +1,225 @@
+"""A study, scanned once: its series (PHI-free), one way to name a series, one pairing policy,
+and volumes decoded only when they are used.
+
+The CLI, the demo and the workstation node all go through :class:`Study`:
+
+- :meth:`Study.open` scans a DICOM folder once (``scan_study``) and decodes nothing;
+  :meth:`Study.from_volumes` wraps volumes already in memory (plain images, examples).
+- :meth:`Study.find` is the one series-name matcher (key, SeriesInstanceUID, series number,
+  a unique description substring).
+- :meth:`Study.choose_pair` is the one T1/T2 policy: ``strict`` (the CLI, the node) takes the
+  named series or the only sagittal series of each weighting and refuses otherwise; ``guess``
+  (the demo, which shows its choice and lets the user change it) ranks the candidates and says
+  in its notes what it guessed.
+- :meth:`Study.aligned` decodes the two chosen series (cached) and aligns T2 to T1 once.
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from os import PathLike
+from pathlib import Path
+from typing import Callable, Literal
+
+from .dicom import SeriesInfo, load_series, scan_study
+from .errors import SeriesError
+from .matching import AlignedPair, align_pair
+from .volume import Volume
+
+PairPolicy = Literal["strict", "guess"]
+Box = tuple[float, float, float, float]
+
+
+@dataclass
+class SeriesEntry:
+    """One series of a study: what it is (from headers) and how to decode it."""
+    key: str
+    label: str                      # what a person reads: '#3 T1 SAG - sagittal, T1, 15 slices'
+    weighting: str
+    plane: str
+    n_slices: int
+    row: dict                       # the PHI-free table row (``spinefx inspect``, the demo)
+    usable: bool = True             # False: listed with its reason in row['status'], never loaded
+    series_uid: str = ""
+    series_number: int | None = None
+    description: str = ""
+    loader: Callable[[], Volume] | None = field(default=None, repr=False)
+    volume: Volume | None = field(default=None, repr=False)
+
+
+def series_label(s: SeriesInfo) -> str:
+    number = f"#{s.series_number} " if s.series_number is not None else ""
+    desc = s.description or "(no description)"
+    return f"{number}{desc} - {s.plane}, {s.weighting}, {s.n_slices} slices, {s.rows}x{s.columns}"
+
+
+def entry_from_series(s: SeriesInfo, key: str, status: str = "usable",
+                      loader: Callable[[], Volume] | None = None) -> SeriesEntry:
+    """A DICOM series as an entry; decoding waits for :meth:`Study.volume`."""
+    row = {k: v for k, v in s.summary().items() if k != "series_uid"}
+    return SeriesEntry(key=key, label=series_label(s), weighting=s.weighting, plane=s.plane,
+                       n_slices=s.n_slices, row={**row, "status": status},
+                       usable=status == "usable", series_uid=s.series_uid,
+                       series_number=s.series_number, description=s.description,
+                       loader=loader or (lambda: load_series(s, weighting=s.weighting)))
+
+
+def entry_from_volume(key: str, label: str, volume: Volume, row: dict | None = None
+                      ) -> SeriesEntry:
+    """A volume already in memory as an entry."""
+    row = row or {"series_number": volume.metadata.get("series_number"),
+                  "description": volume.description, "weighting": volume.weighting,
+                  "slices": volume.n_slices, "status": "usable"}
+    return SeriesEntry(key=key, label=label, weighting=volume.weighting, plane="sagittal",
+                       n_slices=volume.n_slices, row=row, series_uid=volume.series_uid,
+                       series_number=volume.metadata.get("series_number"),
+                       description=volume.description, volume=volume)
+
+
+@dataclass(frozen=True)
+class SeriesPair:
+    """The chosen T1 and T2 entries and what the choice rests on."""
+    t1: str
+    t2: str
+    notes: tuple[str, ...] = ()
+    guessed: bool = False
+
+
+class Study:
+    """The series of one study; see the module docstring."""
+
+    def __init__(self, entries: list[SeriesEntry], title: str = "study", kind: str = "dicom",
+                 notes: list[str] | None = None, source: Path | None = None,
+                 truth: dict | None = None, default_slice: int | None = None,
+                 default_box: Box | None = None):
+        self.entries = {e.key: e for e in entries}
+        self.title, self.kind, self.source = title, kind, source
+        self.notes = list(notes or [])
+        self.truth, self.default_slice, self.default_box = truth, default_slice, default_box
+        self._aligned: dict[tuple[str, str], AlignedPair] = {}
+        self._lock = threading.Lock()       # the demo serves sessions from a thread pool
+        self.decoded: list[str] = []        # keys in the order they were decoded
+
+    # -- construction -----------------------------------------------------------------------
+    @classmethod
+    def open(cls, source: str | PathLike, title: str | None = None) -> "Study":
+        """Scan a DICOM folder (or file) once; nothing is decoded until it is used."""
+        scan = scan_study(source)
+        entries = [entry_from_series(s, s.series_uid) for s in scan.series]
+        notes = [f"{len(scan.skipped)} file(s) skipped"] if scan.skipped else []
+        return cls(entries, title=title or "study", kind="dicom", notes=notes,
+                   source=Path(source))
+
+    @classmethod
+    def from_volumes(cls, volumes: dict[str, tuple[str, Volume]], title: str, kind: str,
+                     **kwargs) -> "Study":
+        """Volumes already in memory: ``{key: (label, volume)}``."""
+        entries = [entry_from_volume(k, label, v) for k, (label, v) in volumes.items()]
+        return cls(entries, title=title, kind=kind, **kwargs)
+
+    # -- series -----------------------------------------------------------------------------
+    @property
+    def usable(self) -> list[SeriesEntry]:
+        return [e for e in self.entries.values() if e.usable]
+
+    @property
+    def rows(self) -> list[dict]:
+        return [e.row for e in self.entries.values()]
+
+    @property
+    def labels(self) -> dict[str, str]:
+        return {e.key: e.label for e in self.usable}
+
+    @property
+    def choices(self) -> list[tuple[str, str]]:
+        return [(e.label, e.key) for e in self.usable]
+
+    def holds(self) -> str:
+        return "; ".join(e.label for e in self.entries.values()) or "no image series"
+
+    def find(self, key: str | int | None) -> SeriesEntry:
+        """The one series matcher: entry key, SeriesInstanceUID, series number, or a unique
+        (case-insensitive) description substring."""
+        text = str(key if key is not None else "").strip()
+        if not text:
+            raise SeriesError("no series named")
+        usable = self.usable
+        for e in usable:
+            if text in (e.key, e.series_uid) or (e.series_number is not None
+                                                 and text == str(e.series_number)):
+                return e
+        hits = [e for e in usable if text.lower() in (e.description or e.label).lower()]
+        if len(hits) == 1:
+            return hits[0]
+        what = "matches several series" if hits else "matches no usable series"
+        raise SeriesError(f"'{text}' {what}; the study holds: {self.holds()}")
+
+    def volume(self, key: str) -> Volume:
+        """The decoded volume of one series (decoded on first use, then kept)."""
+        entry = self.find(key)
+        with self._lock:
+            if entry.volume is None:
+                assert entry.loader is not None, "an entry has a volume or a loader"
+                entry.volume = entry.loader()
+                self.decoded.append(entry.key)
+            return entry.volume
+
+    # -- pairing ----------------------------------------------------------------------------
+    def choose_pair(self, t1: str | None = None, t2: str | None = None,
+                    policy: PairPolicy = "strict") -> SeriesPair:
+        """The T1 and T2 series: those named, else by ``policy`` (see the module docstring)."""
+        notes: list[str] = []
+        picked = {"T1": self.find(t1).key if t1 else None,
+                  "T2": self.find(t2).key if t2 else None}
+        guessed = False
+        for weighting in ("T1", "T2"):
+            if picked[weighting] is not None:
+                continue
+            taken = {k for k in picked.values() if k}
+            key, note = (self._strict(weighting) if policy == "strict"
+                         else self._guess(weighting, taken))
+            picked[weighting] = key
+            if note:
+                notes.append(note)
+                guessed = True
+        k1, k2 = picked["T1"], picked["T2"]
+        assert k1 is not None and k2 is not None
+        if k1 == k2:
+            raise SeriesError(f"T1 and T2 are the same series ('{self.entries[k1].label}'): "
+                              "choose a T1-weighted and a T2-weighted series")
+        return SeriesPair(k1, k2, tuple(notes), guessed)
+
+    def _ranked(self, weighting: str) -> list[SeriesEntry]:
+        hits = [e for e in self.usable if e.weighting == weighting]
+        return sorted(hits, key=lambda e: (e.plane != "sagittal", -e.n_slices))
+
+    def _strict(self, weighting: str) -> tuple[str, str]:
+        hits = [e for e in self.usable if e.weighting == weighting and e.plane == "sagittal"]
+        if len(hits) == 1:
+            return hits[0].key, ""
+        what = "several" if hits else "no"
+        flag = "--t1" if weighting == "T1" else "--t2"
+        raise SeriesError(f"{what} sagittal {weighting} series found; name one with {flag}. "
+                          f"The study holds: {self.holds()}")
+
+    def _guess(self, weighting: str, taken: set[str]) -> tuple[str, str]:
+        ranked = [e for e in self._ranked(weighting) if e.key not in taken]
+        if ranked:
+            note = (f"several {weighting} series: the one with most sagittal slices was "
+                    "chosen; check it" if len(self._ranked(weighting)) > 1 else "")
+            return ranked[0].key, note
+        rest = [e for e in self.usable if e.key not in taken and e.weighting != "STIR"]
+        rest += [e for e in self.usable if e.key not in taken and e not in rest]
+        if not rest:
+            n = len(self.usable)
+            raise SeriesError(f"only {n} usable series found: the model needs a sagittal "
+                              "T1-weighted and a T2-weighted series of the same study")
+        return rest[0].key, (f"the headers do not identify a {weighting}-weighted series; "
+                             f"'{rest[0].label}' is a guess: check it")
+
+    def aligned(self, pair: SeriesPair) -> AlignedPair:
+        """T1 and T2 of ``pair`` decoded and T2 aligned to T1 — once per pair."""
+        key = (pair.t1, pair.t2)
+        if key not in self._aligned:
+            self._aligned[key] = align_pair(self.volume(pair.t1), self.volume(pair.t2))
+        return self._aligned[key]
