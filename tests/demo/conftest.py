@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import socket
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,11 +17,7 @@ pytest.importorskip("gradio", reason="the demo tests need the demo extra (pip in
 pytest.importorskip("gradio_client", reason="the demo tests need gradio_client")
 pytest.importorskip("onnx", reason="the dev extra installs onnx to build the test graph")
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "runtime"))
-from onnx_fixture import write_tiny_model  # noqa: E402
-
-sys.path.insert(0, str(HERE))
+from tests.helpers.onnx_model import write_tiny_model  # noqa: E402  (after the skips above)
 
 
 def free_port() -> int:

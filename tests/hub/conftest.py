@@ -12,7 +12,6 @@ import csv
 import hashlib
 import importlib.util
 import json
-import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -20,10 +19,6 @@ from urllib.parse import unquote
 
 import numpy as np
 import pytest
-
-RUNTIME_TESTS = Path(__file__).resolve().parents[1] / "runtime"
-if str(RUNTIME_TESTS) not in sys.path:
-    sys.path.insert(0, str(RUNTIME_TESTS))
 
 IMAGE_SIZE = 64
 
@@ -102,7 +97,7 @@ def tiny_run(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     pytest.importorskip("onnx", reason="the dev extra installs onnx to build the test graph")
-    from onnx_fixture import write_tiny_model
+    from tests.helpers.onnx_model import write_tiny_model
 
     folder = write_tiny_model(tmp_path_factory.mktemp("model") / "model",
                               image_size=IMAGE_SIZE, threshold=0.45)

@@ -18,9 +18,9 @@ from pydicom.uid import JPEG2000Lossless, JPEGLSLossless, MPEG2MPML, RLELossless
 
 from spinefx.runtime import (DicomReadError, SeriesError, SpineFXError, SpineFXWarning,
                              load_series, scan_study)
-from rt_dicom_writer import (PYDICOM_DATA, PYDICOM_TEST_FILES, SAG_IOP, coded_volume,
-                             normal_of, position_code, stack_positions, write_enhanced,
-                             write_series)
+from tests.helpers.dicom import (PYDICOM_DATA, PYDICOM_TEST_FILES, SAG_IOP, coded_volume,
+                                 normal_of, position_code, stack_positions, write_enhanced,
+                                 write_series)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -4,7 +4,6 @@ from __future__ import annotations
 import csv
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,8 +18,7 @@ from spinefx.runtime.errors import SpineFXError
 from spinefx.runtime.inference import Predictor, place_cam
 from spinefx.runtime.model_files import ModelIntegrityError, read_model_spec
 
-sys.path.insert(0, str(Path(__file__).parent))
-from onnx_fixture import expected_probability, write_tiny_model  # noqa: E402
+from tests.helpers.onnx_model import expected_probability, write_tiny_model
 
 pytest.importorskip("onnx", reason="the dev extra installs onnx to build the test graph")
 

@@ -6,7 +6,7 @@ import pytest
 
 from spinefx.runtime import (FEATURE_KEYS, Case, ManifestError, load_volume, prepare_case,
                              read_manifest)
-from rt_dicom_writer import sample_series, stack_positions, write_series
+from tests.helpers.dicom import sample_series, stack_positions, write_series
 
 HEADER = "case_id,label,t1,t2,slice,box_x0,box_y0,box_x1,box_y1,level"
 GOOD_ROW = "c001,benign,c001/t1,c001/t2,6,10,20,50,60,L1"

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from spinefx.runtime import classify_weighting, scan_study
-from rt_dicom_writer import coded_volume, write_series
+from tests.helpers.dicom import coded_volume, write_series
 
 DESCRIPTIONS = [
     ("SAG T1 TSE", "T1"),

@@ -1,5 +1,8 @@
-"""Helpers for the runtime tests: a tiny DICOM writer (pydicom only, milliseconds per series)
-and paths to the real test data (pydicom's own files, pydicom-data, ../shared real spine MRI).
+"""Test helper: a tiny DICOM writer (pydicom only, milliseconds per series) and paths to the
+real test data (pydicom's own files, pydicom-data, ../shared real spine MRI).
+
+Import it as ``from tests.helpers.dicom import ...`` (pytest puts the repository root on
+``sys.path``: ``pythonpath`` in pyproject.toml).
 
 Never call pydicom.data.get_testdata_file(s): it may try to download. Folders are globbed.
 """

@@ -1,0 +1,1 @@
+"""The spinefx test suite (a package, so ``from tests.helpers... import`` works from every folder)."""
