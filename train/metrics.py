@@ -32,10 +32,20 @@ from typing import Any
 
 import numpy as np
 from scipy import optimize, stats
-from sklearn.metrics import brier_score_loss, confusion_matrix, roc_curve
+from sklearn.metrics import brier_score_loss, roc_curve
 
-POSITIVE = "malignant"
-NEGATIVE = "benign"
+# The counting statistics live in the runtime (numpy only, so the demo shares them); they are
+# re-exported here so that training and evaluation import every statistic from one module.
+from spinefx.runtime.stats import (
+    NEGATIVE,
+    POSITIVE,
+    as_binary,
+    confusion_counts,
+    proportion,
+    two_sided_z,
+    wilson_ci,  # noqa: F401 (re-exported: spinefx.train.wilson_ci)
+)
+
 CLASSES = (NEGATIVE, POSITIVE)
 PROPORTIONS = ("accuracy", "sensitivity", "specificity", "ppv", "npv")
 FOLD_METRICS = (*PROPORTIONS, "auc", "brier", "ece")
@@ -44,28 +54,6 @@ FOLD_METRICS = (*PROPORTIONS, "auc", "brier", "ece")
 # ---------------------------------------------------------------------------------------------
 # small helpers
 # ---------------------------------------------------------------------------------------------
-def as_binary(labels: Any) -> np.ndarray:
-    """0/1 int array from 0/1 numbers, booleans or 'benign'/'malignant' strings."""
-    arr = np.asarray(labels)
-    if arr.dtype.kind in "US" or arr.dtype == object:
-        out = np.empty(arr.shape, dtype=np.int64)
-        for i, v in enumerate(arr.ravel()):
-            s = str(v).strip().lower()
-            if s in (POSITIVE, "1", "true"):
-                out.flat[i] = 1
-            elif s in (NEGATIVE, "0", "false"):
-                out.flat[i] = 0
-            else:
-                raise ValueError(f"label must be benign/malignant or 0/1, got {v!r}")
-        return out
-    if arr.dtype.kind == "f" and not np.all(np.isin(arr, (0.0, 1.0))):
-        raise ValueError("numeric labels must be 0 or 1")
-    out = arr.astype(np.int64)
-    if out.size and not np.all((out == 0) | (out == 1)):
-        raise ValueError("numeric labels must be 0 or 1")
-    return out
-
-
 def _probabilities(prob: Any) -> np.ndarray:
     p = np.asarray(prob, dtype=np.float64)
     if p.size and (not np.all(np.isfinite(p)) or p.min() < 0 or p.max() > 1):
@@ -99,46 +87,9 @@ def jsonable(obj: Any) -> Any:
     return obj
 
 
-def _z(confidence: float) -> float:
-    if not 0 < confidence < 1:
-        raise ValueError(f"confidence must be within (0, 1), got {confidence}")
-    return float(stats.norm.ppf(0.5 + confidence / 2))
-
-
 # ---------------------------------------------------------------------------------------------
-# proportions
+# hard calls (proportions, counts: spinefx.runtime.stats)
 # ---------------------------------------------------------------------------------------------
-def wilson_ci(k: int, n: int, confidence: float = 0.95) -> tuple[float | None, float | None]:
-    """Wilson score interval for k successes out of n (``(None, None)`` when n == 0).
-
-    centre = (p + z^2/2n) / (1 + z^2/n);  half-width = z / (1 + z^2/n) * sqrt(p(1-p)/n + z^2/4n^2)
-    """
-    if n < 0 or k < 0 or k > n:
-        raise ValueError(f"need 0 <= k <= n, got k={k}, n={n}")
-    if n == 0:
-        return None, None
-    z = _z(confidence)
-    p = k / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z / denom * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
-def proportion(k: int, n: int, confidence: float = 0.95) -> dict:
-    """``{"value", "ci_low", "ci_high", "k", "n", "method": "wilson"}``."""
-    lo, hi = wilson_ci(int(k), int(n), confidence)
-    return {"value": (k / n) if n else None, "ci_low": lo, "ci_high": hi,
-            "k": int(k), "n": int(n), "method": "wilson"}
-
-
-def confusion_counts(y_true: Any, y_pred: Any) -> dict:
-    """``{"tp", "fp", "tn", "fn"}`` with malignant as the positive class."""
-    y, pred = as_binary(y_true), as_binary(y_pred)
-    tn, fp, fn, tp = confusion_matrix(y, pred, labels=[0, 1]).ravel()
-    return {"tp": int(tp), "fp": int(fp), "tn": int(tn), "fn": int(fn)}
-
-
 def call_metrics(y_true: Any, y_pred: Any, confidence: float = 0.95) -> dict:
     """Accuracy, sensitivity, specificity, PPV, NPV (Wilson CIs) of hard calls + the counts.
 
@@ -213,7 +164,7 @@ def auc_delong(y_true: Any, prob: Any, confidence: float = 0.95) -> dict:
         return {"value": None, "ci_low": None, "ci_high": None, "se": None, "method": "delong"}
     aucs, cov = delong_components(y, p)
     auc, se = float(aucs[0]), math.sqrt(max(float(cov[0, 0]), 0.0))
-    z = _z(confidence)
+    z = two_sided_z(confidence)
     return {"value": auc, "ci_low": max(0.0, auc - z * se), "ci_high": min(1.0, auc + z * se),
             "se": se, "method": "delong"}
 

@@ -15,12 +15,22 @@ from typing import Any
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from sklearn.metrics import roc_curve
 
-from .metrics import as_binary, auc_delong, reliability_bins
+from .metrics import (
+    as_binary,
+    auc_delong,
+    confusion_counts,
+    expected_calibration_error,
+    reliability_bins,
+)
+from .oof import as_oof
 
 DPI = 110
 MALIGNANT_COLOUR = "#c0392b"
 BENIGN_COLOUR = "#2e86c1"
+#: under every training-report picture of synthetic data
+SYNTHETIC_FIGURE_CAPTION = "SYNTHETIC data (phantom cohort) - not a clinical result"
 
 
 def _figure(width: float = 5.0, height: float = 5.0) -> Figure:
@@ -50,8 +60,6 @@ def roc_plot(y_true: Any, prob: Any, out_png: str | PathLike, *,
     ``readers``: ``[{"name", "sensitivity", "specificity"}]``, drawn as markers at
     (1 - specificity, sensitivity).
     """
-    from sklearn.metrics import roc_curve
-
     y = as_binary(y_true)
     p = np.asarray(prob, dtype=np.float64)
     fig = _figure()
@@ -78,8 +86,6 @@ def roc_plot(y_true: Any, prob: Any, out_png: str | PathLike, *,
 def reliability_plot(y_true: Any, prob: Any, out_png: str | PathLike, *, n_bins: int = 10,
                      title: str = "Reliability diagram", caption: str | None = None) -> Path:
     """Observed malignant rate vs mean predicted probability per equal-width bin + histogram."""
-    from .metrics import expected_calibration_error
-
     bins = reliability_bins(y_true, prob, n_bins)
     ece = expected_calibration_error(y_true, prob, n_bins)
     fig = _figure(5.0, 6.0)
@@ -110,8 +116,9 @@ def confusion_plot(y_true: Any, prob: Any, threshold: float, out_png: str | Path
 
 def confusion_from_calls(y_true: Any, y_pred: Any, out_png: str | PathLike, *,
                          title: str = "Confusion matrix", caption: str | None = None) -> Path:
-    y, pred = as_binary(y_true), as_binary(y_pred)
-    m = np.array([[np.sum((y == t) & (pred == c)) for c in (0, 1)] for t in (0, 1)])
+    """2x2 confusion matrix of hard calls (rows truth, columns call: benign, malignant)."""
+    c = confusion_counts(y_true, y_pred)
+    m = np.array([[c["tn"], c["fp"]], [c["fn"], c["tp"]]])
     fig = _figure(4.6, 4.2)
     ax = fig.add_subplot(1, 1, 1)
     ax.imshow(m, cmap="Blues", vmin=0, vmax=max(int(m.max()), 1))
@@ -207,16 +214,14 @@ def report_figures(oof: Any, threshold: float, out_dir: str | PathLike, *,
     """ROC, reliability diagram and confusion matrix of out-of-fold predictions.
 
     ``oof``: a path to ``oof_predictions.csv``, an
-    :class:`~spinefx.train.evaluation.OOFPredictions`, a mapping of columns (``label``,
+    :class:`~spinefx.train.oof.OOFPredictions`, a mapping of columns (``label``,
     ``probability``; a pandas DataFrame works) or a list of row dicts. Writes ``roc.png``,
     ``calibration.png`` and ``confusion.png`` into ``out_dir`` and returns
     ``{"roc", "calibration", "confusion"}`` -> path.
     """
-    from .evaluation import as_oof
-
     data = as_oof(oof)
     out = Path(out_dir)
-    caption = "SYNTHETIC data (phantom cohort) - not a clinical result" if synthetic else None
+    caption = SYNTHETIC_FIGURE_CAPTION if synthetic else None
     tag = " [SYNTHETIC]" if synthetic else ""
     return {
         "roc": roc_plot(data.y, data.prob, out / "roc.png",
