@@ -20,7 +20,6 @@ import threading
 import time
 import warnings
 import zipfile
-from dataclasses import dataclass, field
 from os import PathLike
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -28,6 +27,8 @@ from typing import Iterable, Sequence
 from spinefx.runtime import (SeriesInfo, SpineFXError, SpineFXWarning, Volume, load_image_slices,
                              load_series, scan_study)
 from spinefx.runtime.images import IMAGE_SUFFIXES, MAX_PIXELS
+from spinefx.runtime.study import (SeriesPair, Study, entry_from_series, entry_from_volume,
+                                   series_label)
 
 log = logging.getLogger("spinefx.demo")
 
@@ -47,38 +48,6 @@ class UploadError(SpineFXError):
     """The upload as a whole is unusable (empty, too big, wrong kind of file...)."""
 
 
-@dataclass
-class Study:
-    """A loaded study: series rows (no PHI), candidate volumes, the automatic T1/T2 choice."""
-    kind: str                                   # 'dicom' | 'images' | 'example'
-    title: str
-    rows: list[dict]                            # one per series found (usable or not)
-    volumes: dict[str, Volume]                  # key -> volume, usable series only
-    labels: dict[str, str]                      # key -> what the dropdown shows
-    t1_key: str
-    t2_key: str
-    notes: list[str] = field(default_factory=list)
-    truth: dict | None = None                   # examples: label, level, features, synthetic
-    default_slice: int | None = None
-    default_box: tuple[float, float, float, float] | None = None
-
-    @property
-    def choices(self) -> list[tuple[str, str]]:
-        return [(self.labels[k], k) for k in self.volumes]
-
-    def pair(self, t1_key: str | None = None, t2_key: str | None = None) -> tuple[Volume, Volume]:
-        t1_key, t2_key = t1_key or self.t1_key, t2_key or self.t2_key
-        for key in (t1_key, t2_key):
-            if key not in self.volumes:
-                raise UploadError(f"series '{key}' is not part of the loaded study")
-        if t1_key == t2_key:
-            raise UploadError("T1 and T2 are the same series: choose a T1-weighted and a "
-                              "T2-weighted series")
-        return self.volumes[t1_key], self.volumes[t2_key]
-
-
-# ---------------------------------------------------------------------------------------------
-# Staging: copy / unzip into a private folder under neutral names
 # ---------------------------------------------------------------------------------------------
 class Staging:
     """A private folder for one request's files; ``names`` maps neutral -> original names."""
@@ -182,54 +151,6 @@ def natural_key(name: str) -> list:
 # ---------------------------------------------------------------------------------------------
 # DICOM
 # ---------------------------------------------------------------------------------------------
-def _series_label(s: SeriesInfo) -> str:
-    number = f"#{s.series_number} " if s.series_number is not None else ""
-    desc = s.description or "(no description)"
-    return f"{number}{desc} - {s.plane}, {s.weighting}, {s.n_slices} slices, {s.rows}x{s.columns}"
-
-
-def _row(s: SeriesInfo, status: str) -> dict:
-    summary = s.summary()
-    summary.pop("series_uid", None)  # not PHI, but of no use to a reader and long
-    return {**summary, "status": status}
-
-
-def _pick(hits: list[str], taken: set[str]) -> str | None:
-    return next((k for k in hits if k not in taken), None)
-
-
-def auto_pair(study_volumes: dict[str, Volume]) -> tuple[str, str, list[str]]:
-    """The automatic T1/T2 choice: header weighting first, sagittal first, most slices first."""
-    keys = list(study_volumes)
-    if len(keys) < 2:
-        only = study_volumes[keys[0]] if keys else None
-        what = f"one usable series ({only.weighting})" if only else "no usable series"
-        raise UploadError(f"only {what} found: the model needs a sagittal T1-weighted and a "
-                          "T2-weighted series of the same study")
-    notes: list[str] = []
-
-    def ranked(weighting: str) -> list[str]:
-        hits = [k for k in keys if study_volumes[k].weighting == weighting]
-        return sorted(hits, key=lambda k: (study_volumes[k].plane != "sagittal",
-                                           -study_volumes[k].n_slices))
-
-    t1 = _pick(ranked("T1"), set())
-    t2 = _pick(ranked("T2"), {t1} if t1 else set())
-    if t1 is None or t2 is None:
-        rest = [k for k in keys if k not in (t1, t2) and study_volumes[k].weighting != "STIR"]
-        rest += [k for k in keys if k not in (t1, t2) and k not in rest]
-        missing = [w for w, k in (("T1", t1), ("T2", t2)) if k is None]
-        if t1 is None:
-            t1 = rest.pop(0)
-        if t2 is None:
-            t2 = rest.pop(0)
-        notes.append(f"the headers do not identify a {' or '.join(missing)}-weighted series; "
-                     "the choice below is a guess: check it")
-    if len(ranked("T1")) > 1 or len(ranked("T2")) > 1:
-        notes.append("several series of the same weighting: check the T1/T2 choice")
-    return t1, t2, notes
-
-
 def load_dicom_upload(paths: Sequence[str | PathLike], temp_root: str | PathLike | None = None,
                       title: str = "uploaded DICOM study") -> Study:
     """DICOM files and/or zips of a study -> :class:`Study` (the staged copies are removed)."""
@@ -245,12 +166,60 @@ def load_dicom_upload(paths: Sequence[str | PathLike], temp_root: str | PathLike
                               "slices' and say which are T1 and which T2")
         try:
             scan = scan_study(staging.folder)
-            return _study_from_scan(scan, staging, title)
+            return _study_from_scan(scan, staging, title, temp_root)
         except SpineFXError as exc:
             raise type(exc)(staging.humanise(str(exc))) from None
 
 
-def _study_from_scan(scan, staging: Staging, title: str) -> Study:
+def _status(s: SeriesInfo, total: int) -> str:
+    """Why a series cannot be offered, or 'usable' (headers only: nothing decoded)."""
+    if s.modality not in ("MR", ""):
+        return f"not MR ({s.modality})"
+    if "sagittal" not in s.plane and s.plane != "unknown":
+        return f"not sagittal ({s.plane})"
+    if s.rows * s.columns > MAX_PIXELS:
+        return f"image too large ({s.rows}x{s.columns})"
+    if s.n_slices * s.rows * s.columns > MAX_SERIES_VOXELS:
+        return f"too many voxels ({s.n_slices} x {s.rows}x{s.columns})"
+    if total + s.n_slices * s.rows * s.columns > MAX_STUDY_VOXELS:
+        return "not loaded: the study is too large; upload fewer series"
+    return "usable"
+
+
+class HeldSeries:
+    """A series' files kept as bytes in session memory, decoded only if the user picks it.
+
+    The staged copies are deleted when the upload request ends (nothing uploaded outlives it on
+    disk); choosing this series later re-stages the bytes in a private folder for the one
+    decode and removes them again."""
+
+    def __init__(self, series: SeriesInfo, key: str, label: str, notes: list[str],
+                 names: dict[str, str], temp_root: str | PathLike | None):
+        self.weighting, self.key, self.label = series.weighting, key, label
+        self.files = {p.name: p.read_bytes() for p in series.files}
+        self.notes, self.names, self.temp_root = notes, names, temp_root
+
+    def __call__(self) -> Volume:
+        with tempfile.TemporaryDirectory(prefix="upload-", dir=self.temp_root) as tmp:
+            for name, data in self.files.items():
+                (Path(tmp) / name).write_bytes(data)
+            try:
+                vol, warned = _with_warnings(load_series, sorted(Path(tmp).iterdir()),
+                                             weighting=self.weighting)
+            except SpineFXError as exc:
+                raise type(exc)(self._humanise(str(exc), tmp)) from None
+        self.files = {}                     # decoded once: the bytes are no longer needed
+        self.notes += [f"series {self.label}: {self._humanise(w, tmp)}" for w in warned]
+        return _scrub(vol, self.key)
+
+    def _humanise(self, text: str, tmp: str) -> str:
+        for neutral, original in self.names.items():
+            text = text.replace(f"{tmp}/{neutral}", original)
+        return text.replace(tmp, "upload")
+
+
+def _study_from_scan(scan, staging: Staging, title: str,
+                     temp_root: str | PathLike | None = None) -> Study:
     if not scan.series:
         reasons = "; ".join(f"{staging.humanise(str(p))}: {r}" for p, r in scan.skipped[:4])
         more = f" (and {len(scan.skipped) - 4} more)" if len(scan.skipped) > 4 else ""
@@ -260,42 +229,62 @@ def _study_from_scan(scan, staging: Staging, title: str) -> Study:
     if scan.skipped:
         notes.append(f"{len(scan.skipped)} file(s) skipped, e.g. "
                      f"{staging.humanise(str(scan.skipped[0][0]))}: {scan.skipped[0][1]}")
-    modalities = sorted({s.modality or "unknown" for s in scan.series})
-    mr = [s for s in scan.series if s.modality in ("MR", "")]
-    if not mr:
+    if not any(s.modality in ("MR", "") for s in scan.series):
+        modalities = sorted({s.modality or "unknown" for s in scan.series})
         raise UploadError(f"the upload holds {', '.join(modalities)} images, not MR: this model "
                           "reads sagittal T1- and T2-weighted spine MRI")
-    rows, volumes, labels, total = [], {}, {}, 0
+    entries, total = [], 0
     for s in scan.series:
-        status = "usable"
-        if s.modality not in ("MR", ""):
-            status = f"not MR ({s.modality})"
-        elif "sagittal" not in s.plane and s.plane != "unknown":
-            status = f"not sagittal ({s.plane})"
-        elif s.rows * s.columns > MAX_PIXELS:
-            status = f"image too large ({s.rows}x{s.columns})"
-        elif s.n_slices * s.rows * s.columns > MAX_SERIES_VOXELS:
-            status = f"too many voxels ({s.n_slices} x {s.rows}x{s.columns})"
-        elif total + s.n_slices * s.rows * s.columns > MAX_STUDY_VOXELS:
-            status = "not loaded: the study is too large; upload fewer series"
+        status = _status(s, total)
+        key = f"s{len(entries) + 1}"
+        held = None
         if status == "usable":
-            try:
-                vol, warned = _with_warnings(load_series, s, weighting=s.weighting)
-                key = f"s{len(volumes) + 1}"
-                volumes[key] = _scrub(vol, key)
-                labels[key] = _series_label(s)
-                total += s.n_slices * s.rows * s.columns
-                notes += [f"series {_series_label(s)}: {staging.humanise(w)}" for w in warned]
-            except SpineFXError as exc:
-                status = f"unreadable: {staging.humanise(str(exc))}"
-                notes.append(f"series {_series_label(s)}: {staging.humanise(str(exc))}")
-        rows.append(_row(s, status))
-    if not volumes:
+            total += s.n_slices * s.rows * s.columns
+            held = HeldSeries(s, key, series_label(s), notes, staging.names, temp_root)
+        entries.append(entry_from_series(s, key, status, loader=held))
+    study = Study(entries, title=title, kind="dicom", notes=notes)
+    for entry in entries:  # warnings of later decodes land in the study's notes
+        if isinstance(entry.loader, HeldSeries):
+            entry.loader.notes = study.notes
+    if not study.usable:
         raise UploadError("no usable sagittal MR series: " + "; ".join(
-            f"{r['description'] or 'series'}: {r['status']}" for r in rows))
-    t1, t2, pair_notes = auto_pair(volumes)
-    return Study(kind="dicom", title=title, rows=rows, volumes=volumes, labels=labels,
-                 t1_key=t1, t2_key=t2, notes=notes + pair_notes)
+            f"{r['description'] or 'series'}: {r['status']}" for r in study.rows))
+    _decode_guessed_pair(study, staging)
+    return study
+
+
+def _decode_guessed_pair(study: Study, staging: Staging) -> None:
+    """Decode the pair the page will show first, while the staged files exist; a series that
+    fails to decode is marked unreadable and the guess is made again without it."""
+    failures: list[str] = []
+    while True:
+        try:
+            pair = study.choose_pair(policy="guess")
+        except SpineFXError as exc:   # say also what is wrong with the series that are left
+            failures += [f for e in study.usable if (f := _decode_failure(study, e.key))]
+            raise UploadError("; ".join([str(exc), *failures])) from None
+        try:
+            for key in (pair.t1, pair.t2):
+                study.volume(key)
+        except SpineFXError as exc:
+            entry = study.entries[key]
+            message = str(exc)
+            entry.usable, entry.loader = False, None
+            entry.row["status"] = f"unreadable: {message}"
+            study.notes.append(f"series {entry.label}: {message}")
+            failures.append(f"{entry.row.get('description') or 'series'}: unreadable: {message}")
+            continue
+        study.default_pair = pair
+        return
+
+
+def _decode_failure(study: Study, key: str) -> str:
+    """'' when the series decodes, else why not (for the message of a failed upload)."""
+    try:
+        study.volume(key)
+        return ""
+    except SpineFXError as exc:
+        return f"{study.entries[key].row.get('description') or 'series'}: unreadable: {exc}"
 
 
 def _scrub(vol: Volume, key: str) -> Volume:
@@ -359,9 +348,11 @@ def load_image_upload(t1_paths: Sequence[str | PathLike], t2_paths: Sequence[str
              "pixel_spacing_mm": list(v.pixel_spacing) if spacing else None,
              "slice_spacing_mm": None, "tr_ms": None, "te_ms": None, "ti_ms": None,
              "status": "usable"} for w, v in vols.items()]
-    labels = {"T1": f"T1 image slices ({t1.n_slices})", "T2": f"T2 image slices ({t2.n_slices})"}
-    return Study(kind="images", title=title, rows=rows, volumes={"T1": t1, "T2": t2},
-                 labels=labels, t1_key="T1", t2_key="T2", notes=notes)
+    entries = [entry_from_volume(w, f"{w} image slices ({v.n_slices})", v, row)
+               for (w, v), row in zip(vols.items(), rows)]
+    study = Study(entries, title=title, kind="images", notes=notes)
+    study.default_pair = SeriesPair("T1", "T2")
+    return study
 
 
 def _names_only(text: str, paths: Iterable[Path]) -> str:

@@ -20,14 +20,21 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
+from typing import Any, Callable, TypeVar
 
 import numpy as np
 
 from spinefx.runtime import (Case, SpineFXError, Volume, load_image_slices, load_volume,
                              read_manifest)
 from spinefx.runtime.errors import ManifestError
+from spinefx.runtime.preprocess import box_from_center
+from spinefx.runtime.provenance import manifest_provenance
 
-from .ingest import Study, natural_key
+from spinefx.runtime.study import SeriesPair, Study, entry_from_volume
+
+from .ingest import natural_key
+
+T = TypeVar("T")
 
 log = logging.getLogger("spinefx.demo")
 
@@ -136,7 +143,7 @@ class Library:
         if self.instructor_manifest is not None:
             self._teaching = _check_teaching(read_manifest(self.instructor_manifest),
                                              self.instructor_manifest)
-        self._volumes: OrderedDict[tuple, tuple[Volume, Volume]] = OrderedDict()
+        self._volumes: OrderedDict[tuple, Any] = OrderedDict()   # example volumes, studies
 
     # -- examples ----------------------------------------------------------------------------
     @property
@@ -227,7 +234,7 @@ class Library:
         except (OSError, IndexError, ValueError):
             return None
 
-    def _cached(self, key: tuple, load) -> tuple[Volume, Volume]:
+    def _cached(self, key: tuple, load: Callable[[], T]) -> T:
         with self._lock:
             if key in self._volumes:
                 self._volumes.move_to_end(key)
@@ -252,11 +259,7 @@ class Library:
     def synthetic_teaching(self) -> bool:
         if self.instructor_manifest is None:
             return True
-        try:
-            info = json.loads((self.instructor_manifest.parent / "cohort.json").read_text())
-            return bool(info.get("synthetic"))
-        except (OSError, ValueError):
-            return False
+        return manifest_provenance(self.instructor_manifest).synthetic
 
     def teaching_cases(self) -> list[Case]:
         if self._teaching is not None:
@@ -275,9 +278,21 @@ class Library:
                                                  folder / "cohort" / "manifest.csv")
         return self._teaching
 
-    def teaching_volumes(self, case: Case) -> tuple[Volume, Volume]:
-        return self._cached(("teaching", case.case_id),
-                            lambda: (load_volume(case.t1, "T1"), load_volume(case.t2, "T2")))
+    def teaching_study(self, case: Case, default_size_mm: float) -> Study:
+        """One teaching case as a :class:`Study` (kept, so its pair is aligned once)."""
+        def load() -> Study:
+            t1, t2 = load_volume(case.t1, "T1"), load_volume(case.t2, "T2")
+            box = case.box
+            if box is None:
+                assert case.center is not None, "a manifest case has a box or a centre"
+                box = box_from_center(case.center, case.size_mm or default_size_mm,
+                                      t1.pixel_spacing)
+            study = Study.from_volumes({"T1": ("T1", t1), "T2": ("T2", t2)},
+                                       title=case.case_id, kind="teaching",
+                                       default_slice=case.slice, default_box=box)
+            study.default_pair = SeriesPair("T1", "T2")
+            return study
+        return self._cached(("teaching", case.case_id, default_size_mm), load)
 
 
 def _find_manifest(cases_dir: str | PathLike) -> Path:
@@ -307,7 +322,10 @@ def _example_study(e: Example, t1: Volume, t2: Volume, k: int, box, truth: dict,
              "pixel_spacing_mm": [round(s, 3) for s in v.pixel_spacing],
              "slice_spacing_mm": round(v.slice_spacing, 3), "tr_ms": None, "te_ms": None,
              "ti_ms": None, "status": "usable"} for w, v in (("T1", t1), ("T2", t2))]
-    return Study(kind="example", title=e.title, rows=rows, volumes={"T1": t1, "T2": t2},
-                 labels={"T1": f"{e.title}: T1", "T2": f"{e.title}: T2"}, t1_key="T1",
-                 t2_key="T2", notes=list(notes), truth={**truth, "example": e.key},
-                 default_slice=int(k), default_box=tuple(float(v) for v in box))
+    entries = [entry_from_volume(w, f"{e.title}: {w}", v, row)
+               for (w, v), row in zip((("T1", t1), ("T2", t2)), rows)]
+    study = Study(entries, title=e.title, kind="example", notes=list(notes),
+                  truth={**truth, "example": e.key}, default_slice=int(k),
+                  default_box=(float(box[0]), float(box[1]), float(box[2]), float(box[3])))
+    study.default_pair = SeriesPair("T1", "T2")
+    return study

@@ -17,6 +17,8 @@ from os import PathLike
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+from PIL import Image
+
 from .errors import ConfigError
 
 FILE_MODE = 0o644
@@ -68,6 +70,12 @@ def atomic_write_csv(path: str | PathLike, columns: Sequence[str],
     writer.writeheader()
     writer.writerows(rows)
     return atomic_write_text(path, buf.getvalue(), mode)
+
+
+def atomic_write_png(path: str | PathLike, image: Image.Image, mode: int = FILE_MODE) -> Path:
+    buf = io.BytesIO()
+    image.save(buf, format="PNG", compress_level=3)
+    return atomic_write_bytes(path, buf.getvalue(), mode)
 
 
 def read_json(path: str | PathLike, required: bool = True) -> Any:

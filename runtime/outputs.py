@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import io
-import json
-import os
-import tempfile
 from os import PathLike
 from pathlib import Path
 
@@ -21,7 +18,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from .errors import SpineFXError
-from .files import atomic_write_bytes, atomic_write_json, atomic_write_text
+from .files import atomic_write_bytes, atomic_write_json, atomic_write_png, atomic_write_text
 
 __all__ = ["atomic_write_bytes", "atomic_write_json", "atomic_write_text", "atomic_write_png",
            "check_output_folder", "secondary_capture", "write_secondary_capture"]
@@ -32,12 +29,6 @@ SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
 _COPIED = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyInstanceUID",
            "StudyDate", "StudyTime", "StudyID", "AccessionNumber", "ReferringPhysicianName",
            "StudyDescription", "FrameOfReferenceUID")
-
-
-def atomic_write_png(path: str | PathLike, image: Image.Image) -> Path:
-    buf = io.BytesIO()
-    image.save(buf, format="PNG")
-    return atomic_write_bytes(path, buf.getvalue())
 
 
 OUTPUT_NAMES = ("result.json", "overlay.png", "overlay_sc.dcm", "predictions.csv")

@@ -96,6 +96,7 @@ class Study:
         self.title, self.kind, self.source = title, kind, source
         self.notes = list(notes or [])
         self.truth, self.default_slice, self.default_box = truth, default_slice, default_box
+        self.default_pair: SeriesPair | None = None   # the choice a front end shows first
         self._aligned: dict[tuple[str, str], AlignedPair] = {}
         self._lock = threading.Lock()       # the demo serves sessions from a thread pool
         self.decoded: list[str] = []        # keys in the order they were decoded
@@ -211,9 +212,11 @@ class Study:
         rest = [e for e in self.usable if e.key not in taken and e.weighting != "STIR"]
         rest += [e for e in self.usable if e.key not in taken and e not in rest]
         if not rest:
-            n = len(self.usable)
-            raise SeriesError(f"only {n} usable series found: the model needs a sagittal "
-                              "T1-weighted and a T2-weighted series of the same study")
+            usable = self.usable
+            what = (f"one usable series ({usable[0].weighting})" if len(usable) == 1
+                    else "no usable series")
+            raise SeriesError(f"only {what} found: the model needs a sagittal T1-weighted and "
+                              "a T2-weighted series of the same study")
         return rest[0].key, (f"the headers do not identify a {weighting}-weighted series; "
                              f"'{rest[0].label}' is a guess: check it")
 

@@ -88,7 +88,7 @@ def test_study_objects_hold_no_phi(phi_study, tmp_path):
     study = load_dicom_upload(files, tmp_path)
     assert list(tmp_path.iterdir()) == []  # staging removed
     text = repr(study.rows) + repr(study.labels) + repr(study.notes)
-    for vol in study.volumes.values():
+    for vol in (study.volume(k) for k in study.labels):
         text += repr(vol.metadata) + vol.source + repr(vol.slice_sources) + vol.description
     assert _contains_phi(text) == []
     assert os.fspath(tmp_path) not in text

@@ -16,9 +16,9 @@ from PIL import Image
 
 from spinefx.demo import ingest
 from spinefx.demo.ingest import Staging, UploadError, load_dicom_upload, load_image_upload
-from spinefx.demo.service import parse_box, resolve_roi
+from spinefx.runtime.service import parse_box, parse_point, resolve_roi
 from spinefx.demo import teaching as tm
-from spinefx.runtime import FEATURES, Case, RoiError, SpineFXError
+from spinefx.runtime import FEATURES, Case, PreprocessConfig, RoiError, SpineFXError
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -37,7 +37,7 @@ def test_zip_members_never_escape_and_links_are_skipped(tmp_path, phantom_study)
     root = tmp_path / "root"
     root.mkdir()
     study = load_dicom_upload([archive], root)
-    assert {v.weighting for v in study.volumes.values()} == {"T1", "T2"}
+    assert {study.volume(k).weighting for k in study.labels} == {"T1", "T2"}
     assert not list(tmp_path.glob("escape_*")) and not (Path("/abs/path")).exists()
     assert list(root.iterdir()) == []  # staging removed
 
@@ -81,7 +81,7 @@ def test_image_slices_sort_naturally_and_need_both_sequences(tmp_path):
         Image.fromarray(np.full((32, 32), i * 10, np.uint8) + np.eye(32, dtype=np.uint8)).save(p)
         paths.append(p)
     study = load_image_upload(paths, paths, 0.8)
-    t1 = study.volumes["T1"]
+    t1 = study.volume("T1")
     assert [float(t1.data[i].max()) for i in range(3)] == [11.0, 21.0, 101.0]
     assert t1.pixel_spacing == (0.8, 0.8) and t1.spacing_known
     with pytest.raises(UploadError, match="only T2 slices"):
@@ -99,14 +99,14 @@ def test_boxes_parse_and_resolve(phantom_study):
         with pytest.raises(RoiError):
             parse_box(bad)
     t1 = load_series(t1_dir)
-    study = ingest.Study("dicom", "x", [], {"T1": t1, "T2": t1}, {"T1": "a", "T2": "b"},
-                         "T1", "T2")
-    k, box = resolve_roi(study, t1, -1, "", "100,120", 40, None)
+    config = PreprocessConfig()
+    roi = resolve_roi(t1, config, -1, parse_box(""), parse_point("100,120"), 40)
+    k, box = roi.slice_index, roi.box
     assert k == t1.n_slices // 2 and box[0] < 100 < box[2] and box[1] < 120 < box[3]
     with pytest.raises(RoiError, match="outside the"):
-        resolve_roi(study, t1, 0, "", "-50,-50", 10, None)
+        resolve_roi(t1, config, 0, None, parse_point("-50,-50"), 10)
     with pytest.raises(RoiError, match="say where"):
-        resolve_roi(study, t1, 0, "", "", 0, None)
+        resolve_roi(t1, config, 0, None, None, 0)
 
 
 # ----------------------------------------------------------------------------------- teaching
@@ -162,24 +162,24 @@ def test_next_case_skips_read_cases():
 
 # ---------------------------------------------------------------------------------------- cli
 def test_demo_parser_defaults_and_options():
-    from spinefx.demo.cli import add_demo_parser, run_demo
+    from spinefx.cli import demo as demo_command
     parser = argparse.ArgumentParser()
-    add_demo_parser(parser.add_subparsers())
+    demo_command.register(parser.add_subparsers())
     args = parser.parse_args(["demo"])
     assert (args.model, args.host, args.port, args.cases) == (None, "127.0.0.1", 7860, None)
-    assert args.run is run_demo
+    assert args.run is demo_command.run
     args = parser.parse_args(["demo", "--model", "m", "--port", "9000", "--cases", "c",
                               "--host", "0.0.0.0"])
     assert (str(args.model), args.port, str(args.cases), args.host) == ("m", 9000, "c", "0.0.0.0")
 
 
 def test_run_demo_refuses_a_bad_model_folder(tmp_path):
-    from spinefx.demo.cli import add_demo_parser, run_demo
+    from spinefx.cli import demo as demo_command
     parser = argparse.ArgumentParser()
-    add_demo_parser(parser.add_subparsers())
+    demo_command.register(parser.add_subparsers())
     args = parser.parse_args(["demo", "--model", str(tmp_path), "--cache", str(tmp_path / "c")])
     with pytest.raises(SpineFXError, match="model.json"):
-        run_demo(args)
+        demo_command.run(args)
 
 
 def test_missing_bundled_model_still_builds_and_says_so(tmp_path, monkeypatch):

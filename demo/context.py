@@ -1,0 +1,188 @@
+"""What the demo's handlers share: the :class:`DemoContext` (model, case library, output files,
+upload janitor), one session's :class:`ReadState`, and the guards that turn any failure into a
+readable line (the page never shows a traceback).
+
+Handlers are module-level functions ``handler(ctx, *inputs) -> dict`` keyed by the names of the
+page's components (``"status"``, ``"slice_img"``...); ``app.py`` maps names to components.
+Tests call handlers with a context and no server.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import shutil
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from os import PathLike
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+from PIL import Image
+
+from spinefx.runtime import PreprocessConfig, SpineFXError
+from spinefx.runtime.files import atomic_write_png
+from spinefx.runtime.service import Result, error_json
+from spinefx.runtime.study import SeriesPair, Study
+
+from .ingest import UploadJanitor
+from .library import Library
+from .service import ModelState, load_model
+from .views import error_markdown
+
+log = logging.getLogger("spinefx.demo")
+
+Updates = dict[str, Any]
+
+
+class Outbox:
+    """Output pictures as PNG files with unique names, written atomically (the runtime's one
+    writer).
+
+    Gradio caches a returned PIL image/array by rewriting ``<hash>/image.png`` in place, so two
+    sessions producing the same picture at once can serve each other a truncated file; a file
+    path is instead copied into the cache. Files here are pruned after ``keep_s`` seconds
+    (gradio has its own copy by then)."""
+
+    def __init__(self, folder: Path, keep_s: float = 300.0):
+        self.folder = folder
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.keep_s = keep_s
+        self._last_prune = time.monotonic()
+
+    def png(self, image: Image.Image | np.ndarray | None) -> str | None:
+        if image is None:
+            return None
+        img = image if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image))
+        final = atomic_write_png(self.folder / f"{uuid.uuid4().hex}.png", img)
+        self._prune()
+        return str(final)
+
+    def gallery(self, items: list[tuple[Any, str]]) -> list[tuple[str | None, str]]:
+        return [(self.png(img), caption) for img, caption in items]
+
+    def _prune(self) -> None:
+        now = time.monotonic()
+        if now - self._last_prune < 60:
+            return
+        self._last_prune = now
+        cutoff = time.time() - self.keep_s
+        for p in self.folder.glob("*.png"):
+            try:
+                if p.stat().st_mtime < cutoff:
+                    p.unlink()
+            except OSError:
+                pass
+
+
+@dataclass
+class DemoContext:
+    """Everything a handler needs that outlives one request (one per app)."""
+    model: ModelState
+    library: Library
+    work: Path
+    outbox: Outbox
+    janitor: UploadJanitor
+
+    @property
+    def config(self) -> PreprocessConfig:
+        return self.model.config
+
+    @classmethod
+    def create(cls, model: str | PathLike | None, cases_dir: str | PathLike | None,
+               cache_dir: str | PathLike | None, concurrency: int,
+               temp_dir: str | PathLike | None, upload_folders: list[str],
+               upload_grace_s: float) -> "DemoContext":
+        import atexit
+        work = Path(tempfile.mkdtemp(prefix="spinefx-demo-", dir=temp_dir))
+        atexit.register(shutil.rmtree, work, True)
+        return cls(model=load_model(model, concurrency),
+                   library=Library(cache_dir=cache_dir, cases_dir=cases_dir), work=work,
+                   outbox=Outbox(work / "out"),
+                   janitor=UploadJanitor(upload_folders, upload_grace_s))
+
+    def reads_file(self, reader: str, text: str) -> str:
+        """A teaching session's CSV in a fresh private folder (never overwrites another's)."""
+        folder = Path(tempfile.mkdtemp(prefix="reads-", dir=self.work))
+        path = folder / f"spinefx_reads_{reader}.csv"
+        path.write_text(text, encoding="utf-8")
+        os.chmod(path, 0o644)
+        return str(path)
+
+
+@dataclass
+class ReadState:
+    """One browser session's read-mode data (in memory; no PHI, no files)."""
+    study: Study | None = None
+    pair: SeriesPair | None = None
+    center: tuple[float, float] | None = None
+    scale: int = 1
+    last: Result | None = None
+    last_k: int | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def require(self) -> tuple[Study, SeriesPair]:
+        if self.study is None or self.pair is None:
+            raise SpineFXError("load a study first: upload files or pick an example")
+        return self.study, self.pair
+
+
+def drop_state(value: Any) -> None:
+    """gr.State delete callback: session data is in memory only; release it promptly."""
+    if isinstance(value, ReadState):
+        value.study = None
+        value.last = None
+
+
+def page_guard(status: str, fallback: Updates | None = None) -> Callable:
+    """Turn any exception into a readable line in the component named ``status``.
+    SpineFXError messages are shown as they are; anything else is logged with its traceback
+    and summarised."""
+    def deco(fn: Callable[..., Updates]) -> Callable[..., Updates]:
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Updates:
+            try:
+                return fn(*args, **kwargs)
+            except SpineFXError as exc:
+                log.info("input rejected (%s)", type(exc).__name__)
+                return {**(fallback or {}), status: error_markdown(str(exc))}
+            except MemoryError:
+                log.error("out of memory in %s", fn.__name__)
+                return {**(fallback or {}), status: error_markdown(
+                    "the input is too large for this server's memory")}
+            except Exception as exc:  # noqa: BLE001 - last line of defence for the page
+                log.exception("unexpected error in %s", fn.__name__)
+                return {**(fallback or {}), status: error_markdown(
+                    f"unexpected {type(exc).__name__}; the input may be unusual. Details are in "
+                    "the server log.")}
+        return wrapper
+    return deco
+
+
+def api_guard(fn: Callable[..., tuple]) -> Callable[..., tuple]:
+    """API endpoints answer ``({"status": "error", "error": ...}, None)`` on any failure."""
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> tuple:
+        try:
+            return fn(*args, **kwargs)
+        except SpineFXError as exc:
+            log.info("api input rejected (%s)", type(exc).__name__)
+            return error_json(exc), None
+        except MemoryError:
+            return {"status": "error", "error": "the input is too large for this server"}, None
+        except Exception as exc:  # noqa: BLE001
+            log.exception("unexpected error in %s", fn.__name__)
+            return {"status": "error", "error": f"unexpected {type(exc).__name__}; see the "
+                    "server log"}, None
+    return wrapper
+
+
+def upload_paths(files: Any) -> list[str]:
+    """Gradio's file values (paths or objects with ``.name``) as paths."""
+    if not files:
+        return []
+    files = files if isinstance(files, (list, tuple)) else [files]
+    return [f if isinstance(f, str) else getattr(f, "name", str(f)) for f in files if f]

@@ -1,0 +1,192 @@
+"""The Read tab's handlers: load a study, choose series, mark the vertebra, predict.
+
+Each is ``handler(ctx, state, *inputs) -> {component name: value}`` (see ``context.py``). The
+T1/T2 pair is decoded and aligned once per choice (``Study.aligned``); slider moves and clicks
+reuse it.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import gradio as gr
+
+from spinefx.runtime import SpineFXError
+from spinefx.runtime.preprocess import Box
+from spinefx.runtime.service import box_at, check_slice, format_box, parse_box
+from spinefx.runtime.study import SeriesPair, Study
+
+from .context import DemoContext, ReadState, Updates, page_guard, upload_paths
+from .ingest import load_dicom_upload, load_image_upload
+from .service import predict, preview_input
+from .views import (channel_gallery, error_markdown, overlay_image, result_markdown,
+                    roi_images, series_table, slice_view)
+
+#: Every component a study load refreshes, in the order app.py wires them.
+READ_OUTPUTS = ("read_state", "status", "series_df", "t1_dd", "t2_dd", "slice_sl", "box_tb",
+                "slice_img", "channels", "result_md", "overlay", "roi_gal", "details",
+                "dicom_files", "t1_images", "t2_images")
+
+
+def view_updates(ctx: DemoContext, st: ReadState, k: int, box: Box | None) -> Updates:
+    study, pair = st.require()
+    img, st.scale = slice_view(study.volume(pair.t1), k, box, ctx.config, st.center)
+    out: Updates = {"slice_img": ctx.outbox.png(img), "channels": []}
+    if box is not None:
+        out["channels"] = ctx.outbox.gallery(
+            channel_gallery(preview_input(ctx.model, study, pair, k, box)))
+    return out
+
+
+def study_updates(ctx: DemoContext, st: ReadState, study: Study) -> Updates:
+    pair = study.default_pair or study.choose_pair(policy="guess")
+    st.study, st.pair, st.center, st.last = study, pair, None, None
+    t1 = study.volume(pair.t1)
+    k = study.default_slice if study.default_slice is not None else t1.n_slices // 2
+    box = study.default_box
+    notes = "; ".join([*study.notes, *pair.notes])
+    out: Updates = {
+        "read_state": st, "series_df": series_table(study.rows),
+        "t1_dd": gr.update(choices=study.choices, value=pair.t1),
+        "t2_dd": gr.update(choices=study.choices, value=pair.t2),
+        "slice_sl": gr.update(minimum=0, maximum=max(t1.n_slices - 1, 1), value=k),
+        "box_tb": format_box(box) if box else "",
+        "result_md": "", "overlay": None, "roi_gal": [], "details": None,
+        "status": f"Loaded **{study.title}**: {len(study.rows)} series. "
+                  + ("Click the centre of the fractured vertebral body, then Predict."
+                     if box is None else "")
+                  + (f"\n\nNotes: {notes}" if notes else "")}
+    out.update(view_updates(ctx, st, k, box))
+    return out
+
+
+def prediction_updates(ctx: DemoContext, st: ReadState, k: int, box: Box | None,
+                       alpha: float) -> Updates:
+    study, pair = st.require()
+    result = predict(ctx.model, study, pair, k, box)
+    st.last, st.last_k = result, result.roi.slice_index
+    pred = result.prediction
+    return {"read_state": st,
+            "result_md": result_markdown(pred, result.synthetic_model, study.truth, k),
+            "overlay": ctx.outbox.png(overlay_image(pred, alpha, result.synthetic_model)),
+            "roi_gal": ctx.outbox.gallery(roi_images(pred, alpha)),
+            "details": result.to_json()}
+
+
+@page_guard("status")
+def run_example(ctx: DemoContext, key: str, alpha: float) -> Updates:
+    st = ReadState()
+    study = ctx.library.load_example(key)
+    out = study_updates(ctx, st, study)
+    if ctx.model.ready:
+        out.update(prediction_updates(ctx, st, study.default_slice or 0, study.default_box,
+                                      alpha))
+        out["status"] = f"Example **{study.title}** loaded and run. " + "; ".join(study.notes)
+    else:
+        out["status"] = error_markdown(ctx.model.message)
+    return out
+
+
+@page_guard("status")
+def load_upload(ctx: DemoContext, st: ReadState | None, files: Any, t1_imgs: Any, t2_imgs: Any,
+                px: float | None) -> Updates:
+    dicom, t1s, t2s = upload_paths(files), upload_paths(t1_imgs), upload_paths(t2_imgs)
+    ctx.janitor.hold(dicom + t1s + t2s)
+    try:
+        if dicom and (t1s or t2s):
+            raise SpineFXError("upload either DICOM or PNG/JPEG slices, not both at once")
+        if dicom:
+            study = load_dicom_upload(dicom, ctx.work)
+        elif t1s or t2s:
+            study = load_image_upload(t1s, t2s, px or None)
+        else:
+            raise SpineFXError("choose files first: DICOM files or a .zip, or PNG/JPEG "
+                               "slices for T1 and for T2")
+    finally:
+        ctx.janitor.release(dicom + t1s + t2s)
+    out = study_updates(ctx, ReadState(), study)
+    out.update({"dicom_files": None, "t1_images": None, "t2_images": None})
+    return out
+
+
+def _loaded(st: ReadState | None) -> ReadState:
+    if st is None or st.study is None:
+        raise SpineFXError("load a study first")
+    return st
+
+
+@page_guard("status")
+def change_series(ctx: DemoContext, st: ReadState | None, t1_key: str, t2_key: str, k: Any,
+                  box_text: str) -> Updates:
+    st = _loaded(st)
+    study, _ = st.require()
+    st.pair = study.choose_pair(t1_key, t2_key, "guess")
+    st.last = None
+    t1 = study.volume(st.pair.t1)
+    k = min(int(k or 0), t1.n_slices - 1)
+    out: Updates = {"read_state": st,
+                    "status": f"T1 = {study.labels[st.pair.t1]}; T2 = {study.labels[st.pair.t2]}",
+                    "slice_sl": gr.update(maximum=max(t1.n_slices - 1, 1), value=k)}
+    out.update(view_updates(ctx, st, k, parse_box(box_text)))
+    return out
+
+
+@page_guard("status")
+def show_slice(ctx: DemoContext, st: ReadState | None, k: Any, box_text: str) -> Updates:
+    if st is None or st.study is None:
+        return {}
+    return {**view_updates(ctx, st, int(k), parse_box(box_text)), "status": ""}
+
+
+@page_guard("status")
+def click_centre(ctx: DemoContext, st: ReadState | None, k: Any, size: float,
+                 index: tuple[float, float]) -> Updates:
+    """A click at display pixel ``index`` (x, y): a box of ``size`` mm around it."""
+    st = _loaded(st)
+    study, pair = st.require()
+    x, y = (float(v) / max(st.scale, 1) for v in index[:2])
+    box = box_at(study.volume(pair.t1), (x, y), float(size))
+    st.center = (x, y)
+    return {"read_state": st, "box_tb": format_box(box),
+            "status": f"centre ({x:.0f}, {y:.0f}); box {size:.0f} mm. Press Predict.",
+            **view_updates(ctx, st, int(k), box)}
+
+
+@page_guard("status")
+def resize_box(ctx: DemoContext, st: ReadState | None, k: Any, size: float) -> Updates:
+    if st is None or st.study is None or st.center is None:
+        return {}
+    study, pair = st.require()
+    box = box_at(study.volume(pair.t1), st.center, float(size))
+    return {"box_tb": format_box(box), "status": "", **view_updates(ctx, st, int(k), box)}
+
+
+@page_guard("status")
+def run_predict(ctx: DemoContext, st: ReadState | None, k: Any, box_text: str,
+                alpha: float) -> Updates:
+    if st is None or st.study is None:
+        raise SpineFXError("load a study first: upload files or pick an example")
+    box = parse_box(box_text)
+    if box is None:
+        raise SpineFXError("mark the vertebra first: click its centre on the image or "
+                           "type a box")
+    study, pair = st.require()
+    k = check_slice(study.volume(pair.t1), k)
+    out = prediction_updates(ctx, st, k, box, alpha)
+    out["status"] = "Done."
+    return out
+
+
+@page_guard("status")
+def restyle(ctx: DemoContext, st: ReadState | None, alpha: float) -> Updates:
+    if st is None or st.last is None:
+        return {}
+    pred, synthetic = st.last.prediction, st.last.synthetic_model
+    return {"overlay": ctx.outbox.png(overlay_image(pred, alpha, synthetic)),
+            "roi_gal": ctx.outbox.gallery(roi_images(pred, alpha))}
+
+
+def pair_of(study: Study, t1: str | None, t2: str | None) -> SeriesPair:
+    """The API's series choice: the page's first choice unless the caller names series."""
+    if not (t1 or t2) and study.default_pair is not None:
+        return study.default_pair
+    return study.choose_pair(t1 or None, t2 or None, "guess")
