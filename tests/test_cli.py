@@ -76,3 +76,50 @@ def test_inspect_shows_series_but_no_patient_data(tmp_path, capsys) -> None:
         assert "SAG T1" in out and "SAG T2" in out and "sagittal" in out
         for phi in (str(src.PatientName), str(src.PatientID), "PHANTOM_c5"):
             assert phi not in out
+
+
+def test_help_loads_no_stage_and_nothing_heavy() -> None:
+    """Every command registers with argparse alone: its stage loads only when it runs."""
+    banned = ["torch", "torchvision", "pytorch_grad_cam", "sklearn", "scipy", "matplotlib",
+              "gradio", "onnx", "onnxruntime", "huggingface_hub", "spinefx.train",
+              "spinefx.export", "spinefx.demo", "spinefx.hub"]
+    code = ("import sys; from spinefx.cli import build_parser; build_parser(); "
+            f"print(','.join(m for m in {banned!r} if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd="/", timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == ""
+
+
+def test_help_defaults_match_the_stages() -> None:
+    """The few stage values the help text spells out are the stages' own."""
+    evaluation = pytest.importorskip("spinefx.train.evaluation")
+    from spinefx.train.readers import DEFAULT_READERS
+
+    from spinefx.cli import evaluate, readers
+
+    assert evaluate.PER_FOLD == evaluation.PER_FOLD
+    assert evaluate.DEFAULT_BOOTSTRAP == evaluation.DEFAULT_BOOTSTRAP
+    assert readers.DEFAULT_READERS_TEXT == ", ".join(f"{k}={s:g},{t:g}"
+                                                     for k, (s, t) in DEFAULT_READERS.items())
+
+
+def test_usage_errors_are_spinefx_errors_and_every_epilog_is_shared() -> None:
+    from spinefx.runtime.errors import SpineFXError
+    from spinefx.runtime.provenance import NOT_A_DEVICE
+
+    from spinefx.cli import EPILOG, UsageError
+
+    assert issubclass(UsageError, SpineFXError) and EPILOG.startswith(NOT_A_DEVICE)
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.choices and "train" in a.choices)
+    assert sorted(sub.choices) == sorted(SUBCOMMANDS)
+    assert all(p.epilog.startswith(EPILOG) for p in [parser, *sub.choices.values()])
+
+
+def test_train_module_runs_on_its_own() -> None:
+    """`python -m spinefx.cli.train` (what torchrun starts) takes the train options."""
+    out = subprocess.run([sys.executable, "-m", "spinefx.cli.train", "--help"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stderr == ""
+    assert out.stdout.startswith("usage: python -m spinefx.cli.train") and "--resume" in out.stdout

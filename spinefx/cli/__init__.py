@@ -1,0 +1,71 @@
+"""The `spinefx` command line: one sub-command per job, each a thin shell over a Python API.
+
+One module per command (:mod:`spinefx.cli.phantom`, ``.inspect``, ``.train``, ...), each with
+``register(subparsers)`` (argparse only, cheap) and ``run(args) -> int``, which imports its stage
+(torch, onnxruntime, gradio, huggingface_hub, ...) only when the command runs, so
+``spinefx --help`` and ``spinefx COMMAND --help`` stay light.
+
+Errors the user can fix (bad files, bad options) print one line naming the file and the
+problem and exit with status 2; they never show a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import warnings
+from typing import Callable, Sequence
+
+from spinefx._version import __version__
+from spinefx.runtime.errors import SpineFXError
+
+from ._common import EPILOG, UsageError
+
+__all__ = ["COMMANDS", "EPILOG", "UsageError", "build_parser", "execute", "main"]
+
+#: The sub-commands in the order ``spinefx --help`` lists them (module names in this package).
+COMMANDS = ("phantom", "inspect", "train", "evaluate", "readers", "export", "bench", "publish",
+            "predict", "demo")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="spinefx",
+        description="Benign vs malignant vertebral compression fracture on sagittal spine MRI "
+                    "(ResNet50 on T1W+T2W, lesion slice and neighbours = 6 channels).",
+        epilog=EPILOG)
+    parser.add_argument("--version", action="version", version=f"spinefx {__version__}")
+    sub = parser.add_subparsers(title="commands", metavar="COMMAND")
+    for name in COMMANDS:  # imported here, not at the top: `python -m spinefx.cli.train` runs clean
+        importlib.import_module(f"{__name__}.{name}").register(sub)
+    return parser
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    # users need the sentence, not our source line
+    print(f"warning: {message}", file=sys.stderr)
+
+
+def execute(run: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
+    """Run a command; a user error becomes one line on stderr and exit status 2."""
+    warnings.showwarning = _show_warning
+    try:
+        return int(run(args) or 0)
+    except (SpineFXError, FileExistsError, NotADirectoryError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # `spinefx inspect ... | head`: the reader left, nothing is wrong
+        sys.stderr.close()
+        return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "run"):
+        parser.print_help()
+        return 2
+    return execute(args.run, args)
