@@ -13,11 +13,11 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
-    from spinefx.export.cli import add_bench_parser
+    from spinefx.cli import bench
 
     parser = argparse.ArgumentParser(prog="bench_inference")
     sub = parser.add_subparsers(dest="command")
-    add_bench_parser(sub)
+    bench.register(sub)
     args = parser.parse_args(["bench", *(sys.argv[1:] if argv is None else argv)])
     return int(args.run(args) or 0)
 

@@ -33,7 +33,6 @@ scikit-learn, scipy and matplotlib load when an evaluation runs.
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import math
@@ -45,7 +44,7 @@ from typing import Any
 
 import numpy as np
 
-from spinefx.runtime.errors import ManifestError, SpineFXError
+from spinefx.runtime.errors import ManifestError
 
 OOF_COLUMNS = ("case_id", "fold", "label", "probability")
 DEFAULT_THRESHOLD = 0.5
@@ -550,75 +549,3 @@ def render_markdown(r: Mapping) -> str:
         lines += ["## Notes", ""] + [f"- {n}" for n in r["notes"]] + [""]
     lines += ["---", "Research and teaching software, not a medical device.", ""]
     return "\n".join(lines)
-
-
-# ---------------------------------------------------------------------------------------------
-# CLI hook: `spinefx evaluate`
-# ---------------------------------------------------------------------------------------------
-def _threshold_arg(text: str) -> float | str:
-    if text.strip().lower() in (PER_FOLD, "per_fold", "fold"):
-        return PER_FOLD
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number or 'per-fold', got {text!r}") \
-            from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"threshold must be within [0, 1], got {value}")
-    return value
-
-
-def add_evaluate_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Register ``spinefx evaluate`` on a sub-parsers object (sets ``run=run_evaluate``)."""
-    p = sub.add_parser(
-        "evaluate", help="metrics, reader comparison and feature statistics from OOF predictions",
-        description="Evaluate out-of-fold predictions (case_id,fold,label,probability): "
-                    "accuracy, sensitivity, specificity, PPV, NPV (Wilson CIs), AUC (DeLong "
-                    "CI), Brier score, ECE, per-fold mean ± SD; with --readers, each reader's "
-                    "performance and an exact McNemar test against the model on the same cases "
-                    "(overall, malignant cases, benign cases); with --manifest, Fisher's exact "
-                    "test for each of the 15 imaging features. Writes evaluation.json, "
-                    "evaluation.md and PNG figures into --out.",
-        epilog="Research and teaching software, not a medical device.")
-    p.add_argument("--oof", required=True, type=Path, help="oof_predictions.csv from training")
-    p.add_argument("--out", required=True, type=Path, help="output folder")
-    p.add_argument("--readers", type=Path, help="readers CSV (case_id,reader,call[,simulated])")
-    p.add_argument("--manifest", type=Path, help="manifest.csv (feature columns; cohort.json "
-                   "beside it marks synthetic data)")
-    p.add_argument("--threshold", type=_threshold_arg, metavar="T|per-fold",
-                   help="malignant when probability >= T (default: 'per-fold' = each fold's "
-                        "own threshold when the OOF CSV has a threshold column, as spinefx "
-                        "train writes; else 'threshold' in metrics.json beside --oof; else 0.5)")
-    p.add_argument("--bootstrap", type=int, default=DEFAULT_BOOTSTRAP,
-                   help=f"stratified bootstrap replicates for AUC/Brier/ECE CIs (default "
-                        f"{DEFAULT_BOOTSTRAP}; 0 = DeLong/Wilson only)")
-    p.add_argument("--bins", type=int, default=10, help="equal-width calibration bins (10)")
-    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
-    p.set_defaults(run=run_evaluate)
-    return p
-
-
-def run_evaluate(args: argparse.Namespace) -> int:
-    if args.bins < 1 or args.bootstrap < 0:
-        raise SpineFXError("--bins must be >= 1 and --bootstrap >= 0")
-    result = evaluate(args.oof, args.out, readers_csv=args.readers, manifest=args.manifest,
-                      threshold=args.threshold, n_bins=args.bins, bootstrap=args.bootstrap,
-                      seed=args.seed)
-    pooled = result["model"]["pooled"]
-    thr = result["threshold"]["value"]
-    for label in result["labels"]:
-        print(label)
-    print(f"model: accuracy {pooled['accuracy']['value']:.3f}, sensitivity "
-          f"{_num(pooled['sensitivity']['value'])}, specificity "
-          f"{_num(pooled['specificity']['value'])}, AUC {_num(pooled['auc']['value'])} "
-          f"at threshold {thr if isinstance(thr, str) else f'{thr:.3f}'} "
-          f"({result['threshold']['source']})")
-    for x in result["readers"]:
-        t = x["mcnemar"]
-        print(f"vs {x['reader']}: McNemar p overall {_p(t['overall']['p'])}, sensitivity "
-              f"{_p(t['sensitivity']['p'])}, specificity {_p(t['specificity']['p'])}")
-    out = Path(args.out)
-    print(f"report: {out / 'evaluation.md'}")
-    print(f"json: {out / 'evaluation.json'}")
-    print(f"figures: {', '.join(str(out / f) for f in result['figures'].values())}")
-    return 0

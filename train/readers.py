@@ -22,7 +22,6 @@ and of the model (real readers share hard cases; that is not modelled).
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import math
 import zlib
@@ -235,57 +234,3 @@ def achieved_rates(calls: Iterable[ReaderCall], labels: Mapping[str, str]) -> di
         r["sensitivity"] = r["tp"] / (r["tp"] + r["fn"]) if r["tp"] + r["fn"] else None
         r["specificity"] = r["tn"] / (r["tn"] + r["fp"]) if r["tn"] + r["fp"] else None
     return out
-
-
-# ---------------------------------------------------------------------------------------------
-# CLI hook: `spinefx readers`
-# ---------------------------------------------------------------------------------------------
-def _reader_spec(text: str) -> tuple[str, tuple[float, float]]:
-    try:
-        name, rates = text.split("=", 1)
-        sens, spec = (float(v) for v in rates.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected NAME=SENS,SPEC (e.g. senior=0.98,0.98), got {text!r}") from None
-    if not name.strip() or not (0 <= sens <= 1 and 0 <= spec <= 1):
-        raise argparse.ArgumentTypeError(f"need a name and rates within [0, 1], got {text!r}")
-    return name.strip(), (sens, spec)
-
-
-def add_readers_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Register ``spinefx readers`` on a sub-parsers object (sets ``run=run_readers``)."""
-    defaults = ", ".join(f"{k}={s:g},{t:g}" for k, (s, t) in DEFAULT_READERS.items())
-    p = sub.add_parser(
-        "readers", help="simulate reader calls for a manifest (labelled SIMULATED)",
-        description="Write a SIMULATED readers CSV (case_id,reader,call,simulated) for the "
-                    "labelled cases of a manifest, each reader hitting its sensitivity and "
-                    "specificity exactly (rounded to whole cases), so `spinefx evaluate` can "
-                    "run the paper's reader comparison end to end on phantoms. "
-                    f"Default readers (Yeh et al. 2022): {defaults}.",
-        epilog="Research and teaching software, not a medical device.")
-    p.add_argument("--manifest", required=True, type=Path, help="manifest.csv with labels")
-    p.add_argument("--out", required=True, type=Path, help="readers CSV to write")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--reader", action="append", type=_reader_spec, metavar="NAME=SENS,SPEC",
-                   help="a reader to simulate (repeatable; replaces the defaults)")
-    p.set_defaults(run=run_readers)
-    return p
-
-
-def run_readers(args: argparse.Namespace) -> int:
-    from spinefx.runtime import read_manifest
-
-    cases = [c for c in read_manifest(args.manifest) if c.label is not None]
-    if not cases:
-        raise ManifestError("no labelled cases to simulate readers on", args.manifest)
-    readers = dict(args.reader) if args.reader else DEFAULT_READERS
-    calls = simulate_readers(cases, readers, seed=args.seed)
-    path = write_readers_csv(calls, args.out)
-    rates = achieved_rates(calls, {c.case_id: c.label for c in cases})
-    print(f"SIMULATED readers on {len(cases)} cases, seed {args.seed}:")
-    for name, r in rates.items():
-        fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
-        print(f"  {name}: accuracy {fmt(r['accuracy'])}, sensitivity {fmt(r['sensitivity'])}, "
-              f"specificity {fmt(r['specificity'])}")
-    print(f"readers: {path}")
-    return 0

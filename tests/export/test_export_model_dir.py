@@ -79,13 +79,14 @@ def test_refuses_a_foreign_non_empty_folder(run_dir, tmp_path):
 
 
 def test_cli_export_and_errors(run_dir, tmp_path, capsys):
-    from spinefx.export.cli import add_bench_parser, add_export_parser
+    from spinefx.cli import bench as bench_command
+    from spinefx.cli import export as export_command
     from spinefx.export.onnx_export import ExportError
 
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers()
-    add_export_parser(sub)
-    add_bench_parser(sub)
+    export_command.register(sub)
+    bench_command.register(sub)
     args = parser.parse_args(["bench", "--batch", "1", "--batch", "8", "--runs", "3"])
     assert args.batch == [1, 8] and args.image_size == 224
     args = parser.parse_args(["export", str(tmp_path / "no-run"), "--out", str(tmp_path / "m")])
@@ -99,7 +100,8 @@ def test_cli_export_and_errors(run_dir, tmp_path, capsys):
 
 
 def test_cli_module_loads_no_torch():
-    code = ("import sys, spinefx.export, spinefx.export.cli; "
+    code = ("import sys, spinefx.cli, spinefx.cli.export, spinefx.cli.bench; "
+            "spinefx.cli.build_parser(); "
             "print(','.join(m for m in ('torch', 'onnx', 'onnxruntime', 'pytorch_grad_cam') "
             "if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

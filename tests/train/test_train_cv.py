@@ -162,7 +162,7 @@ def test_ddp_with_two_cpu_processes(tiny_cohort, tmp_path) -> None:
     out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
-           "2", "-m", "spinefx.train.cli", "--manifest", str(tiny_cohort), "--out", str(out),
+           "2", "-m", "spinefx.cli.train", "--manifest", str(tiny_cohort), "--out", str(out),
            "--folds", "2", "--epochs", "1", "--batch-size", "4", "--image-size", "64",
            "--device", "cpu", "--no-final", "--no-progress", "--seed", "1"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=170, env=env)
@@ -180,15 +180,15 @@ def test_ddp_with_two_cpu_processes(tiny_cohort, tmp_path) -> None:
 def test_cli_hook(tiny_run, tmp_path, capsys) -> None:
     import argparse
 
-    from spinefx.train.cli import add_train_parser, main, run_train
+    from spinefx.cli import train as train_command
 
     parser = argparse.ArgumentParser(prog="spinefx")
-    add_train_parser(parser.add_subparsers())
+    train_command.register(parser.add_subparsers())
     args = parser.parse_args(["train", "--manifest", "m.csv", "--out", str(tmp_path / "r"),
                               "--epochs", "3", "--no-final", "--max-cases", "20"])
-    assert args.run is run_train and args.folds == 10 and args.image_size == 224
+    assert args.run is train_command.run and args.folds == 10 and args.image_size == 224
     assert args.no_final and args.max_cases == 20 and args.device == "auto"
     # a non-empty run folder is refused without --resume, as one clean line
-    assert main(["--manifest", "m.csv", "--out", str(tiny_run[0])]) == 2
+    assert train_command.main(["--manifest", "m.csv", "--out", str(tiny_run[0])]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error:") and "--resume" in err and "Traceback" not in err

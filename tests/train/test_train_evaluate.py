@@ -231,10 +231,12 @@ def test_bad_inputs_are_clear_errors(tmp_path) -> None:
 
 
 def test_evaluate_cli_hook(tmp_path, capsys) -> None:
+    from spinefx.cli import evaluate as evaluate_command
+
     oof = _write_oof(tmp_path)
     readers = _write_readers(tmp_path, simulated=True)
     parser = argparse.ArgumentParser(prog="spinefx")
-    E.add_evaluate_parser(parser.add_subparsers())
+    evaluate_command.register(parser.add_subparsers())
     out = tmp_path / "ev"
     args = parser.parse_args(["evaluate", "--oof", str(oof), "--readers", str(readers),
                               "--out", str(out), "--threshold", "0.5", "--bootstrap", "50"])

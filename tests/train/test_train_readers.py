@@ -118,10 +118,12 @@ def test_missing_and_empty_readers_files(tmp_path) -> None:
 
 
 def test_readers_cli_hook(tmp_path, capsys) -> None:
+    from spinefx.cli import readers as readers_command
+
     labels = _labels(10, 20)
     manifest = write_manifest(tmp_path, labels)
     parser = argparse.ArgumentParser(prog="spinefx")
-    R.add_readers_parser(parser.add_subparsers())
+    readers_command.register(parser.add_subparsers())
     out = tmp_path / "readers.csv"
     args = parser.parse_args(["readers", "--manifest", str(manifest), "--out", str(out),
                               "--seed", "4", "--reader", "a=0.9,0.8", "--reader", "b=0.5,0.5"])
