@@ -8,26 +8,24 @@
   ``grad-cam`` package's GradCAM (Pearson r >= 0.999 per map) -> :class:`ParityError`; with
   int8, AUC drop <= 0.005 and max |dp| <= 0.03 on held-out cases, else the int8 file is refused.
 
-Names are imported lazily (PEP 562) so ``import spinefx.export.cli`` (the CLI parser) loads no
-torch; the heavy modules load on first use.
+Importing this package loads torch and onnx; the ``spinefx`` command line imports it only when
+``spinefx export`` / ``bench`` runs (:mod:`spinefx.cli`).
 """
 from __future__ import annotations
 
-import importlib
+from .exporter import export_model
+from .onnx_export import (
+    CamModel,
+    ExportError,
+    ParityError,
+    check_cam_parity,
+    check_onnx,
+    check_probability_parity,
+    export_onnx,
+)
+from .quantize import Int8Gate, int8_gate, quantize_int8
 
-_LAZY = {
-    "CamModel": "onnx_export", "ExportError": "onnx_export", "ParityError": "onnx_export",
-    "export_onnx": "onnx_export", "check_onnx": "onnx_export",
-    "check_probability_parity": "onnx_export", "check_cam_parity": "onnx_export",
-    "quantize_int8": "quantize", "int8_gate": "quantize", "Int8Gate": "quantize",
-    "export_model": "exporter",
-}
-
-__all__ = sorted(_LAZY)
-
-
-def __getattr__(name: str):
-    if name in _LAZY:
-        module = importlib.import_module(f".{_LAZY[name]}", __name__)
-        return getattr(module, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__all__ = [
+    "CamModel", "ExportError", "Int8Gate", "ParityError", "check_cam_parity", "check_onnx",
+    "check_probability_parity", "export_model", "export_onnx", "int8_gate", "quantize_int8",
+]
