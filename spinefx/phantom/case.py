@@ -25,6 +25,7 @@ LESION_LUT = member_lut(LESION_MARROW)
 def _NO_MASK(cv) -> np.ndarray:  # noqa: N802
     return np.zeros(cv.shape, dtype=bool)
 from spinefx.runtime.features import FEATURE_KEYS
+from spinefx.runtime.volume import Volume
 
 MATRIX = 256
 T2_SCALES = (0.9, 1.2)   # T2 pixel spacing / T1 pixel spacing when the grids differ
@@ -158,6 +159,32 @@ def render_case(seed: int, label: str, difficulty: float = 1.0, **overrides) -> 
         slice_thickness=thickness, spacing_between_slices=round(sbs, 4),
         slice_x=(x_mid + x_spine).astype(np.float64),
         corner=(-grid.fov[1] * corner_y, corner_z), lesion=lesion)
+
+
+_SAGITTAL = ((0.0, 1.0, 0.0), (0.0, 0.0, -1.0))  # row, column directions (ImageOrientationPatient)
+
+
+def case_volumes(case: PhantomCase) -> tuple[Volume, Volume]:
+    """The case's T1 and T2 as runtime :class:`~spinefx.runtime.Volume` objects, no files written.
+
+    The same pixels and geometry :func:`~spinefx.phantom.write_case_dicom` stores and
+    :func:`spinefx.runtime.load_series` reads back (positions and spacings rounded to the six
+    decimals the DICOM decimal strings keep), so either way a model gets the same input; only the
+    DICOM-specific extras (UIDs, file names, TR/TE) are missing.
+    """
+    def ds(value: float) -> float:  # what a 6-decimal DICOM DS holds
+        return float(f"{value:.6f}")
+
+    out = []
+    for series, data, spacing in (("t1", case.t1, case.pixel_spacing),
+                                  ("t2", case.t2, case.t2_pixel_spacing)):
+        positions = [[ds(v) for v in case.image_position(i, series)] for i in range(len(data))]
+        out.append(Volume(data=data, pixel_spacing=(ds(spacing[0]), ds(spacing[1])),
+                          positions=positions, row_direction=_SAGITTAL[0],
+                          column_direction=_SAGITTAL[1], weighting=series.upper(),
+                          description=f"SYNTHETIC phantom {series.upper()} (in memory)",
+                          source=f"phantom seed {case.seed} (in memory)"))
+    return out[0], out[1]
 
 
 def _box(mask: np.ndarray) -> tuple[int, int, int, int]:
