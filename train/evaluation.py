@@ -15,165 +15,69 @@ Inputs
 Threshold: ``threshold=`` when given; otherwise, when the OOF CSV has a ``threshold`` column
 (``spinefx train`` writes one), each fold's own threshold ("per-fold", the calls report.md
 shows); otherwise the ``threshold`` field (a number at the top level) of ``metrics.json``
-beside the OOF CSV, which training chose on validation data; otherwise 0.5. The JSON records which (``threshold.source``). ``threshold="per-fold"`` instead
+beside the OOF CSV, which training chose on validation data; otherwise 0.5. The JSON records
+which (``threshold.source``). ``threshold="per-fold"`` instead
 uses the OOF CSV's optional ``threshold`` column: each case called at the threshold its own
 fold chose on validation data (the calls the fold models actually made); AUC, Brier score and
 ECE do not depend on it.
 
-Labels: when ``cohort.json`` beside the manifest says ``"synthetic": true`` (the phantom
-generator writes it) — or ``config.json`` / ``metrics.json`` beside the OOF CSV carries a
-``"synthetic": true`` key at any depth — every table and picture says SYNTHETIC data; calls
-from a readers CSV with a ``simulated`` column set to yes are labelled SIMULATED readers.
+Labels: when the manifest's folder (``cohort.json``, written by the phantom generator) or the
+OOF CSV's folder (``metrics.json`` / ``config.json`` of the run) is synthetic by the one rule of
+:mod:`spinefx.runtime.provenance`, every table and picture says SYNTHETIC data; calls from a
+readers CSV with a ``simulated`` column set to yes are labelled SIMULATED readers.
 
 Outputs in ``out_dir``: ``evaluation.json``, ``evaluation.md`` and the pictures ``roc.png``,
 ``calibration.png``, ``confusion.png`` and (with a manifest) ``features.png``.
 
-This module imports nothing heavy at import time (the CLI registers its parser cheaply);
-scikit-learn, scipy and matplotlib load when an evaluation runs.
+Out-of-fold predictions are read by :mod:`.oof`, the statistics come from :mod:`.metrics`, the
+pictures from :mod:`.plots`.
 """
 from __future__ import annotations
 
-import csv
-import json
-import math
 from collections.abc import Mapping
-from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from spinefx._version import __version__
+from spinefx.runtime import read_manifest
 from spinefx.runtime.errors import ManifestError
+from spinefx.runtime.features import FEATURES
+from spinefx.runtime.files import atomic_write_json, atomic_write_text, read_json
+from spinefx.runtime.provenance import NOT_A_DEVICE, folder_provenance, manifest_provenance
 
-OOF_COLUMNS = ("case_id", "fold", "label", "probability")
+from . import plots
+from .metrics import (
+    binary_metrics,
+    bonferroni,
+    call_metrics,
+    feature_test,
+    holm,
+    jsonable,
+    paired_mcnemar,
+    per_fold_summary,
+    reliability_bins,
+)
+from .oof import (  # noqa: F401 (read_oof, as_oof: this module's API before oof.py existed)
+    OOF_COLUMNS,
+    OOFPredictions,
+    as_oof,
+    has_threshold_column,
+    read_oof,
+)
+from .readers import read_readers_csv
+
 DEFAULT_THRESHOLD = 0.5
 DEFAULT_BOOTSTRAP = 2000
 SYNTHETIC_NOTE = "SYNTHETIC data (phantom cohort): a pipeline demonstration, not a clinical result"
 SIMULATED_NOTE = "SIMULATED readers (drawn at fixed sensitivity/specificity), not a reader study"
 
 
-@dataclass
-class OOFPredictions:
-    """Out-of-fold predictions as arrays (``y``: 1 = malignant)."""
-    case_id: list[str]
-    fold: list[Any]
-    y: np.ndarray
-    prob: np.ndarray
-    path: Path | None = None
-    threshold: np.ndarray | None = None   # optional per-case (per-fold) thresholds
-
-    def __len__(self) -> int:
-        return len(self.case_id)
-
-    def index(self) -> dict[str, int]:
-        return {c: i for i, c in enumerate(self.case_id)}
-
-
-def _fold_value(text: str) -> Any:
-    try:
-        return int(text)
-    except ValueError:
-        return text
-
-
-def _label_value(text: Any) -> int | None:
-    s = str(text).strip().lower()
-    return {"malignant": 1, "1": 1, "benign": 0, "0": 0}.get(s)
-
-
-def _unit_interval(row: Mapping, column: str, line: int, path: Path) -> float:
-    """``row[column]`` as a number within [0, 1], or a ManifestError naming file and line."""
-    try:
-        value = float(row[column])
-    except (TypeError, ValueError):
-        value = float("nan")
-    if not (math.isfinite(value) and 0.0 <= value <= 1.0):
-        raise ManifestError(f"line {line}: {column} must be a number within [0, 1], got "
-                            f"{row[column]!r}", path)
-    return value
-
-
-def read_oof(path: str | PathLike) -> OOFPredictions:
-    """Parse ``oof_predictions.csv``; problems raise ManifestError naming file and line."""
-    path = Path(path)
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as fh:
-            reader = csv.DictReader(fh)
-            columns = [c.strip() for c in (reader.fieldnames or [])]
-            reader.fieldnames = columns
-            rows = list(reader)
-    except FileNotFoundError:
-        raise ManifestError("no such out-of-fold predictions file", path) from None
-    except (UnicodeDecodeError, csv.Error, IsADirectoryError) as exc:
-        raise ManifestError(f"not a readable CSV file ({exc})", path) from None
-    missing = [c for c in OOF_COLUMNS if c not in columns]
-    if missing:
-        raise ManifestError(f"missing column(s) {', '.join(missing)} (need "
-                            f"{','.join(OOF_COLUMNS)})", path)
-    if not rows:
-        raise ManifestError("no predictions in the file", path)
-    ids, folds, ys, ps, ts, seen = [], [], [], [], [], {}
-    has_thr = "threshold" in columns
-    for n, row in enumerate(rows, start=2):
-        case_id = (row["case_id"] or "").strip()
-        if not case_id:
-            raise ManifestError(f"line {n}: empty case_id", path)
-        if case_id in seen:
-            raise ManifestError(f"line {n}: case_id {case_id!r} repeats line {seen[case_id]}",
-                                path)
-        seen[case_id] = n
-        y = _label_value(row["label"])
-        if y is None:
-            raise ManifestError(f"line {n}: label must be benign or malignant, got "
-                                f"{row['label']!r}", path)
-        p = _unit_interval(row, "probability", n, path)
-        if has_thr:
-            ts.append(_unit_interval(row, "threshold", n, path))
-        ids.append(case_id)
-        folds.append(_fold_value((row["fold"] or "").strip()))
-        ys.append(y)
-        ps.append(p)
-    return OOFPredictions(ids, folds, np.asarray(ys, dtype=np.int64),
-                          np.asarray(ps, dtype=np.float64), path,
-                          np.asarray(ts, dtype=np.float64) if has_thr else None)
-
-
-def as_oof(obj: Any) -> OOFPredictions:
-    """OOFPredictions from a CSV path, an OOFPredictions, a column mapping / DataFrame or rows."""
-    if isinstance(obj, OOFPredictions):
-        return obj
-    if isinstance(obj, (str, PathLike)):
-        return read_oof(obj)
-    if isinstance(obj, Mapping) or hasattr(obj, "columns"):
-        cols = {k: list(obj[k]) for k in ("case_id", "fold", "label", "probability")
-                if (k in obj.columns if hasattr(obj, "columns") else k in obj)}
-    else:
-        rows = list(obj)
-        cols = {k: [r[k] for r in rows] for k in ("case_id", "fold", "label", "probability")
-                if rows and k in rows[0]}
-    if "label" not in cols or "probability" not in cols:
-        raise ValueError("out-of-fold predictions need 'label' and 'probability' columns")
-    n = len(cols["label"])
-    ys = [_label_value(v) for v in cols["label"]]
-    if any(v is None for v in ys):
-        raise ValueError("labels must be benign/malignant or 0/1")
-    return OOFPredictions(
-        case_id=[str(c) for c in cols.get("case_id", [f"case_{i}" for i in range(n)])],
-        fold=list(cols.get("fold", [0] * n)), y=np.asarray(ys, dtype=np.int64),
-        prob=np.asarray(cols["probability"], dtype=np.float64))
-
-
 # ---------------------------------------------------------------------------------------------
-# inputs around the OOF file: threshold, synthetic flag
+# the threshold the out-of-fold predictions are called at
 # ---------------------------------------------------------------------------------------------
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-
-
 PER_FOLD = "per-fold"
 
 
@@ -185,7 +89,7 @@ def resolve_threshold(oof_csv: str | PathLike | None,
     """
     if isinstance(threshold, str) and threshold.strip().lower() in (PER_FOLD, "per_fold", "fold"):
         return PER_FOLD, "each fold's own threshold (OOF threshold column)"
-    if threshold is None and oof_csv is not None and _has_threshold_column(Path(oof_csv)):
+    if threshold is None and oof_csv is not None and has_threshold_column(oof_csv):
         # training called each fold at its own validation-chosen threshold: report.md's calls.
         # A single pooled value (the median) was chosen on cases that are other folds' test
         # cases, so using it for the out-of-fold calls would be mildly optimistic.
@@ -197,45 +101,12 @@ def resolve_threshold(oof_csv: str | PathLike | None,
         return t, "argument"
     if oof_csv is not None:
         metrics_json = Path(oof_csv).parent / "metrics.json"
-        info = _read_json(metrics_json) if metrics_json.is_file() else None
+        info = read_json(metrics_json, required=False)
         if isinstance(info, Mapping) and isinstance(info.get("threshold"), (int, float)) \
                 and not isinstance(info.get("threshold"), bool) \
                 and 0.0 <= float(info["threshold"]) <= 1.0:
             return float(info["threshold"]), str(metrics_json)
     return DEFAULT_THRESHOLD, "default 0.5"
-
-
-def _has_threshold_column(oof_csv: Path) -> bool:
-    try:
-        with open(oof_csv, newline="", encoding="utf-8-sig") as fh:
-            header = next(csv.reader(fh), [])
-    except OSError:
-        return False
-    return "threshold" in [h.strip() for h in header]
-
-
-def _has_synthetic_flag(data: Any, depth: int = 0) -> bool:
-    if depth > 4:
-        return False
-    if isinstance(data, Mapping):
-        if data.get("synthetic") is True:
-            return True
-        return any(_has_synthetic_flag(v, depth + 1) for v in data.values())
-    return False
-
-
-def is_synthetic(manifest: str | PathLike | None, oof_csv: str | PathLike | None) -> bool:
-    """cohort.json beside the manifest says synthetic, or the run folder's JSON does."""
-    if manifest is not None:
-        info = _read_json(Path(manifest).parent / "cohort.json")
-        if isinstance(info, Mapping) and info.get("synthetic") is True:
-            return True
-    if oof_csv is not None:
-        for name in ("cohort.json", "config.json", "metrics.json"):
-            f = Path(oof_csv).parent / name
-            if f.is_file() and _has_synthetic_flag(_read_json(f)):
-                return True
-    return False
 
 
 # ---------------------------------------------------------------------------------------------
@@ -246,8 +117,6 @@ def compare_with_readers(oof: OOFPredictions, threshold: Any, table: Any) -> lis
 
     ``threshold``: one value or one per case (aligned with ``oof``).
     """
-    from .metrics import call_metrics, paired_mcnemar
-
     index = oof.index()
     model_call = (oof.prob >= np.asarray(threshold, dtype=np.float64)).astype(np.int64)
     out = []
@@ -275,10 +144,6 @@ def compare_with_readers(oof: OOFPredictions, threshold: Any, table: Any) -> lis
 
 def feature_analysis(cases: list) -> dict:
     """Frequency per class, Fisher's exact p, Bonferroni and Holm adjusted p per feature."""
-    from spinefx.runtime.features import FEATURES
-
-    from .metrics import bonferroni, feature_test, holm
-
     labelled = [c for c in cases if c.label in ("benign", "malignant")]
     rows = []
     for feat in FEATURES:
@@ -319,63 +184,27 @@ def feature_analysis(cases: list) -> dict:
     }
 
 
-def evaluate(oof_csv: str | PathLike, out_dir: str | PathLike,
-             readers_csv: str | PathLike | None = None, manifest: str | PathLike | None = None,
-             threshold: float | None = None, *, n_bins: int = 10,
-             bootstrap: int = DEFAULT_BOOTSTRAP, seed: int = 0) -> dict:
-    """Run the analysis, write ``evaluation.json`` / ``evaluation.md`` / PNGs; return the JSON."""
-    from spinefx._version import __version__
+def _manifest_cases(manifest: str | PathLike, oof: OOFPredictions) -> tuple[list, list[str]]:
+    """The manifest's cases, checked against the predictions' labels, and notes for the
+    report (predicted cases the manifest lacks)."""
+    cases = read_manifest(manifest)
+    by_id = {c.case_id: c for c in cases}
+    for cid, i in oof.index().items():
+        c = by_id.get(cid)
+        if c is not None and c.label is not None and (c.label == "malignant") != bool(oof.y[i]):
+            raise ManifestError(f"case {cid}: label {c.label} in the manifest but "
+                                f"{'malignant' if oof.y[i] else 'benign'} in {oof.path}",
+                                manifest)
+    absent = [cid for cid in oof.case_id if cid not in by_id]
+    notes = [f"{len(absent)} case(s) with predictions are not in the manifest (e.g. "
+             f"{absent[0]})"] if absent else []
+    return cases, notes
 
-    from . import plots
-    from .metrics import binary_metrics, jsonable, per_fold_summary, reliability_bins
-    from .readers import read_readers_csv
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    oof = read_oof(oof_csv)
-    thr, thr_source = resolve_threshold(oof_csv, threshold)
-    if thr == PER_FOLD:
-        if oof.threshold is None:
-            raise ManifestError("threshold 'per-fold' needs a 'threshold' column in the "
-                                "out-of-fold predictions", oof_csv)
-        thr_cases: Any = oof.threshold
-    else:
-        thr_cases = float(thr)
-    synthetic = is_synthetic(manifest, oof_csv)
-    notes: list[str] = []
-
-    cases = None
-    if manifest is not None:
-        from spinefx.runtime import read_manifest
-
-        cases = read_manifest(manifest)
-        by_id = {c.case_id: c for c in cases}
-        index = oof.index()
-        for cid, i in index.items():
-            c = by_id.get(cid)
-            if c is not None and c.label is not None and \
-                    (c.label == "malignant") != bool(oof.y[i]):
-                raise ManifestError(f"case {cid}: label {c.label} in the manifest but "
-                                    f"{'malignant' if oof.y[i] else 'benign'} in {oof.path}",
-                                    manifest)
-        absent = [cid for cid in oof.case_id if cid not in by_id]
-        if absent:
-            notes.append(f"{len(absent)} case(s) with predictions are not in the manifest "
-                         f"(e.g. {absent[0]})")
-
-    table = None
-    if readers_csv is not None:
-        table = read_readers_csv(readers_csv, known_cases=oof.case_id)
-
-    pooled = binary_metrics(oof.y, oof.prob, thr_cases, n_bins=n_bins, bootstrap=bootstrap,
-                            seed=seed)
-    folds = per_fold_summary(oof.fold, oof.y, oof.prob, thr_cases, n_bins=n_bins)
-    readers = compare_with_readers(oof, thr_cases, table) if table is not None else []
-    calls = (oof.prob >= np.asarray(thr_cases)).astype(np.int64)
-    thr_text = "each fold's threshold" if thr == PER_FOLD else f"threshold {thr:.3f}"
-    features = feature_analysis(cases) if cases is not None else None
-    readers_simulated = bool(table is not None and table.simulated)
-
+def _draw_figures(out: Path, oof: OOFPredictions, calls: np.ndarray, thr_text: str,
+                  readers: list[dict], features: dict | None, *, synthetic: bool,
+                  readers_simulated: bool, n_bins: int) -> dict[str, Path]:
+    """ROC (with the readers' operating points), reliability, confusion, feature bars."""
     caption_parts = [SYNTHETIC_NOTE] if synthetic else []
     tag = " [SYNTHETIC]" if synthetic else ""
     caption = "; ".join(caption_parts) or None
@@ -399,8 +228,41 @@ def evaluate(oof_csv: str | PathLike, out_dir: str | PathLike,
         figures["features"] = plots.feature_bars(features["rows"], out / "features.png",
                                                  title=f"Imaging features by class{tag}",
                                                  caption=caption)
+    return figures
 
-    result = {
+
+def evaluate(oof_csv: str | PathLike, out_dir: str | PathLike,
+             readers_csv: str | PathLike | None = None, manifest: str | PathLike | None = None,
+             threshold: float | None = None, *, n_bins: int = 10,
+             bootstrap: int = DEFAULT_BOOTSTRAP, seed: int = 0) -> dict:
+    """Run the analysis, write ``evaluation.json`` / ``evaluation.md`` / PNGs; return the JSON."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    oof = read_oof(oof_csv)
+    thr, thr_source = resolve_threshold(oof_csv, threshold)
+    if thr == PER_FOLD:
+        if oof.threshold is None:
+            raise ManifestError("threshold 'per-fold' needs a 'threshold' column in the "
+                                "out-of-fold predictions", oof_csv)
+        thr_cases: Any = oof.threshold
+    else:
+        thr_cases = float(thr)
+    # the one rule: cohort.json beside the manifest, or the run folder's records, say synthetic
+    synthetic = (manifest_provenance(manifest).synthetic
+                 or folder_provenance(Path(oof_csv).parent).synthetic)
+    cases, notes = _manifest_cases(manifest, oof) if manifest is not None else (None, [])
+    table = (read_readers_csv(readers_csv, known_cases=oof.case_id)
+             if readers_csv is not None else None)
+    readers = compare_with_readers(oof, thr_cases, table) if table is not None else []
+    readers_simulated = bool(table is not None and table.simulated)
+    features = feature_analysis(cases) if cases is not None else None
+    calls = (oof.prob >= np.asarray(thr_cases)).astype(np.int64)
+    thr_text = "each fold's threshold" if thr == PER_FOLD else f"threshold {thr:.3f}"
+    figures = _draw_figures(out, oof, calls, thr_text, readers, features, synthetic=synthetic,
+                            readers_simulated=readers_simulated, n_bins=n_bins)
+    pooled = binary_metrics(oof.y, oof.prob, thr_cases, n_bins=n_bins, bootstrap=bootstrap,
+                            seed=seed)
+    result = jsonable({
         "spinefx_version": __version__,
         "synthetic": synthetic,
         "readers_simulated": readers_simulated,
@@ -410,16 +272,17 @@ def evaluate(oof_csv: str | PathLike, out_dir: str | PathLike,
                    "manifest": str(manifest) if manifest else None},
         "positive_class": "malignant",
         "threshold": {"value": thr, "source": thr_source},
-        "model": {"pooled": pooled, "per_fold": folds,
+        "model": {"pooled": pooled,
+                  "per_fold": per_fold_summary(oof.fold, oof.y, oof.prob, thr_cases,
+                                               n_bins=n_bins),
                   "reliability": reliability_bins(oof.y, oof.prob, n_bins)},
         "readers": readers,
         "features": features,
         "figures": {k: v.name for k, v in figures.items()},
         "notes": notes,
-    }
-    result = jsonable(result)
-    (out / "evaluation.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    (out / "evaluation.md").write_text(render_markdown(result), encoding="utf-8")
+    })
+    atomic_write_json(out / "evaluation.json", result)
+    atomic_write_text(out / "evaluation.md", render_markdown(result))
     return result
 
 
@@ -452,18 +315,14 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
            ["| " + " | ".join(r) + " |" for r in rows]
 
 
-def render_markdown(r: Mapping) -> str:
-    """The evaluation report as Markdown (tables + the PNGs beside it)."""
-    lines = ["# spinefx evaluation" + (" — SYNTHETIC data" if r["synthetic"] else ""), ""]
-    for label in r["labels"]:
-        lines += [f"> **{label}**", ""]
+def _model_lines(r: Mapping) -> list[str]:
     pooled = r["model"]["pooled"]
     thr = r["threshold"]
     thr_s = thr["value"] if isinstance(thr["value"], str) else f"{thr['value']:.3f}"
-    lines += [f"Cases: {pooled['n']} ({pooled['n_malignant']} malignant, {pooled['n_benign']} "
-              f"benign). Positive class: malignant. Threshold {thr_s} "
-              f"({thr['source']}); a case is called malignant when probability >= threshold.",
-              "", "## Model (pooled out-of-fold predictions)", ""]
+    lines = [f"Cases: {pooled['n']} ({pooled['n_malignant']} malignant, {pooled['n_benign']} "
+             f"benign). Positive class: malignant. Threshold {thr_s} "
+             f"({thr['source']}); a case is called malignant when probability >= threshold.",
+             "", "## Model (pooled out-of-fold predictions)", ""]
     auc = pooled["auc"]
     auc_s = "-" if auc["value"] is None else \
         f"{auc['value']:.3f} ({auc['ci_low']:.3f}-{auc['ci_high']:.3f}, DeLong)"
@@ -496,56 +355,71 @@ def render_markdown(r: Mapping) -> str:
         "-" if summ[k]["mean"] is None else
         f"{summ[k]['mean']:.3f} ± {_num(summ[k]['sd'])}" for k in keys])
     lines += _table(["fold", "n", "malignant", "threshold", *keys], rows) + [""]
-
     figs = r["figures"]
     for key, caption in (("roc", "ROC curve"), ("calibration", "Reliability diagram"),
                          ("confusion", "Confusion matrix")):
         if key in figs:
             lines += [f"![{caption}]({figs[key]})", ""]
+    return lines
 
-    if r["readers"]:
-        lines += ["## Readers" + (" (SIMULATED)" if r["readers_simulated"] else ""), ""]
-        rows = [[x["reader"] + (" (simulated)" if x["simulated"] else ""), str(x["n"]),
-                 _pct(x["metrics"]["accuracy"]), _pct(x["metrics"]["sensitivity"]),
-                 _pct(x["metrics"]["specificity"])] for x in r["readers"]]
-        lines += _table(["reader", "cases", "accuracy", "sensitivity", "specificity"], rows)
-        lines += ["", "### Model vs reader on the same cases (exact McNemar)", "",
-                  "b = model right and reader wrong, c = model wrong and reader right; "
-                  "two-sided exact binomial test on the discordant pairs. Sensitivity = "
-                  "malignant cases only, specificity = benign cases only.", ""]
-        rows = []
-        for x in r["readers"]:
-            model, rd = x["model_same_cases"], x["metrics"]
-            for key, mk in (("overall", "accuracy"), ("sensitivity", "sensitivity"),
-                            ("specificity", "specificity")):
-                t = x["mcnemar"][key]
-                rows.append([x["reader"], f"{key} ({t['cases']}, n={t['n']})",
-                             _pct({"value": model[mk]["value"]}),
-                             _pct({"value": rd[mk]["value"]}), str(t["b"]), str(t["c"]),
-                             _p(t["p"])])
-        lines += _table(["reader", "comparison", "model", "reader", "b", "c", "p"], rows)
-        lines += [""]
 
+def _reader_lines(r: Mapping) -> list[str]:
+    if not r["readers"]:
+        return []
+    lines = ["## Readers" + (" (SIMULATED)" if r["readers_simulated"] else ""), ""]
+    rows = [[x["reader"] + (" (simulated)" if x["simulated"] else ""), str(x["n"]),
+             _pct(x["metrics"]["accuracy"]), _pct(x["metrics"]["sensitivity"]),
+             _pct(x["metrics"]["specificity"])] for x in r["readers"]]
+    lines += _table(["reader", "cases", "accuracy", "sensitivity", "specificity"], rows)
+    lines += ["", "### Model vs reader on the same cases (exact McNemar)", "",
+              "b = model right and reader wrong, c = model wrong and reader right; "
+              "two-sided exact binomial test on the discordant pairs. Sensitivity = "
+              "malignant cases only, specificity = benign cases only.", ""]
+    rows = []
+    for x in r["readers"]:
+        model, rd = x["model_same_cases"], x["metrics"]
+        for key, mk in (("overall", "accuracy"), ("sensitivity", "sensitivity"),
+                        ("specificity", "specificity")):
+            t = x["mcnemar"][key]
+            rows.append([x["reader"], f"{key} ({t['cases']}, n={t['n']})",
+                         _pct({"value": model[mk]["value"]}),
+                         _pct({"value": rd[mk]["value"]}), str(t["b"]), str(t["c"]),
+                         _p(t["p"])])
+    lines += _table(["reader", "comparison", "model", "reader", "b", "c", "p"], rows)
+    return lines + [""]
+
+
+def _feature_lines(r: Mapping) -> list[str]:
     feats = r.get("features")
-    if feats and feats["rows"]:
-        mc = feats["multiple_comparisons"]
-        lines += ["## Imaging features (Fisher's exact test)", "",
-                  f"{feats['n_cases']} labelled cases from the manifest.", ""]
-        rows = [[f["title"], f["leaning"],
-                 f"{f['malignant_with']}/{f['malignant_n']} "
-                 f"({_pct({'value': f['malignant_rate']})})",
-                 f"{f['benign_with']}/{f['benign_n']} ({_pct({'value': f['benign_rate']})})",
-                 _num(f["odds_ratio"], 2), _p(f["p"]), _p(f["p_bonferroni"]), _p(f["p_holm"])]
-                for f in feats["rows"]]
-        lines += _table(["feature", "leaning", "malignant", "benign", "odds ratio", "p",
-                         "p Bonferroni", "p Holm"], rows)
-        lines += ["", f"Multiple comparisons: {mc['note']} Features with p <= 0.001: "
-                  f"{mc['raw_p_le_0.001']} of {mc['tests']}; below 0.05/{mc['tests']}: "
-                  f"{mc['raw_p_below_bonferroni_alpha']}; Holm-adjusted p < 0.05: "
-                  f"{mc['holm_p_below_0.05']}.", ""]
-        if "features" in figs:
-            lines += [f"![Imaging features by class]({figs['features']})", ""]
+    if not feats or not feats["rows"]:
+        return []
+    mc = feats["multiple_comparisons"]
+    lines = ["## Imaging features (Fisher's exact test)", "",
+             f"{feats['n_cases']} labelled cases from the manifest.", ""]
+    rows = [[f["title"], f["leaning"],
+             f"{f['malignant_with']}/{f['malignant_n']} "
+             f"({_pct({'value': f['malignant_rate']})})",
+             f"{f['benign_with']}/{f['benign_n']} ({_pct({'value': f['benign_rate']})})",
+             _num(f["odds_ratio"], 2), _p(f["p"]), _p(f["p_bonferroni"]), _p(f["p_holm"])]
+            for f in feats["rows"]]
+    lines += _table(["feature", "leaning", "malignant", "benign", "odds ratio", "p",
+                     "p Bonferroni", "p Holm"], rows)
+    lines += ["", f"Multiple comparisons: {mc['note']} Features with p <= 0.001: "
+              f"{mc['raw_p_le_0.001']} of {mc['tests']}; below 0.05/{mc['tests']}: "
+              f"{mc['raw_p_below_bonferroni_alpha']}; Holm-adjusted p < 0.05: "
+              f"{mc['holm_p_below_0.05']}.", ""]
+    if "features" in r["figures"]:
+        lines += [f"![Imaging features by class]({r['figures']['features']})", ""]
+    return lines
+
+
+def render_markdown(r: Mapping) -> str:
+    """The evaluation report as Markdown (tables + the PNGs beside it)."""
+    lines = ["# spinefx evaluation" + (" — SYNTHETIC data" if r["synthetic"] else ""), ""]
+    for label in r["labels"]:
+        lines += [f"> **{label}**", ""]
+    lines += _model_lines(r) + _reader_lines(r) + _feature_lines(r)
     if r["notes"]:
         lines += ["## Notes", ""] + [f"- {n}" for n in r["notes"]] + [""]
-    lines += ["---", "Research and teaching software, not a medical device.", ""]
+    lines += ["---", NOT_A_DEVICE, ""]
     return "\n".join(lines)

@@ -34,6 +34,8 @@ from typing import Any
 import numpy as np
 
 from spinefx.runtime.errors import ManifestError
+from spinefx.runtime.files import atomic_write_csv
+from spinefx.runtime.stats import confusion_counts
 
 CALLS = ("benign", "malignant")
 READERS_COLUMNS = ("case_id", "reader", "call", "simulated")
@@ -137,15 +139,10 @@ def simulate_readers(cases: Any, readers: Mapping[str, tuple[float, float]] | No
 
 
 def write_readers_csv(calls: Iterable[ReaderCall], path: str | PathLike) -> Path:
-    """Write ``case_id,reader,call,simulated`` (simulated = yes/no per row)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="", encoding="utf-8") as fh:
-        w = csv.writer(fh, lineterminator="\n")
-        w.writerow(READERS_COLUMNS)
-        for c in calls:
-            w.writerow([c.case_id, c.reader, c.call, "yes" if c.simulated else "no"])
-    return path
+    """Write ``case_id,reader,call,simulated`` (simulated = yes/no per row), atomically."""
+    rows = ({"case_id": c.case_id, "reader": c.reader, "call": c.call,
+             "simulated": "yes" if c.simulated else "no"} for c in calls)
+    return atomic_write_csv(path, READERS_COLUMNS, rows)
 
 
 def read_readers_csv(path: str | PathLike,
@@ -219,18 +216,18 @@ def read_readers_csv(path: str | PathLike,
 
 
 def achieved_rates(calls: Iterable[ReaderCall], labels: Mapping[str, str]) -> dict[str, dict]:
-    """Per reader: n, accuracy, sensitivity, specificity of its calls against ``labels``."""
-    out: dict[str, dict] = {}
+    """Per reader: its confusion counts, n, accuracy, sensitivity, specificity against
+    ``labels`` (``{case_id: "benign" | "malignant"}``)."""
+    by_reader: dict[str, list[ReaderCall]] = {}
     for c in calls:
-        r = out.setdefault(c.reader, {"tp": 0, "fn": 0, "tn": 0, "fp": 0})
-        truth = labels[c.case_id]
-        key = ("tp" if c.call == "malignant" else "fn") if truth == "malignant" else \
-              ("tn" if c.call == "benign" else "fp")
-        r[key] += 1
-    for r in out.values():
-        n = r["tp"] + r["fn"] + r["tn"] + r["fp"]
-        r["n"] = n
-        r["accuracy"] = (r["tp"] + r["tn"]) / n if n else None
-        r["sensitivity"] = r["tp"] / (r["tp"] + r["fn"]) if r["tp"] + r["fn"] else None
-        r["specificity"] = r["tn"] / (r["tn"] + r["fp"]) if r["tn"] + r["fp"] else None
+        by_reader.setdefault(c.reader, []).append(c)
+    out: dict[str, dict] = {}
+    for reader, own in by_reader.items():
+        counts = confusion_counts([labels[c.case_id] for c in own], [c.call for c in own])
+        tp, fn, tn, fp = counts["tp"], counts["fn"], counts["tn"], counts["fp"]
+        n = tp + fn + tn + fp
+        out[reader] = {"tp": tp, "fn": fn, "tn": tn, "fp": fp, "n": n,
+                       "accuracy": (tp + tn) / n if n else None,
+                       "sensitivity": tp / (tp + fn) if tp + fn else None,
+                       "specificity": tn / (tn + fp) if tn + fp else None}
     return out
