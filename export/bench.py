@@ -80,7 +80,7 @@ def run_benchmark(model_dir: str | os.PathLike | None = None, image_size: int = 
     try:
         files: dict[str, Path] = {}  # variant -> ONNX file to time
         if model_dir is not None:
-            from spinefx.runtime.model_files import resolve_model
+            from spinefx.hub.download import resolve_model
 
             model_dir = resolve_model(model_dir)  # a folder, or hf://owner/name via the cache
             spec = json.loads((Path(model_dir) / "model.json").read_text())

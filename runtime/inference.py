@@ -14,9 +14,11 @@ from os import PathLike
 import numpy as np
 from PIL import Image
 
+from spinefx.hub.download import resolve_model  # hf:// -> a verified local folder
+
 from .cases import Case, load_volume
 from .matching import AlignedPair, align_pair
-from .model_files import ModelSpec, read_model_spec, resolve_model
+from .model_files import ModelSpec, read_model_spec
 from .preprocess import Box, ModelInput, build_six_channel, resize
 from .volume import Volume
 

@@ -7,17 +7,22 @@ torchxrayvision habit: a model brings its labels, preprocessing and operating th
 - ``input``: name, shape ``[null, 6, S, S]``, channel names; ``outputs``: probability + cam names;
 - ``preprocessing``: the :class:`PreprocessConfig` fields; ``classes``; ``threshold``;
 - ``metrics`` (cross-validated, from the training report) and ``training_data``.
+
+Local folders only: an ``hf://owner/name`` address is resolved to a verified folder by
+``spinefx.hub.download.resolve_model`` (which uses this module's sha256 check); nothing here
+imports Hub code.
 """
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
 
 from .errors import ConfigError, SpineFXError
+from .files import read_json
 from .preprocess import PreprocessConfig
+from .provenance import is_synthetic_record
 
 MODEL_JSON = "model.json"
 FORMAT = "spinefx-onnx"
@@ -69,7 +74,8 @@ class ModelSpec:
 
     @property
     def synthetic(self) -> bool:
-        return bool(self.raw.get("training_data", {}).get("synthetic", False))
+        """Trained on the synthetic phantom cohort (the one rule of :mod:`.provenance`)."""
+        return is_synthetic_record(self.raw)
 
     def variants(self) -> list[str]:
         return list(self.raw["files"])
@@ -97,10 +103,9 @@ def read_model_spec(folder: str | PathLike) -> ModelSpec:
     path = folder / MODEL_JSON
     if not path.is_file():
         raise ConfigError(f"no {MODEL_JSON} here: not a spinefx model folder", folder)
-    try:
-        raw = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"unreadable model manifest ({exc})", path) from exc
+    raw = read_json(path)  # unreadable or malformed -> ConfigError naming the file
+    if not isinstance(raw, dict):
+        raise ConfigError("model manifest is not a JSON object", path)
     if raw.get("format") != FORMAT:
         raise ConfigError(f"format is {raw.get('format')!r}, expected {FORMAT!r}", path)
     missing = [k for k in ("files", "input", "outputs", "preprocessing", "threshold") if k not in raw]
@@ -109,16 +114,15 @@ def read_model_spec(folder: str | PathLike) -> ModelSpec:
     return ModelSpec(folder=folder, raw=raw)
 
 
-def resolve_model(model: str | PathLike | None) -> Path:
-    """A model folder from a path, ``None`` (the bundled model) or ``hf://owner/name[@rev]``."""
+def local_model_dir(model: str | PathLike | None) -> Path:
+    """A local model folder from a path, or ``None`` for the bundled model. A Hub address
+    (``hf://owner/name``) is not a folder: ``spinefx.hub.download.resolve_model`` downloads it."""
     if model is None:
         if not (BUNDLED_DIR / MODEL_JSON).is_file():
             raise ConfigError("no bundled model in this installation; pass --model DIR",
                               BUNDLED_DIR)
         return BUNDLED_DIR
-    text = str(model)
-    if text.startswith("hf:/"):  # hf://owner/name[@rev] (hf:/... once pathlib has seen it)
-        from .hub import download_model  # huggingface_hub only when a hub model is asked for
-
-        return download_model(text)
+    if str(model).startswith("hf:/"):  # hf://owner/name[@rev] (hf:/... once pathlib has seen it)
+        raise ConfigError(f"{model} is a Hugging Face Hub address, not a folder: resolve it with "
+                          "spinefx.hub.download.resolve_model (pip install 'spinefx[hub]')")
     return Path(model)

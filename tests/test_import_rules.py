@@ -1,6 +1,9 @@
 """The house's import rules (DESIGN.md), checked on the source and in a fresh interpreter.
 
-- runtime imports numpy, pydicom, onnxruntime and light helpers, never torch;
+- runtime imports numpy, pydicom, onnxruntime and light helpers, never torch (of the Hub
+  unit only spinefx.hub.download, which resolves hf:// models);
+- hub (spinefx/hub: Hugging Face upload and download) imports runtime, never torch, train,
+  export or demo; huggingface_hub loads inside its functions only;
 - demo imports runtime (and gradio), never torch;
 - train may import runtime; export imports train; nothing imports demo.
 """
@@ -15,10 +18,12 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 STAGES = {"runtime": REPO / "runtime", "train": REPO / "train", "export": REPO / "export",
-          "demo": REPO / "demo", "spinefx": REPO / "spinefx"}
+          "demo": REPO / "demo", "spinefx": REPO / "spinefx", "hub": REPO / "spinefx" / "hub"}
 HEAVY = {"torch", "torchvision", "pytorch_grad_cam", "sklearn", "matplotlib", "scipy", "gradio"}
 FORBIDDEN = {
-    "runtime": HEAVY | {"spinefx.train", "spinefx.export", "spinefx.demo"},
+    "runtime": HEAVY | {"spinefx.train", "spinefx.export", "spinefx.demo", "spinefx.hub.publish",
+                        "spinefx.hub.card", "spinefx.hub.space"},
+    "hub": HEAVY | {"spinefx.train", "spinefx.export", "spinefx.demo"},
     "demo": HEAVY - {"gradio", "matplotlib"} | {"spinefx.train", "spinefx.export"},
     "train": {"spinefx.export", "spinefx.demo"},
     "export": {"spinefx.demo"},
@@ -79,6 +84,8 @@ TORCH = {"torch", "torchvision", "pytorch_grad_cam"}
 
 @pytest.mark.parametrize("module, banned", [
     ("spinefx.runtime", HEAVY), ("spinefx.cli", HEAVY), ("spinefx.phantom", HEAVY),
+    ("spinefx.hub.publish", HEAVY | {"huggingface_hub"}),  # publish imports card, space, download
+    ("spinefx.runtime.inference", HEAVY | {"huggingface_hub"}),  # hf:// support costs nothing
     ("spinefx.demo", TORCH), ("spinefx.demo.app", TORCH),  # the app loads gradio, never torch
 ])
 def test_fresh_interpreter_loads_no_torch(module: str, banned: set[str]) -> None:

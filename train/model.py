@@ -33,6 +33,7 @@ import torch
 from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 
+from spinefx.hub.download import download_files, is_hf_uri
 from spinefx.runtime import PreprocessConfig
 from spinefx.runtime.errors import SpineFXError
 
@@ -189,8 +190,6 @@ def _backbone_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def _resolve_source(source: str | PathLike, allow_download: bool) -> Path:
     text = str(source)
-    from spinefx.runtime.hub import download_files, is_hf_uri
-
     if is_hf_uri(text):  # hf://... (or hf:/... once pathlib has seen it)
         if not allow_download:
             raise PretrainedError(f"{text} is on the Hugging Face Hub and downloads are off")

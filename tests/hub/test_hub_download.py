@@ -9,9 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from spinefx.hub.download import (HubError, HubRef, download_files, download_model, parse_hf_uri,
+                                  resolve_model)
 from spinefx.runtime.errors import SpineFXError
-from spinefx.runtime.hub import HubError, HubRef, download_files, download_model, parse_hf_uri
-from spinefx.runtime.model_files import ModelIntegrityError, resolve_model
+from spinefx.runtime.model_files import ModelIntegrityError
 
 pytest.importorskip("huggingface_hub")
 REPO = "someone/tiny"

@@ -8,10 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from spinefx.export.model_card import CARD_MARKER, card_metrics, front_matter
 from spinefx.cli import main
-from spinefx.export.publish import (PublishError, assemble_model_repo, upload_repo,
-                                    write_repo)
+from spinefx.hub.card import CARD_MARKER, card_metrics, front_matter
+from spinefx.hub.publish import PublishError, assemble_model_repo, upload_repo, write_repo
 from spinefx.runtime.model_files import ModelIntegrityError, read_model_spec
 
 pytest.importorskip("huggingface_hub")

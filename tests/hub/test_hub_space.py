@@ -6,10 +6,10 @@ import ast
 import pytest
 
 from spinefx._version import __version__
-from spinefx.export.model_card import front_matter
 from spinefx.cli import main
-from spinefx.export.publish import PublishError, assemble_space_repo, upload_repo
-from spinefx.export.space import SPACE_MARKER, gradio_version
+from spinefx.hub.card import front_matter
+from spinefx.hub.publish import PublishError, assemble_space_repo, upload_repo
+from spinefx.hub.space import SPACE_MARKER, gradio_version
 
 pytest.importorskip("huggingface_hub")
 MODEL = "someone/spinefx-tiny"

@@ -14,35 +14,37 @@
 ``huggingface_hub``: ``create_repo(exist_ok=True)``, ``create_branch`` for ``--revision``, then
 **one** ``create_commit`` of ``CommitOperationAdd`` s. The token comes from huggingface_hub's
 usual places (``HF_TOKEN``, ``hf auth login``). ``--space OWNER/SPACE`` does the same for a
-Gradio Space that serves the demo with the published model (:mod:`spinefx.export.space`).
+Gradio Space that serves the demo with the published model (:mod:`spinefx.hub.space`).
+
+Training data is SYNTHETIC when :func:`spinefx.runtime.provenance.is_synthetic_record` says so
+of the run's ``config.json`` / ``metrics.json``, the export's ``model.json`` or the cohort's
+``cohort.json`` (the one rule every stage uses).
 
 No torch is imported here; ``huggingface_hub`` is the ``hub`` extra, imported when needed.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
-import re
 import shutil
 from dataclasses import dataclass, field
 from os import PathLike
 from pathlib import Path
 
-from spinefx._version import __version__
 from spinefx.runtime import PreprocessConfig
 from spinefx.runtime.errors import ConfigError, SpineFXError
-from spinefx.runtime.hub import INSTALL_HINT, parse_hf_uri
+from spinefx.runtime.files import read_json
 from spinefx.runtime.model_files import MODEL_JSON, read_model_spec
+from spinefx.runtime.provenance import is_synthetic_record
 
-from .model_card import CARD_MARKER, CardInputs, metrics_json_summary, render_model_card
+from .._version import __version__
+from .card import CARD_MARKER, CardInputs, metrics_json_summary, render_model_card
+from .download import INSTALL_HINT, parse_hf_uri
 from .space import SPACE_MARKER, is_placeholder, space_files
 
 RUN_REQUIRED = ("config.json", "model.safetensors", "metrics.json")
 RUN_OPTIONAL = ("report.md", "oof_predictions.csv", "training_log.csv")
 FIGURE_DIRS = ("", "figures")  # PNGs at the run's top level and in figures/
-EPILOG = ("Research and teaching software, not a medical device. Nothing is uploaded with "
-          "--dry-run; otherwise a Hugging Face write token is needed (HF_TOKEN or `hf auth login`).")
 
 
 class PublishError(SpineFXError):
@@ -67,6 +69,7 @@ class RepoPlan:
         return len(src) if isinstance(src, bytes) else Path(src).stat().st_size
 
     def operations(self) -> list:
+        _hub()
         from huggingface_hub import CommitOperationAdd
 
         return [CommitOperationAdd(path_in_repo=path,
@@ -77,11 +80,12 @@ class RepoPlan:
 # ---------------------------------------------------------------------------------------------
 # reading the run and the model folder
 # ---------------------------------------------------------------------------------------------
-def _read_json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise PublishError(f"unreadable JSON ({exc})", path) from None
+def _record(path: Path, required: bool = True) -> dict:
+    """A JSON object (``runtime.files.read_json``: a missing or malformed file is a
+    ConfigError naming it; ``{}`` for a missing optional one)."""
+    data = read_json(path, required=required)
+    if data is None:
+        return {}
     if not isinstance(data, dict):
         raise PublishError("expected a JSON object", path)
     return data
@@ -111,30 +115,26 @@ def _same_preprocessing(config: dict, spec: dict, run_dir: Path, model_dir: Path
 
 
 def _cohort(metrics: dict, run_dir: Path) -> dict:
+    """``cohort.json`` beside the run's manifest (the phantom generator writes it), or {}."""
     manifest = metrics.get("manifest")
     if isinstance(manifest, str) and manifest:
         path = Path(manifest)
         if not path.is_absolute():
             path = run_dir / path
-        f = path.parent / "cohort.json"
-        if f.is_file():
-            try:
-                data = json.loads(f.read_text(encoding="utf-8"))
-                return data if isinstance(data, dict) else {}
-            except (OSError, ValueError):
-                return {}
+        try:
+            data = read_json(path.parent / "cohort.json", required=False)
+        except ConfigError:
+            return {}
+        return data if isinstance(data, dict) else {}
     return {}
 
 
 def _n_patients(run_dir: Path) -> int | None:
-    f = run_dir / "splits.json"
-    if not f.is_file():
-        return None
     try:
-        cases = json.loads(f.read_text(encoding="utf-8"))["cases"]
+        cases = (read_json(run_dir / "splits.json", required=False) or {})["cases"]
         ids = {c.get("patient_id") or c.get("case_id") for c in cases}
         return len(ids) if ids else None
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+    except (ConfigError, KeyError, TypeError, AttributeError):
         return None
 
 
@@ -186,7 +186,7 @@ def assemble_model_repo(run_dir: str | PathLike, model_dir: str | PathLike, repo
     for variant in spec_obj.variants():
         spec_obj.file(variant)  # sha256 -> ModelIntegrityError before anything goes anywhere
     spec = json.loads(json.dumps(spec_obj.raw))
-    config, metrics = _read_json(run / "config.json"), _read_json(run / "metrics.json")
+    config, metrics = _record(run / "config.json"), _record(run / "metrics.json")
     _same_preprocessing(config, spec, run, mdir)
     notes: list[str] = []
     m_n = (spec.get("metrics") or {}).get("n_cases")
@@ -205,8 +205,7 @@ def assemble_model_repo(run_dir: str | PathLike, model_dir: str | PathLike, repo
     # -- training data -------------------------------------------------------------------------
     training = dict(spec.get("training_data") or {})
     cohort = _cohort(metrics, run)
-    synthetic = bool(metrics.get("synthetic")) or bool(training.get("synthetic")) \
-        or bool(cohort.get("synthetic"))
+    synthetic = any(is_synthetic_record(r) for r in (config, metrics, spec, cohort))
     n_cases = metrics.get("n_cases", training.get("n_cases"))
     n_mal = metrics.get("n_malignant", training.get("n_malignant"))
     user_text = (data_description or "").strip().rstrip(".")
@@ -242,7 +241,8 @@ def assemble_model_repo(run_dir: str | PathLike, model_dir: str | PathLike, repo
         replacements[str(mp)] = f"{mp.parent.name}/{mp.name}"
     files: dict[str, Path | bytes] = {}
     files["config.json"] = _json_bytes(_redact(config, replacements)) if replacements and \
-        any(old in json.dumps(config, ensure_ascii=False) for old in replacements) else run / "config.json"
+        any(old in json.dumps(config, ensure_ascii=False) for old in replacements) \
+        else run / "config.json"
     files["model.safetensors"] = run / "model.safetensors"
     files["metrics.json"] = _json_bytes(_redact(metrics, replacements))
     for variant in spec_obj.variants():
@@ -410,100 +410,3 @@ def upload_repo(plan: RepoPlan, *, private: bool = False, revision: str | None =
 def _first_line(exc: BaseException) -> str:
     lines = str(exc).strip().splitlines()
     return lines[0] if lines else type(exc).__name__
-
-
-# ---------------------------------------------------------------------------------------------
-# command line
-# ---------------------------------------------------------------------------------------------
-_LICENSE = re.compile(r"^[a-z0-9][a-z0-9.+-]*$")
-
-
-def add_publish_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = sub.add_parser(
-        "publish", help="upload a trained run + its ONNX export to the Hugging Face Hub",
-        description="Assemble a Hugging Face model repository from a training run (RUN_DIR: "
-                    "config.json, model.safetensors, metrics.json, report) and its export "
-                    "(MODEL_DIR: model.json + ONNX): PyTorch weights, ONNX files, the CV report "
-                    "and a generated model card (YAML metadata with the cross-validated "
-                    "metrics). Then create the repo if missing and push everything in one "
-                    "commit, or with --dry-run DIR only write the folder. --space OWNER/SPACE "
-                    "also (or, without RUN_DIR MODEL_DIR, only) publishes a Gradio Space that "
-                    "serves the demo with hf://OWNER/NAME.", epilog=EPILOG)
-    p.add_argument("run_dir", nargs="?", type=Path, metavar="RUN_DIR",
-                   help="training run folder (spinefx train --out)")
-    p.add_argument("model_dir", nargs="?", type=Path, metavar="MODEL_DIR",
-                   help="model folder (spinefx export --out)")
-    p.add_argument("--repo", required=True, metavar="OWNER/NAME",
-                   help="the model repository on the Hub")
-    p.add_argument("--private", action="store_true",
-                   help="create the repo(s) private (refused if the repo exists and is public)")
-    p.add_argument("--revision", metavar="BRANCH", default=None,
-                   help="push to this branch (created from main if missing; default main); the "
-                        "Space then serves hf://OWNER/NAME@BRANCH")
-    p.add_argument("--dry-run", type=Path, metavar="DIR", default=None,
-                   help="write the repository folder to DIR and upload nothing (DIR: new, empty "
-                        "or a previous dry run; with --space as well: DIR/model and DIR/space)")
-    p.add_argument("--data-description", metavar="TEXT", default=None,
-                   help="the training data in words, for the card and model.json (required "
-                        "for non-synthetic runs, e.g. \"institutional data, 190 patients, "
-                        "2010-2020\")")
-    p.add_argument("--license", default="apache-2.0",
-                   help="license id for the card metadata (default apache-2.0)")
-    p.add_argument("--name", default=None, help="model name in the card (default: repo name)")
-    p.add_argument("--space", metavar="OWNER/SPACE", default=None,
-                   help="also publish a Gradio Space serving the demo with this model")
-    p.add_argument("--spinefx-requirement", metavar="SPEC", default=None,
-                   help="the Space's pip line for spinefx (not on PyPI), e.g. \"spinefx[hub,demo]"
-                        f" @ git+https://github.com/OWNER/spinefx@v{__version__}\"; required "
-                        "to upload a Space")
-    p.add_argument("--sdk-version", default=None,
-                   help="the Space's gradio version (default: the installed gradio)")
-    p.set_defaults(run=run_publish)
-    return p
-
-
-def run_publish(args: argparse.Namespace) -> int:
-    if (args.run_dir is None) != (args.model_dir is None):
-        raise PublishError("give both RUN_DIR and MODEL_DIR (or neither, with --space)")
-    if args.run_dir is None and not args.space:
-        raise PublishError("nothing to publish: give RUN_DIR MODEL_DIR, and/or --space "
-                           "OWNER/SPACE")
-    if not _LICENSE.match(args.license or ""):
-        raise PublishError(f"--license {args.license!r} is not a Hub license id (e.g. "
-                           "apache-2.0, mit, cc-by-nc-4.0, other)")
-    if args.revision is not None and (not args.revision.strip() or " " in args.revision):
-        raise PublishError(f"--revision {args.revision!r} is not a branch name")
-    plans: list[tuple[str, RepoPlan]] = []
-    synthetic = None
-    if args.run_dir is not None:
-        plan = assemble_model_repo(args.run_dir, args.model_dir, args.repo, license=args.license,
-                                   data_description=args.data_description, name=args.name)
-        synthetic = plan.synthetic
-        plans.append(("model", plan))
-    if args.space:
-        plans.append(("space", assemble_space_repo(
-            args.space, args.repo, model_revision=args.revision,
-            requirement=args.spinefx_requirement, sdk_version=args.sdk_version,
-            license=args.license, synthetic=synthetic)))
-    if args.dry_run is not None:
-        for kind, plan in plans:  # check every target before writing any
-            _check_out_dir(args.dry_run / kind if len(plans) > 1 else args.dry_run)
-    for kind, plan in plans:
-        for note in plan.notes:
-            print(note)
-        what = "Space" if kind == "space" else "model repository"
-        if args.dry_run is not None:
-            out = write_repo(plan, args.dry_run / kind if len(plans) > 1 else args.dry_run)
-            total = sum(plan.size(f) for f in plan.files)
-            print(f"dry run: {what} {plan.repo_id} written to {out} ({len(plan.files)} files, "
-                  f"{total / 1e6:.1f} MB); nothing uploaded")
-            print(f"  commit message would be: {plan.commit_message}")
-        else:
-            url = upload_repo(plan, private=args.private,
-                              revision=args.revision if kind == "model" else None)
-            print(f"published {what} {plan.repo_id}: {url}")
-            if kind == "model":
-                rev = f"@{args.revision}" if args.revision and args.revision != "main" else ""
-                print(f"  use it: spinefx predict ... --model hf://{plan.repo_id}{rev}")
-    return 0
-

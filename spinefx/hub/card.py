@@ -36,7 +36,7 @@ PAPER = ("Yeh et al. A deep learning-based method for the diagnosis of vertebral
 
 @dataclass
 class CardInputs:
-    """Everything the card says, gathered by :mod:`spinefx.export.publish`."""
+    """Everything the card says, gathered by :mod:`spinefx.hub.publish`."""
 
     repo_id: str
     name: str

@@ -1,14 +1,20 @@
 """Models on the Hugging Face Hub: ``hf://owner/name[@revision]`` -> a verified local model folder.
 
-:func:`download_model` fetches ``model.json`` with ``huggingface_hub.hf_hub_download`` (into the
-normal Hugging Face cache, ``HF_HUB_CACHE`` / ``HF_HOME``), then every ONNX file it lists, all
-pinned to the commit that ``model.json`` came from, and checks each file's sha256 against
-``model.json`` before returning the snapshot folder. With ``HF_HUB_OFFLINE=1`` nothing is
-requested: the files come from the cache or the call fails with a clear message. A tampered or
-damaged cached file is refused (:class:`~spinefx.runtime.model_files.ModelIntegrityError`).
+:func:`resolve_model` is what the runtime calls with whatever ``--model`` / ``Predictor(model)``
+got: ``None`` (the bundled model) and local folders pass through
+:func:`spinefx.runtime.model_files.local_model_dir`; an ``hf://`` address goes to
+:func:`download_model`, which fetches ``model.json`` with ``huggingface_hub.hf_hub_download``
+(into the normal Hugging Face cache, ``HF_HUB_CACHE`` / ``HF_HOME``), then every ONNX file it
+lists, all pinned to the commit that ``model.json`` came from, and checks each file's sha256 with
+the runtime's own check (:meth:`~spinefx.runtime.model_files.ModelSpec.file`) before returning the
+snapshot folder, a plain local model folder. With ``HF_HUB_OFFLINE=1`` nothing is requested: the
+files come from the cache or the call fails with a clear message. A tampered or damaged cached
+file is refused (:class:`~spinefx.runtime.model_files.ModelIntegrityError`).
 
-``huggingface_hub`` is the optional ``hub`` extra (``pip install 'spinefx[hub]'``): it is imported
-inside the functions only, so the rest of the runtime never needs it. No torch here.
+This module imports the runtime's model-folder code and nothing that imports this module back
+(``spinefx.runtime.inference`` imports it at the top). ``huggingface_hub`` is the optional
+``hub`` extra (``pip install 'spinefx[hub]'``): :func:`require_hub` imports it inside the
+functions that talk to the Hub, so nothing else ever needs it. No torch here.
 
 :func:`download_files` is the same machinery for other files of a published repository (e.g.
 ``config.json`` + ``model.safetensors`` for fine-tuning with ``spinefx train --pretrained hf://...``).
@@ -22,7 +28,13 @@ from os import PathLike
 from pathlib import Path, PurePosixPath
 from typing import Iterable
 
-from .errors import SpineFXError
+from spinefx.runtime.errors import SpineFXError
+from spinefx.runtime.model_files import (
+    MODEL_JSON,
+    ModelIntegrityError,
+    local_model_dir,
+    read_model_spec,
+)
 
 HF_SCHEME = "hf://"
 INSTALL_HINT = "pip install 'spinefx[hub]'"
@@ -59,7 +71,7 @@ def parse_hf_uri(text: str | PathLike) -> HubRef:
 
     Also accepted: the ``models/`` type prefix of huggingface_hub's URI grammar
     (``hf://models/owner/name``), revisions with slashes (``@refs/pr/3``) and ``hf:/owner/name``
-    (``pathlib.Path("hf://a/b")`` collapses the double slash, e.g. in argparse ``type=Path``).
+    (``pathlib.Path("hf://a/b")`` collapses the double slash, e.g. a CLI option with ``type=Path``).
     """
     raw = str(text)
     usage = "expected hf://owner/name or hf://owner/name@revision"
@@ -95,12 +107,12 @@ def parse_hf_uri(text: str | PathLike) -> HubRef:
     return HubRef("/".join(parts), revision)
 
 
-def _hub():
+def require_hub(purpose: str = "loading models from the Hugging Face Hub"):
+    """``huggingface_hub`` (the ``hub`` extra), or a :class:`HubError` saying how to get it."""
     try:
         import huggingface_hub
     except ImportError:
-        raise HubError("loading models from the Hugging Face Hub needs huggingface_hub: "
-                       f"{INSTALL_HINT}") from None
+        raise HubError(f"{purpose} needs huggingface_hub: {INSTALL_HINT}") from None
     return huggingface_hub
 
 
@@ -110,7 +122,7 @@ def _truthy(value: str | None) -> bool:
 
 def hub_offline() -> bool:
     """``HF_HUB_OFFLINE`` as set now (huggingface_hub reads it once at import; we re-read it)."""
-    _hub()
+    require_hub()
     from huggingface_hub import constants
 
     return bool(constants.HF_HUB_OFFLINE) or _truthy(os.environ.get("HF_HUB_OFFLINE")) \
@@ -120,7 +132,7 @@ def hub_offline() -> bool:
 def _fetch(ref: HubRef, filename: str, revision: str | None, *, cache_dir, endpoint, token,
            offline: bool, what: str) -> Path:
     """One ``hf_hub_download``, with every failure turned into a one-line HubError."""
-    hf = _hub()
+    hf = require_hub()
     from huggingface_hub import constants, errors
 
     endpoint = (endpoint or os.environ.get("HF_ENDPOINT") or "").rstrip("/") or None
@@ -182,19 +194,18 @@ def download_model(model: str | HubRef, *, variants: Iterable[str] | None = None
 
     ``model.json`` comes first (from ``revision``, default ``main``); the ONNX files it lists
     (all variants, or only ``variants``) are then fetched from the **same commit**, and each
-    is checked against its sha256 in ``model.json``. The folder returned is the cache's
-    snapshot folder, which :class:`~spinefx.runtime.inference.Predictor` loads as any model
-    folder. ``HF_HUB_OFFLINE=1`` (or ``local_files_only``) = cache only. ``cache_dir``,
-    ``endpoint`` and ``token`` default to huggingface_hub's usual settings (``HF_HUB_CACHE``,
-    ``HF_ENDPOINT``, ``HF_TOKEN`` / ``hf auth login``).
+    is checked against its sha256 in ``model.json`` (by ``ModelSpec.file``, the runtime's own
+    check). The folder returned is the cache's snapshot folder, which
+    :class:`~spinefx.runtime.inference.Predictor` loads as any model folder (checking the file
+    it loads, as for every folder). ``HF_HUB_OFFLINE=1`` (or ``local_files_only``) = cache only.
+    ``cache_dir``, ``endpoint`` and ``token`` default to huggingface_hub's usual settings
+    (``HF_HUB_CACHE``, ``HF_ENDPOINT``, ``HF_TOKEN`` / ``hf auth login``).
 
     Raises :class:`HubError` (a :class:`SpineFXError`) for a malformed address, an unknown
     repository, a missing file or no connection without a cached copy, and
     :class:`~spinefx.runtime.model_files.ModelIntegrityError` for a file whose sha256 differs
     from ``model.json`` (e.g. a tampered cache).
     """
-    from .model_files import MODEL_JSON, ModelIntegrityError, read_model_spec
-
     ref = model if isinstance(model, HubRef) else parse_hf_uri(model)
     offline = local_files_only or hub_offline()
     kwargs = dict(cache_dir=cache_dir, endpoint=endpoint, token=token, offline=offline)
@@ -245,3 +256,12 @@ def download_files(model: str | HubRef, filenames: Iterable[str], *,
     for name in names[1:]:
         _fetch(ref, name, commit, what="file", **kwargs)
     return root
+
+
+def resolve_model(model: str | PathLike | None) -> Path:
+    """A local model folder for ``model``: ``None`` (the bundled model), a folder, or
+    ``hf://owner/name[@revision]`` (downloaded into the Hugging Face cache and verified by
+    :func:`download_model`; ``hf:/...``, what ``pathlib`` makes of it, too)."""
+    if is_hf_uri(model):
+        return download_model(str(model))
+    return local_model_dir(model)
