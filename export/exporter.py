@@ -28,8 +28,10 @@ from pathlib import Path
 import numpy as np
 
 from spinefx.runtime import Case, PreprocessConfig, prepare_case, read_manifest
-from spinefx.runtime.errors import SpineFXError, SpineFXWarning
+from spinefx.runtime.errors import ConfigError, SpineFXError, SpineFXWarning
+from spinefx.runtime.files import read_json
 from spinefx.runtime.model_files import FORMAT, MODEL_JSON, sha256_file
+from spinefx.runtime.provenance import is_synthetic_record
 
 from .onnx_export import (CAM_NAME, CAM_R_BOUND, INPUT_NAME, PROBABILITY_BOUND, PROBABILITY_NAME,
                           ExportError, ParityError, check_cam_parity, check_onnx,
@@ -48,13 +50,12 @@ CALIB_CASES = 32
 # reading the run folder
 # ---------------------------------------------------------------------------------------------
 def _read_json(path: Path) -> dict:
-    """A JSON object, or {} when the file is missing or unreadable (with a warning)."""
-    if not path.is_file():
-        return {}
+    """A JSON object (``runtime.files.read_json``), or {} when the file is missing, or is
+    unreadable (with a warning) or not an object."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        warnings.warn(f"{path}: unreadable ({exc}); ignored", SpineFXWarning, stacklevel=3)
+        data = read_json(path, required=False)
+    except ConfigError as exc:
+        warnings.warn(f"{exc}; ignored", SpineFXWarning, stacklevel=3)
         return {}
     return data if isinstance(data, dict) else {}
 
@@ -101,7 +102,7 @@ def _metrics_summary(metrics: dict) -> dict:
 
 def _training_data(manifest: Path | None, metrics: dict, config: dict) -> dict:
     cohort = _read_json(manifest.parent / "cohort.json") if manifest else {}
-    synthetic = bool(cohort.get("synthetic", metrics.get("synthetic", False)))
+    synthetic = is_synthetic_record(cohort) or is_synthetic_record(metrics)
     n_cases = metrics.get("n_cases", cohort.get("n_cases"))
     n_mal = metrics.get("n_malignant", cohort.get("n_malignant"))
     seed = cohort.get("seed") if cohort else None
