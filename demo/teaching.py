@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from spinefx.runtime import FEATURES, Case
 from spinefx.runtime.features import FEATURES_BY_KEY
+from spinefx.runtime.stats import confusion_counts
 
 CALLS = ("benign", "malignant")
 READERS_HEADER = ("case_id", "reader", "call", "simulated", "features_seen")
@@ -80,10 +81,9 @@ def commit(session: TeachingSession, case: Case, call: str | None,
 
 def score(reads: list[Read]) -> dict:
     """Accuracy, sensitivity, specificity (malignant = positive) and feature agreement."""
-    tp = sum(r.truth == "malignant" and r.call == "malignant" for r in reads)
-    fn = sum(r.truth == "malignant" and r.call == "benign" for r in reads)
-    tn = sum(r.truth == "benign" and r.call == "benign" for r in reads)
-    fp = sum(r.truth == "benign" and r.call == "malignant" for r in reads)
+    counts = confusion_counts([r.truth == "malignant" for r in reads],
+                              [r.call == "malignant" for r in reads])
+    tp, fn, tn, fp = counts["tp"], counts["fn"], counts["tn"], counts["fp"]
     agree, total = 0, 0
     for r in reads:
         for key, present in r.features_truth.items():

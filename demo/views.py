@@ -8,12 +8,14 @@ from spinefx.runtime import ModelInput, PreprocessConfig, RoiError, Volume, squa
 from spinefx.runtime.inference import Prediction
 from spinefx.runtime.overlay import blend, render_overlay, window
 from spinefx.runtime.preprocess import crop
+from spinefx.runtime.provenance import DISCLAIMER as RESULT_DISCLAIMER
+from spinefx.runtime.provenance import SYNTHETIC_CAPTION
 
 DISPLAY_MIN = 448   # small slices are enlarged for display; clicks are scaled back
 ROI_DISPLAY = 256
 
 DISCLAIMER = (
-    "**Research and teaching use only — not for diagnosis.** The bundled model was trained on "
+    f"**{RESULT_DISCLAIMER}** The bundled model was trained on "
     "SYNTHETIC phantoms (procedurally generated images, not patients); it demonstrates the "
     "pipeline of Yeh et al., Eur Spine J 2022, and says nothing reliable about a real patient. "
     "Uploaded files are read in memory and deleted at once; no patient name, ID or birth date is "
@@ -78,7 +80,7 @@ def channel_gallery(model_input: ModelInput) -> list[tuple[np.ndarray, str]]:
 
 
 def overlay_image(pred: Prediction, opacity: float, synthetic_model: bool) -> Image.Image:
-    note = "(model trained on SYNTHETIC phantoms)" if synthetic_model else ""
+    note = f"({SYNTHETIC_CAPTION})" if synthetic_model else ""
     return render_overlay(pred.t1_slice, pred.t2_slice, pred.cam_slice, pred.roi,
                           pred.probability, pred.threshold, pred.label, opacity=opacity,
                           model_note=note, height=448)

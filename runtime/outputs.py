@@ -18,6 +18,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from .errors import SpineFXError
+from .provenance import DISCLAIMER
 from .files import atomic_write_bytes, atomic_write_json, atomic_write_png, atomic_write_text
 
 __all__ = ["atomic_write_bytes", "atomic_write_json", "atomic_write_text", "atomic_write_png",
@@ -80,7 +81,7 @@ def secondary_capture(overlay: Image.Image, source_file: str | PathLike, summary
     ds.SeriesDescription = series_description
     ds.ImageComments = (f"P(malignant)={summary['probability']:.3f} threshold="
                         f"{summary['threshold']:.3f} label={summary['label']} model="
-                        f"{summary['model']}. Research and teaching use only, not for diagnosis.")
+                        f"{summary['model']}. {DISCLAIMER}")
     ds.ContentDate, ds.ContentTime = now.strftime("%Y%m%d"), now.strftime("%H%M%S")
     ds.Manufacturer = "spinefx"
     ds.BurnedInAnnotation = "YES"  # the legend is drawn into the pixels

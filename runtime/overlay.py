@@ -6,12 +6,13 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from .provenance import DISCLAIMER
+
 # Anchor colours of a perceptually ordered "inferno"-like map: dark = low, yellow = high.
 _ANCHORS = np.array([[0, 0, 4], [40, 11, 84], [101, 21, 110], [159, 42, 99], [212, 72, 66],
                      [245, 125, 21], [250, 193, 39], [252, 255, 164]], dtype=np.float64)
 COLOURMAP = np.stack([np.interp(np.linspace(0, 1, 256), np.linspace(0, 1, len(_ANCHORS)),
                                 _ANCHORS[:, c]) for c in range(3)], axis=1).astype(np.uint8)
-DISCLAIMER = "Research and teaching use only - not for diagnosis"
 
 
 def window(image: np.ndarray, low: float = 1.0, high: float = 99.5) -> np.ndarray:

@@ -7,7 +7,9 @@ from __future__ import annotations
 import argparse
 
 from spinefx.runtime.errors import SpineFXError
-from spinefx.runtime.provenance import NOT_A_DEVICE
+from spinefx.runtime.provenance import DISCLAIMER, NOT_A_DEVICE
+
+__all__ = ["DISCLAIMER", "EPILOG", "UsageError", "positive_int"]
 
 #: The line under every command's help.
 EPILOG = f"{NOT_A_DEVICE} Docs: README.md; data model: DESIGN.md."

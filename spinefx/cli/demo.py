@@ -8,7 +8,7 @@ import argparse
 import os
 from pathlib import Path
 
-from ._common import EPILOG, UsageError
+from ._common import DISCLAIMER, EPILOG, UsageError
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -50,7 +50,6 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--port must be 1-65535, got {args.port}")
     app = build_app(model=args.model, cases_dir=args.cases, cache_dir=args.cache,
                     concurrency=args.concurrency)
-    print(f"spinefx demo on http://{args.host}:{args.port}  (Ctrl+C to stop). "
-          "Research and teaching use only; not for diagnosis.")
+    print(f"spinefx demo on http://{args.host}:{args.port}  (Ctrl+C to stop). {DISCLAIMER}")
     launch(app, host=args.host, port=args.port)
     return 0

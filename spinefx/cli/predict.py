@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ._common import EPILOG, UsageError
+from ._common import DISCLAIMER, EPILOG, UsageError
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -65,8 +65,8 @@ def run(args: argparse.Namespace) -> int:
                            slice_index=args.slice, box=box, center=center,
                            size_mm=args.size_mm, dicom=args.dicom, opacity=args.opacity)
     p = result.prediction
-    print(f"P(malignant) = {p.probability:.3f} -> {p.label} (threshold {p.threshold:.2f}); "
-          "research use, not for diagnosis")
+    print(f"P(malignant) = {p.probability:.3f} -> {p.label} (threshold {p.threshold:.2f}). "
+          f"{DISCLAIMER}")
     for name, path in result.files.items():
         print(f"{name}: {path}")
     return 0

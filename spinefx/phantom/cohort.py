@@ -15,7 +15,6 @@ of workers.
 from __future__ import annotations
 
 import csv
-import json
 import multiprocessing
 import os
 import shutil
@@ -30,6 +29,8 @@ from tqdm import tqdm
 from spinefx._version import __version__
 from spinefx.runtime.errors import SpineFXError
 from spinefx.runtime.features import FEATURE_KEYS
+from spinefx.runtime.files import atomic_write_csv, atomic_write_json, read_json
+from spinefx.runtime.provenance import is_synthetic_record
 
 from .appearance import PROBABILITIES, feature_probabilities
 from .case import T2_OTHER_GRID_P, T2_SCALES, render_case
@@ -92,11 +93,7 @@ def generate_cohort(out_dir: str | PathLike, n_cases: int = 190, n_malignant: in
             bar.update()
     bar.close()
 
-    manifest = out / "manifest.csv"
-    with open(manifest, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=MANIFEST_COLUMNS, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
+    manifest = atomic_write_csv(out / "manifest.csv", MANIFEST_COLUMNS, rows)
     info = {
         "generator": GENERATOR,
         "generator_version": PHANTOM_VERSION,
@@ -113,7 +110,7 @@ def generate_cohort(out_dir: str | PathLike, n_cases: int = 190, n_malignant: in
         "t2_other_grid": {"share": T2_OTHER_GRID_P, "spacing_factors": list(T2_SCALES)},
         "note": "SYNTHETIC phantom images for testing and demonstration; not patient data.",
     }
-    (out / "cohort.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+    atomic_write_json(out / "cohort.json", info)   # last: its presence marks a complete cohort
     return manifest
 
 
@@ -171,10 +168,9 @@ def _prepare(out: Path) -> None:
 
 def is_cohort(folder: str | PathLike) -> bool:
     """True if ``folder`` holds a cohort written by this generator."""
-    path = Path(folder) / "cohort.json"
     try:
-        info = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        info = read_json(Path(folder) / "cohort.json", required=False)
+    except SpineFXError:
         return False
     return (isinstance(info, dict) and info.get("generator") == GENERATOR
-            and info.get("synthetic") is True)
+            and is_synthetic_record(info))
