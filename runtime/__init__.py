@@ -4,7 +4,8 @@ Imports numpy, pydicom, Pillow (and onnxruntime for inference) only — never to
 on a scanner-side workstation. Preprocessing lives here once; training imports it.
 """
 from .cases import LABELS, Case, load_volume, prepare_case, read_manifest
-from .dicom import SeriesInfo, StudyScan, classify_weighting, load_series, scan_study
+from .dicom import SeriesInfo, StudyScan, classify_weighting, scan_study
+from .dicom_series import load_series
 from .errors import (ConfigError, DicomReadError, GeometryError, ImageError, ManifestError, RoiError,
                      SeriesError, SpineFXError, SpineFXWarning)
 from .features import FEATURE_KEYS, FEATURES, ImagingFeature

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from os import PathLike
 from pathlib import Path
 
-from .dicom import load_series
+from .dicom_series import load_series
 from .errors import ImageError, ManifestError
 from .features import FEATURE_KEYS
 from .images import is_array, is_image, is_nifti, load_array_volume, load_image_slices, load_nifti

@@ -21,7 +21,8 @@ from os import PathLike
 from pathlib import Path
 from typing import Callable, Literal
 
-from .dicom import SeriesInfo, load_series, scan_study
+from .dicom import SeriesInfo, scan_study
+from .dicom_series import load_series
 from .errors import SeriesError
 from .matching import AlignedPair, align_pair
 from .volume import Volume
