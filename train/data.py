@@ -43,6 +43,8 @@ from tqdm.auto import tqdm
 
 from spinefx.runtime import Case, PreprocessConfig, prepare_case
 
+from .files import atomic_path
+
 
 # ---------------------------------------------------------------------------------------------
 # preprocessing cache
@@ -100,11 +102,9 @@ def preprocess_cases(cases: Sequence[Case], config: PreprocessConfig,
         warnings.warn(f"preprocessing: {notes} note(s) while building inputs (edge slices "
                       "replicated or T2 slices substituted); see `spinefx predict` on a case "
                       "for details", stacklevel=2)
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp.npy")
-        np.save(tmp, out, allow_pickle=False)
-        tmp.replace(path)
+    if path is not None:  # unique temporary name: two runs sharing a cache never collide
+        with atomic_path(path, suffix=".npy") as tmp:
+            np.save(tmp, out, allow_pickle=False)
     return out
 
 

@@ -31,6 +31,7 @@ from typing import Any
 
 import torch
 from huggingface_hub import PyTorchModelHubMixin
+from safetensors.torch import load_file
 from torch import nn
 
 from spinefx.hub.download import download_files, is_hf_uri
@@ -38,6 +39,7 @@ from spinefx.runtime import PreprocessConfig
 from spinefx.runtime.errors import SpineFXError
 
 from ._torchvision_compat import import_torchvision
+from .checkpoint import save_weights
 
 CLASSES = ("benign", "malignant")
 ARCHITECTURE = "resnet50"
@@ -139,6 +141,11 @@ class SpineFxNet(nn.Module, PyTorchModelHubMixin, library_name="spinefx",
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
 
+    def _save_pretrained(self, save_directory: Path) -> None:
+        """``model.safetensors`` for :meth:`save_pretrained`, replaced atomically (the mixin's
+        own writer leaves half a file behind when interrupted)."""
+        save_weights(Path(save_directory) / "model.safetensors", self, metadata={"format": "pt"})
+
     @torch.no_grad()
     def predict_proba(self, x: torch.Tensor) -> torch.Tensor:
         """Malignancy probability ``sigmoid(logit)``, shape (B,)."""
@@ -154,7 +161,6 @@ _PREFIXES = ("module.", "model.", "backbone.", "encoder.", "resnet.", "net.")
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """Tensors of a safetensors file or a weights-only torch file (never unpickles objects)."""
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
         try:
             return load_file(str(path), device="cpu")
         except Exception as exc:  # safetensors raises its own error types
