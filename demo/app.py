@@ -237,8 +237,8 @@ def build_app(model: str | PathLike | None = None, cases_dir: str | PathLike | N
     """The demo app. ``model``: a model folder (None = the bundled model; if it is missing the
     page says so and everything but prediction works). ``cases_dir``: an instructor's folder
     with manifest.csv for teaching mode (None = the bundled SYNTHETIC teaching set)."""
-    concurrency = int(concurrency or os.environ.get("SPINEFX_DEMO_CONCURRENCY",
-                                                    DEFAULT_CONCURRENCY))
+    concurrency = int(concurrency or os.environ.get("SPINEFX_DEMO_CONCURRENCY")
+                      or DEFAULT_CONCURRENCY)
     if upload_grace_s is None:
         upload_grace_s = float(os.environ.get("SPINEFX_DEMO_UPLOAD_GRACE_S", 20))
     ctx = DemoContext.create(model, cases_dir, cache_dir, concurrency, temp_dir,
@@ -274,7 +274,8 @@ def build_app(model: str | PathLike | None = None, cases_dir: str | PathLike | N
 
 def launch(app: gr.Blocks, host: str = "127.0.0.1", port: int | None = 7860, **kwargs: Any):
     """Serve the app with the page style and upload limits (what `spinefx demo` and app.py do)."""
-    options = dict(server_name=host, server_port=port, css=CSS, max_file_size=MAX_FILE_SIZE,
-                   footer_links=["api"], show_error=False)
+    options: dict[str, Any] = dict(server_name=host, server_port=port, css=CSS,
+                                   max_file_size=MAX_FILE_SIZE, footer_links=["api"],
+                                   show_error=False)
     options.update(kwargs)
     return app.launch(**options)

@@ -27,8 +27,8 @@ from typing import Iterable, Sequence
 from spinefx.runtime import (SeriesInfo, SpineFXError, SpineFXWarning, Volume, load_image_slices,
                              load_series, scan_study)
 from spinefx.runtime.images import IMAGE_SUFFIXES, MAX_PIXELS
-from spinefx.runtime.study import (SeriesPair, Study, entry_from_series, entry_from_volume,
-                                   series_label)
+from spinefx.runtime.study import (SeriesEntry, SeriesPair, Study, entry_from_series,
+                                   entry_from_volume, series_label)
 
 log = logging.getLogger("spinefx.demo")
 
@@ -233,7 +233,8 @@ def _study_from_scan(scan, staging: Staging, title: str,
         modalities = sorted({s.modality or "unknown" for s in scan.series})
         raise UploadError(f"the upload holds {', '.join(modalities)} images, not MR: this model "
                           "reads sagittal T1- and T2-weighted spine MRI")
-    entries, total = [], 0
+    entries: list[SeriesEntry] = []
+    total = 0
     for s in scan.series:
         status = _status(s, total)
         key = f"s{len(entries) + 1}"
@@ -301,15 +302,15 @@ def load_image_upload(t1_paths: Sequence[str | PathLike], t2_paths: Sequence[str
                       pixel_spacing_mm: float | None = None,
                       title: str = "uploaded image slices") -> Study:
     """PNG/JPEG/TIFF slices, T1 and T2 given separately, ordered by the numbers in their names."""
-    t1_paths = [Path(p) for p in t1_paths or [] if p]
-    t2_paths = [Path(p) for p in t2_paths or [] if p]
-    if not t1_paths and not t2_paths:
+    t1_files = [Path(p) for p in t1_paths or [] if p]
+    t2_files = [Path(p) for p in t2_paths or [] if p]
+    if not t1_files and not t2_files:
         raise UploadError("no image slices uploaded")
-    if not t1_paths or not t2_paths:
-        have, need = ("T1", "T2") if t1_paths else ("T2", "T1")
+    if not t1_files or not t2_files:
+        have, need = ("T1", "T2") if t1_files else ("T2", "T1")
         raise UploadError(f"only {have} slices given: the model needs {have} and {need} slices "
                           "of the same region")
-    for paths in (t1_paths, t2_paths):
+    for paths in (t1_files, t2_files):
         if len(paths) > MAX_IMAGE_SLICES:
             raise UploadError(f"{len(paths)} slices in one sequence (at most {MAX_IMAGE_SLICES})")
         for p in paths:
@@ -323,7 +324,7 @@ def load_image_upload(t1_paths: Sequence[str | PathLike], t2_paths: Sequence[str
                               "(0.05-10 mm)")
         spacing = (float(pixel_spacing_mm), float(pixel_spacing_mm))
     vols, notes = {}, []
-    for weighting, paths in (("T1", t1_paths), ("T2", t2_paths)):
+    for weighting, paths in (("T1", t1_files), ("T2", t2_files)):
         ordered = sorted(paths, key=lambda p: natural_key(p.name))
         try:
             vol, warned = _with_warnings(load_image_slices, ordered, weighting, spacing)

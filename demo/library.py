@@ -226,6 +226,8 @@ class Library:
 
     def _info_box(self, name: str, index: int) -> tuple[int, int, int, int] | None:
         """The index-th vertebra box listed for one slice in spinesource/info.txt."""
+        if self.real_dir is None:
+            return None
         try:
             lines = (self.real_dir / "spinesource" / "info.txt").read_text().splitlines()
             rows = [line.split() for line in lines if line.split()[:1] == [f"Slices/{name}"]]

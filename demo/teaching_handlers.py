@@ -30,9 +30,15 @@ def _case_study(ctx: DemoContext, case: Case) -> Study:
     return ctx.library.teaching_study(case, ctx.config.default_size_mm)
 
 
+def _current_case(ctx: DemoContext, session: tm.TeachingSession) -> Case:
+    if session.current is None:
+        raise SpineFXError("press 'Start / next case' first")
+    return ctx.library.teaching_cases()[session.current]
+
+
 def teaching_views(ctx: DemoContext, session: tm.TeachingSession,
                    k: int | None = None) -> Updates:
-    case = ctx.library.teaching_cases()[session.current]
+    case = _current_case(ctx, session)
     study = _case_study(ctx, case)
     pair = study.aligned(study.default_pair or study.choose_pair())
     k = case.slice if k is None else int(np.clip(k, 0, pair.t1.n_slices - 1))
@@ -81,7 +87,7 @@ def commit_read(ctx: DemoContext, session: tm.TeachingSession | None, reader: st
     if session is None or session.current is None:
         raise SpineFXError("press 'Start / next case' first")
     session.reader = tm.clean_reader(reader)
-    case = ctx.library.teaching_cases()[session.current]
+    case = _current_case(ctx, session)
     read = tm.commit(session, case, call, ticked)
     out: Updates = {"teach_state": session,
                     "reveal_md": tm.truth_markdown(case, read, ctx.library.synthetic_teaching),

@@ -203,12 +203,14 @@ def _spacing(value) -> tuple[float, float] | None:
     sp = _floats(value, 2)
     if sp is None or not all(np.isfinite(v) and v > 0 for v in sp):
         return None
-    return sp  # type: ignore[return-value]
+    return (float(sp[0]), float(sp[1]))
 
 
 def _position(value) -> tuple[float, float, float] | None:
     pos = _floats(value, 3)
-    return pos if pos is not None and np.all(np.isfinite(pos)) else None  # type: ignore
+    if pos is None or not np.all(np.isfinite(pos)):
+        return None
+    return (float(pos[0]), float(pos[1]), float(pos[2]))
 
 
 def _item(seq_owner, keyword: str):
@@ -276,7 +278,7 @@ def _series_info(uid: str, headers: list[tuple[Path, pydicom.Dataset]]) -> Serie
     spacing = None
     if ori and all(r.position for r in records) and len(records) > 1:
         normal = np.cross(ori[:3], ori[3:])
-        coords = np.sort([np.dot(r.position, normal) for r in records])
+        coords = np.sort([np.dot(np.asarray(r.position), normal) for r in records])
         diffs = np.diff(coords)
         diffs = diffs[diffs > 1e-3]
         spacing = float(np.median(diffs)) if len(diffs) else None

@@ -124,12 +124,12 @@ def load_series(source: SeriesInfo | str | PathLike | Sequence[str | PathLike],
     if has_geometry:
         ori = np.array([r.orientation for r in records])
         if np.abs(ori - ori[0]).max() > ORIENTATION_TOLERANCE:
-            planes = sorted({plane_of(o[:3], o[3:]) for o in ori})
-            raise SeriesError(f"{label} mixes slice orientations ({', '.join(planes)}): "
+            plane_names = sorted({plane_of(o[:3], o[3:]) for o in ori})
+            raise SeriesError(f"{label} mixes slice orientations ({', '.join(plane_names)}): "
                               "it is not one stack; split it or choose another series", where)
         row_dir, col_dir = np.array(ori[0][:3]), np.array(ori[0][3:])
         normal = np.cross(row_dir, col_dir)
-        coords = np.array([np.dot(r.position, normal) for r in records])
+        coords = np.array([np.dot(np.asarray(r.position), normal) for r in records])
         order = np.argsort(coords, kind="stable")
         records = [records[i] for i in order]
         coords = coords[order]

@@ -89,6 +89,8 @@ def load_nifti(path: str | PathLike, weighting: str = "unknown") -> Volume:
         raise ImageError("reading NIfTI needs nibabel: pip install 'spinefx[nifti]'", path) from exc
     try:
         img = nib.load(str(path))
+        if not isinstance(img, nib.spatialimages.SpatialImage):
+            raise TypeError(f"{type(img).__name__} is not a spatial image")
         data = np.asarray(img.dataobj, dtype=np.float32)
     except Exception as exc:
         raise ImageError(f"not a readable NIfTI file ({exc})", path) from exc

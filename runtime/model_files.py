@@ -61,7 +61,8 @@ class ModelSpec:
 
     @property
     def classes(self) -> tuple[str, str]:
-        return tuple(self.raw.get("classes", ("benign", "malignant")))  # type: ignore[return-value]
+        benign, malignant = self.raw.get("classes", ("benign", "malignant"))
+        return (str(benign), str(malignant))
 
     @property
     def input_name(self) -> str:

@@ -15,7 +15,7 @@ import numpy as np
 import pydicom
 from PIL import Image
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 
 from .errors import SpineFXError
 from .provenance import DISCLAIMER
@@ -24,7 +24,7 @@ from .files import atomic_write_bytes, atomic_write_json, atomic_write_png, atom
 __all__ = ["atomic_write_bytes", "atomic_write_json", "atomic_write_text", "atomic_write_png",
            "check_output_folder", "secondary_capture", "write_secondary_capture"]
 
-SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
+SECONDARY_CAPTURE = UID("1.2.840.10008.5.1.4.1.1.7")
 # Patient/study attributes copied from the source so PACS files the capture with its study.
 # They go into the DICOM file only: never into logs, JSON or the screen.
 _COPIED = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyInstanceUID",
@@ -69,8 +69,9 @@ def secondary_capture(overlay: Image.Image, source_file: str | PathLike, summary
     ds = Dataset()
     ds.file_meta = meta
     for keyword in _COPIED:
-        if keyword in src:
-            setattr(ds, keyword, src.data_element(keyword).value)
+        element = src.data_element(keyword) if keyword in src else None
+        if element is not None:
+            setattr(ds, keyword, element.value)
     ds.SOPClassUID = SECONDARY_CAPTURE
     ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
     ds.SeriesInstanceUID = generate_uid()

@@ -161,6 +161,7 @@ def build_six_channel(pair: AlignedPair, slice_index: int, box: Box | None = Non
     if (box is None) == (center is None):
         raise RoiError("give either a box (x0, y0, x1, y1) or a centre point, not both/neither")
     if box is None:
+        assert center is not None  # exactly one of box / center, checked above
         box = box_from_center(center, size_mm or config.default_size_mm, t1.pixel_spacing)
     roi = square_roi(box, config.roi_margin)
     h, w = t1.data.shape[1:]

@@ -52,7 +52,8 @@ class Volume:
 
     @property
     def shape(self) -> tuple[int, int, int]:
-        return tuple(self.data.shape)  # type: ignore[return-value]
+        rows_cols = self.data.shape
+        return (int(rows_cols[0]), int(rows_cols[1]), int(rows_cols[2]))
 
     @property
     def normal(self) -> np.ndarray:
