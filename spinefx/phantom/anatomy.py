@@ -49,6 +49,23 @@ def box_sdf(qu: np.ndarray, qv: np.ndarray, radius: float) -> np.ndarray:
 class Region:
     """Views of the canvas arrays on a block of the strip (rows, strip columns)."""
 
+    # one attribute per name in _FIELDS, set in __init__ (see Canvas for their meaning)
+    u: np.ndarray
+    v: np.ndarray
+    k: np.ndarray
+    j: np.ndarray
+    cu: np.ndarray
+    hu: np.ndarray
+    qu: np.ndarray
+    bulge: np.ndarray
+    in_disc: np.ndarray
+    disc_c: np.ndarray
+    disc_h: np.ndarray
+    canal_front: np.ndarray
+    canal_ap: np.ndarray
+    canal_hw: np.ndarray
+    sacral: np.ndarray
+
     def __init__(self, cv: "Canvas", rows: slice, cols: slice):
         self.rows, self.cols = rows, cols
         for name in _FIELDS:
