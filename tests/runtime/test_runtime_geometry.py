@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from spinefx.runtime import (GeometryError, RoiError, SeriesError, SpineFXWarning, Volume,
-                             align_to, build_six_channel, load_series, match_slices)
+                             align_to, align_pair, build_six_channel, load_series, match_slices)
 from tests.helpers.dicom import (AX_IOP, COR_IOP, SAG_IOP, blob_function, coded_volume,
                                  normal_of, position_code, sample_series, stack_positions,
                                  write_series)
@@ -250,10 +250,10 @@ def test_slightly_tilted_t2_still_parallel():
 def test_lesion_slice_without_t2_partner_is_refused(tmp_path):
     t1, t2 = _analytic_pair(tmp_path)
     with pytest.raises(RoiError, match="no T2 slice"):
-        build_six_channel(t1, t2, 0, box=(30, 30, 70, 80))
+        build_six_channel(align_pair(t1, t2), 0, box=(30, 30, 70, 80))
     # a neighbour without a partner falls back to the lesion slice, with a warning
     with pytest.warns(SpineFXWarning, match="no matching T2"):
-        mi = build_six_channel(t1, t2, 1, box=(30, 30, 70, 80))
+        mi = build_six_channel(align_pair(t1, t2), 1, box=(30, 30, 70, 80))
     np.testing.assert_array_equal(mi.array[3], mi.array[4])
     assert np.isfinite(mi.array).all()
     assert mi.slices == (0, 1, 2) and mi.t2_slices == (1, 1, 2)  # what the T2 channels hold

@@ -13,7 +13,7 @@ from PIL import Image
 
 from spinefx.cli import main
 from spinefx.phantom import write_phantom_study
-from spinefx.runtime import PreprocessConfig, build_six_channel, load_series
+from spinefx.runtime import PreprocessConfig, align_pair, build_six_channel, load_series
 from spinefx.runtime.errors import SpineFXError
 from spinefx.runtime.inference import Predictor, place_cam
 from spinefx.runtime.model_files import ModelIntegrityError, read_model_spec
@@ -54,7 +54,7 @@ def test_probability_and_cam_follow_the_graph(model_dir, study) -> None:
     t1, t2 = load_series(t1_dir), load_series(t2_dir)
     predictor = Predictor(model_dir)
     pred = predictor.predict_volumes(t1, t2, case.slice, box=case.box)
-    direct = build_six_channel(t1, t2, case.slice, box=case.box,
+    direct = build_six_channel(align_pair(t1, t2), case.slice, box=case.box,
                                config=PreprocessConfig(image_size=64))
     assert pred.probability == pytest.approx(float(expected_probability(direct.array[None])[0]),
                                              abs=1e-5)
