@@ -219,12 +219,12 @@ def _results(inp: CardInputs) -> dict[str, str]:
                 if isinstance(summary.get(k), dict) and _num(summary[k].get("mean")) is not None
                 and _num(summary[k].get("sd")) is not None]
     pooled = metrics.get("pooled") or {}
-    brier = (pooled.get("brier") or {}).get("value")
-    ece = (pooled.get("ece") or {}).get("value")
+    brier = _num((pooled.get("brier") or {}).get("value"))
+    ece = _num((pooled.get("ece") or {}).get("value"))
     calibration = []
-    if _num(brier) is not None and _num(ece) is not None:
-        calibration = [f"Calibration: Brier score {float(brier):.3f}, ECE (10 equal-width bins) "
-                       f"{float(ece):.3f}."]
+    if brier is not None and ece is not None:
+        calibration = [f"Calibration: Brier score {brier:.3f}, ECE (10 equal-width bins) "
+                       f"{ece:.3f}."]
     figures = []
     if inp.figures:
         figures = ["The full report is `report.md`; its figures:", ""]
@@ -272,7 +272,7 @@ def _body(inp: CardInputs) -> str:
         **_details(inp), **_data(inp), **_results(inp))
 
 
-def _size(n: int) -> str:
+def _size(n: float) -> str:
     for unit in ("B", "KB", "MB", "GB"):
         if n < 1024 or unit == "GB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"

@@ -26,7 +26,7 @@ import re
 from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path, PurePosixPath
-from typing import Iterable
+from typing import Iterable, TypedDict
 
 from spinefx.runtime.errors import SpineFXError
 from spinefx.runtime.model_files import (
@@ -44,6 +44,15 @@ _COMMIT = re.compile(r"^[0-9a-f]{40}$")
 
 class HubError(SpineFXError):
     """A model could not be fetched from (or found for) the Hugging Face Hub."""
+
+
+class _FetchOptions(TypedDict):
+    """The keyword arguments :func:`_fetch` gets the same for every file of one download."""
+
+    cache_dir: str | PathLike | None
+    endpoint: str | None
+    token: str | bool | None
+    offline: bool
 
 
 @dataclass(frozen=True)
@@ -129,7 +138,8 @@ def hub_offline() -> bool:
         or _truthy(os.environ.get("TRANSFORMERS_OFFLINE"))
 
 
-def _fetch(ref: HubRef, filename: str, revision: str | None, *, cache_dir, endpoint, token,
+def _fetch(ref: HubRef, filename: str, revision: str | None, *,
+           cache_dir: str | PathLike | None, endpoint: str | None, token: str | bool | None,
            offline: bool, what: str) -> Path:
     """One ``hf_hub_download``, with every failure turned into a one-line HubError."""
     hf = require_hub()
@@ -208,7 +218,7 @@ def download_model(model: str | HubRef, *, variants: Iterable[str] | None = None
     """
     ref = model if isinstance(model, HubRef) else parse_hf_uri(model)
     offline = local_files_only or hub_offline()
-    kwargs = dict(cache_dir=cache_dir, endpoint=endpoint, token=token, offline=offline)
+    kwargs = _FetchOptions(cache_dir=cache_dir, endpoint=endpoint, token=token, offline=offline)
     spec_path = _fetch(ref, MODEL_JSON, ref.revision, what="manifest", **kwargs)
     folder = spec_path.parent
     # The snapshot folder is named after the commit: pin the other files to it, so a push
@@ -246,7 +256,7 @@ def download_files(model: str | HubRef, filenames: Iterable[str], *,
     """
     ref = model if isinstance(model, HubRef) else parse_hf_uri(model)
     offline = local_files_only or hub_offline()
-    kwargs = dict(cache_dir=cache_dir, endpoint=endpoint, token=token, offline=offline)
+    kwargs = _FetchOptions(cache_dir=cache_dir, endpoint=endpoint, token=token, offline=offline)
     names = [_safe_relative(f, ref) for f in filenames]
     if not names:
         raise HubError(f"{ref}: no file names given")
