@@ -17,7 +17,7 @@ from typing import Sequence
 import numpy as np
 import pydicom
 
-from .dicom import ORIENTATION_TOLERANCE, SeriesInfo, header_number, scan_study
+from .dicom import ORIENTATION_TOLERANCE, SeriesInfo, SliceRecord, header_number, scan_study
 from .errors import DicomReadError, SeriesError, SpineFXWarning
 from .volume import Volume, plane_of
 
@@ -91,28 +91,54 @@ def load_series(source: SeriesInfo | str | PathLike | Sequence[str | PathLike],
     say. Raises :class:`SeriesError` for mixed orientations, mixed matrix sizes, duplicate
     positions, missing geometry, or fewer than ``min_slices`` slices.
     """
-    if isinstance(source, SeriesInfo):
-        info = source
-        where = Path(info.records[0].path).parent if info.records else Path(".")
-    else:
-        scan = scan_study(source)
-        where = (Path(source) if isinstance(source, (str, PathLike))
-                 else Path(source[0]) if len(source) == 1 else Path(source[0]).parent)
-        if not scan.series:
-            why = "; ".join(f"{p.name}: {r}" for p, r in scan.skipped[:3])
-            raise DicomReadError(f"no DICOM image series found{' (' + why + ')' if why else ''}",
-                                 where)
-        if len(scan.series) > 1:
-            names = ", ".join(f"#{s.series_number} '{s.description}' ({s.n_slices} slices)"
-                              for s in scan.series)
-            raise SeriesError(f"holds {len(scan.series)} series ({names}); choose one", where)
-        info = scan.series[0]
-        if scan.skipped and any(p.suffix.lower() in (".dcm", ".ima") for p, _ in scan.skipped):
-            bad = [(p, r) for p, r in scan.skipped if p.suffix.lower() in (".dcm", ".ima")]
-            raise DicomReadError(f"{len(bad)} file(s) of the series are unreadable: "
-                                 f"{bad[0][0].name}: {bad[0][1]}", where)
-    records = info.records
+    info, where = _one_series(source)
     label = f"series '{info.description or info.series_uid}'"
+    _check_stack(info.records, label, where, min_slices)
+    records, positions, row_dir, col_dir = _slice_geometry(info, label, where)
+    spacing = records[0].pixel_spacing
+    spacing_known = spacing is not None
+    if spacing is None:
+        warnings.warn(f"{where}: {label} has no PixelSpacing; assuming 1 mm", SpineFXWarning,
+                      stacklevel=2)
+        spacing = (1.0, 1.0)
+    metadata = {
+        "modality": info.modality, "study_uid": info.study_uid, "series_number": info.series_number,
+        "frame_of_reference_uid": info.frame_of_reference_uid,
+        "repetition_time": info.repetition_time, "echo_time": info.echo_time,
+    }
+    return Volume(
+        data=_read_pixels(records), pixel_spacing=spacing, positions=positions,
+        row_direction=row_dir, column_direction=col_dir, weighting=weighting or info.weighting,
+        description=info.description, series_uid=info.series_uid, source=str(where),
+        slice_sources=tuple(str(r.path) + (f"#{r.frame}" if r.frame is not None else "")
+                            for r in records),
+        spacing_known=spacing_known, metadata=metadata)
+
+
+def _one_series(source: SeriesInfo | str | PathLike | Sequence[str | PathLike]
+                ) -> tuple[SeriesInfo, Path]:
+    """The series to load and the folder/file errors name."""
+    if isinstance(source, SeriesInfo):
+        return source, Path(source.records[0].path).parent if source.records else Path(".")
+    scan = scan_study(source)
+    where = (Path(source) if isinstance(source, (str, PathLike))
+             else Path(source[0]) if len(source) == 1 else Path(source[0]).parent)
+    if not scan.series:
+        why = "; ".join(f"{p.name}: {r}" for p, r in scan.skipped[:3])
+        raise DicomReadError(f"no DICOM image series found{' (' + why + ')' if why else ''}",
+                             where)
+    if len(scan.series) > 1:
+        names = ", ".join(f"#{s.series_number} '{s.description}' ({s.n_slices} slices)"
+                          for s in scan.series)
+        raise SeriesError(f"holds {len(scan.series)} series ({names}); choose one", where)
+    bad = [(p, r) for p, r in scan.skipped if p.suffix.lower() in (".dcm", ".ima")]
+    if bad:
+        raise DicomReadError(f"{len(bad)} file(s) of the series are unreadable: "
+                             f"{bad[0][0].name}: {bad[0][1]}", where)
+    return scan.series[0], where
+
+
+def _check_stack(records: list[SliceRecord], label: str, where: Path, min_slices: int) -> None:
     if len(records) < min_slices:
         raise SeriesError(f"{label} has {len(records)} slice(s); at least {min_slices} are needed "
                           "(the model reads the lesion slice and its two neighbours)", where)
@@ -120,8 +146,12 @@ def load_series(source: SeriesInfo | str | PathLike | Sequence[str | PathLike],
     if len(shapes) > 1:
         raise SeriesError(f"{label} mixes matrix sizes {sorted(shapes)}", where)
 
-    has_geometry = all(r.position and r.orientation for r in records)
-    if has_geometry:
+
+def _slice_geometry(info: SeriesInfo, label: str, where: Path
+                    ) -> tuple[list[SliceRecord], np.ndarray, np.ndarray, np.ndarray]:
+    """(records sorted along the normal, positions, row and column directions)."""
+    records = info.records
+    if all(r.position and r.orientation for r in records):
         ori = np.array([r.orientation for r in records])
         if np.abs(ori - ori[0]).max() > ORIENTATION_TOLERANCE:
             plane_names = sorted({plane_of(o[:3], o[3:]) for o in ori})
@@ -132,39 +162,40 @@ def load_series(source: SeriesInfo | str | PathLike | Sequence[str | PathLike],
         coords = np.array([np.dot(np.asarray(r.position), normal) for r in records])
         order = np.argsort(coords, kind="stable")
         records = [records[i] for i in order]
-        coords = coords[order]
-        diffs = np.diff(coords)
-        if len(diffs) and diffs.min() < 1e-3:
-            i = int(np.argmin(diffs))
-            raise SeriesError(
-                f"{label}: {records[i].path.name} and {records[i + 1].path.name} lie at the same "
-                "position (several echoes, phases or repeats in one series?)", where)
-        if len(diffs) > 1 and diffs.max() > 1.5 * np.median(diffs):
-            gaps = np.flatnonzero(diffs > 1.5 * np.median(diffs))
-            warnings.warn(f"{where}: {label} has a gap after slice(s) {gaps.tolist()} "
-                          f"({diffs.max():.1f} mm vs {np.median(diffs):.1f} mm): missing slices?",
-                          SpineFXWarning, stacklevel=2)
-        positions = np.array([r.position for r in records])
-    elif len({r.path for r in records}) == 1:
+        _check_spacing(records, coords[order], label, where)
+        return records, np.array([r.position for r in records]), row_dir, col_dir
+    if len({r.path for r in records}) == 1:
         # One object (a single image or a multi-frame file stripped of its functional groups):
         # its stored frame order is the only order there is, so keep it and say so.
         warnings.warn(f"{records[0].path}: no ImagePositionPatient/ImageOrientationPatient; "
-                      "assuming sagittal frames in stored order", SpineFXWarning, stacklevel=2)
+                      "assuming sagittal frames in stored order", SpineFXWarning, stacklevel=3)
         row_dir, col_dir = np.array([0.0, 1.0, 0.0]), np.array([0.0, 0.0, -1.0])
         step = info.slice_spacing or info.slice_thickness or 1.0
         positions = np.arange(len(records))[:, None] * step * np.cross(row_dir, col_dir)[None]
-    else:
-        missing = next(r for r in records if not (r.position and r.orientation))
-        raise SeriesError(f"{label}: {missing.path.name} has no ImagePositionPatient / "
-                          "ImageOrientationPatient, so the slices cannot be ordered in space", where)
+        return records, positions, row_dir, col_dir
+    missing = next(r for r in records if not (r.position and r.orientation))
+    raise SeriesError(f"{label}: {missing.path.name} has no ImagePositionPatient / "
+                      "ImageOrientationPatient, so the slices cannot be ordered in space", where)
 
-    spacing = records[0].pixel_spacing
-    spacing_known = spacing is not None
-    if spacing is None:
-        warnings.warn(f"{where}: {label} has no PixelSpacing; assuming 1 mm", SpineFXWarning,
-                      stacklevel=2)
-        spacing = (1.0, 1.0)
 
+def _check_spacing(records: list[SliceRecord], coords: np.ndarray, label: str,
+                   where: Path) -> None:
+    """Two slices at one position are an error; a gap in the stack is a warning."""
+    diffs = np.diff(coords)
+    if len(diffs) and diffs.min() < 1e-3:
+        i = int(np.argmin(diffs))
+        raise SeriesError(
+            f"{label}: {records[i].path.name} and {records[i + 1].path.name} lie at the same "
+            "position (several echoes, phases or repeats in one series?)", where)
+    if len(diffs) > 1 and diffs.max() > 1.5 * np.median(diffs):
+        gaps = np.flatnonzero(diffs > 1.5 * np.median(diffs))
+        warnings.warn(f"{where}: {label} has a gap after slice(s) {gaps.tolist()} "
+                      f"({diffs.max():.1f} mm vs {np.median(diffs):.1f} mm): missing slices?",
+                      SpineFXWarning, stacklevel=4)
+
+
+def _read_pixels(records: list[SliceRecord]) -> np.ndarray:
+    """(slices, rows, cols) float32 with rescale applied; MONOCHROME1 inverted per series."""
     planes = np.empty((len(records), records[0].rows, records[0].columns), dtype=np.float32)
     decoded: dict[Path, tuple[pydicom.Dataset, np.ndarray]] = {}
     inverted = False
@@ -182,15 +213,4 @@ def load_series(source: SeriesInfo | str | PathLike | Sequence[str | PathLike],
         planes[i] = frame * r.slope + r.intercept
     if inverted:  # MONOCHROME1: low values display bright; flip the whole series at once
         planes = planes.max() + planes.min() - planes
-    metadata = {
-        "modality": info.modality, "study_uid": info.study_uid, "series_number": info.series_number,
-        "frame_of_reference_uid": info.frame_of_reference_uid,
-        "repetition_time": info.repetition_time, "echo_time": info.echo_time,
-    }
-    return Volume(
-        data=planes, pixel_spacing=spacing, positions=positions, row_direction=row_dir,
-        column_direction=col_dir, weighting=weighting or info.weighting,
-        description=info.description, series_uid=info.series_uid, source=str(where),
-        slice_sources=tuple(str(r.path) + (f"#{r.frame}" if r.frame is not None else "")
-                            for r in records),
-        spacing_known=spacing_known, metadata=metadata)
+    return planes
