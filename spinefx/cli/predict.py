@@ -59,8 +59,14 @@ def run(args: argparse.Namespace) -> int:
         path = predict_manifest(predictor, args.manifest, args.out, progress=not args.no_progress)
         print(f"predictions: {path}")
         return 0
-    box = parse_numbers(args.box, 4, "--box") if args.box else None
-    center = parse_numbers(args.center, 2, "--center") if args.center else None
+    box: tuple[float, float, float, float] | None = None
+    center: tuple[float, float] | None = None
+    if args.box:
+        x0, y0, x1, y1 = parse_numbers(args.box, 4, "--box")  # exactly 4, or RoiError
+        box = (x0, y0, x1, y1)
+    if args.center:
+        cx, cy = parse_numbers(args.center, 2, "--center")
+        center = (cx, cy)
     result = predict_study(predictor, args.study, args.out, t1=args.t1, t2=args.t2,
                            slice_index=args.slice, box=box, center=center,
                            size_mm=args.size_mm, dicom=args.dicom, opacity=args.opacity)

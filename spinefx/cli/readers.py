@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     readers = dict(args.reader) if args.reader else DEFAULT_READERS
     calls = simulate_readers(cases, readers, seed=args.seed)
     path = write_readers_csv(calls, args.out)
-    rates = achieved_rates(calls, {c.case_id: c.label for c in cases})
+    rates = achieved_rates(calls, {c.case_id: c.label for c in cases if c.label is not None})
     print(f"SIMULATED readers on {len(cases)} cases, seed {args.seed}:")
     for name, r in rates.items():
         fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
