@@ -67,18 +67,18 @@ class Levels:
     sacral: np.ndarray      # bool: fused sacrum, no posterior elements drawn
     degenerate: np.ndarray  # bool: the disc below has a dark (desiccated) nucleus
     # deformation: extra depression of each endplate (mm) at the anterior wall (wedge) and in
-    # the middle (biconcave), and bulge of the posterior wall into the canal
-    wedge_top: np.ndarray = field(default=None)  # type: ignore[assignment]
-    wedge_bot: np.ndarray = field(default=None)  # type: ignore[assignment]
-    concave_top: np.ndarray = field(default=None)  # type: ignore[assignment]
-    concave_bot: np.ndarray = field(default=None)  # type: ignore[assignment]
-    bulge: np.ndarray = field(default=None)  # type: ignore[assignment]
+    # the middle (biconcave), and bulge of the posterior wall into the canal; zero for every
+    # level at construction, set in place by lesion.apply_fracture
+    wedge_top: np.ndarray = field(init=False)
+    wedge_bot: np.ndarray = field(init=False)
+    concave_top: np.ndarray = field(init=False)
+    concave_bot: np.ndarray = field(init=False)
+    bulge: np.ndarray = field(init=False)
 
     def __post_init__(self) -> None:
         n = len(self.names)
         for name in ("wedge_top", "wedge_bot", "concave_top", "concave_bot", "bulge"):
-            if getattr(self, name) is None:
-                setattr(self, name, np.zeros(n))
+            setattr(self, name, np.zeros(n))
 
     @property
     def height(self) -> np.ndarray:
@@ -112,7 +112,7 @@ class SpineSpec:
     diaphragm_u: float
     aorta: tuple[float, float]        # (x, radius)
     ivc: tuple[float, float]
-    fat_wave: np.ndarray = field(repr=False, default=None)  # type: ignore[assignment]
+    fat_wave: np.ndarray = field(repr=False)  # 8 phases of the soft-tissue thickness waves
 
     # --- curve look-ups for image rows -----------------------------------------------------
     def along(self, s: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
