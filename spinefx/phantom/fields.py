@@ -18,7 +18,8 @@ class SmoothField:
         self.origin = np.asarray(origin, dtype=np.float32)
         self.cell = float(cell)
         shape = (int(np.ceil(extent[0] / cell)) + 3, int(np.ceil(extent[1] / cell)) + 3)
-        raw = rng.standard_normal(shape).astype(np.float32)
+        # float32 throughout (numpy keeps it for Python-scalar operands; the stubs say float64)
+        raw: np.ndarray = rng.standard_normal(shape).astype(np.float32)
         # one [1,2,1] pass per axis hides the lattice (bilinear white noise looks like tiles)
         raw = (np.roll(raw, 1, 0) + 2 * raw + np.roll(raw, -1, 0)) / 4
         raw = (np.roll(raw, 1, 1) + 2 * raw + np.roll(raw, -1, 1)) / 4
