@@ -11,6 +11,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from spinefx.runtime.features import FEATURE_KEYS
+from spinefx.runtime.volume import Volume
+
 from .anatomy import Canvas, Grid, render_slice
 from .appearance import LABELS, draw_features
 from .fields import lattice, upsample
@@ -24,8 +27,7 @@ LESION_LUT = member_lut(LESION_MARROW)
 
 def _NO_MASK(cv) -> np.ndarray:  # noqa: N802
     return np.zeros(cv.shape, dtype=bool)
-from spinefx.runtime.features import FEATURE_KEYS
-from spinefx.runtime.volume import Volume
+
 
 MATRIX = 256
 T2_SCALES = (0.9, 1.2)   # T2 pixel spacing / T1 pixel spacing when the grids differ
@@ -180,8 +182,12 @@ def case_volumes(case: PhantomCase) -> tuple[Volume, Volume]:
                                   ("t2", case.t2, case.t2_pixel_spacing)):
         positions = [[ds(v) for v in case.image_position(i, series)] for i in range(len(data))]
         out.append(Volume(data=data, pixel_spacing=(ds(spacing[0]), ds(spacing[1])),
-                          positions=positions, row_direction=_SAGITTAL[0],
-                          column_direction=_SAGITTAL[1], weighting=series.upper(),
+                          # Volume converts these to float64 arrays itself; done here for
+                          # its annotations (same values)
+                          positions=np.asarray(positions, dtype=np.float64),
+                          row_direction=np.asarray(_SAGITTAL[0], dtype=np.float64),
+                          column_direction=np.asarray(_SAGITTAL[1], dtype=np.float64),
+                          weighting=series.upper(),
                           description=f"SYNTHETIC phantom {series.upper()} (in memory)",
                           source=f"phantom seed {case.seed} (in memory)"))
     return out[0], out[1]
