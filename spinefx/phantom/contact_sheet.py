@@ -48,7 +48,7 @@ def write_contact_sheet(manifest_path: str | PathLike, out_png: str | PathLike,
         t1 = load_series(base / row["t1"])
         t2 = load_series(base / row["t2"])
         i = int(row["slice"])
-        box = tuple(int(row[k]) for k in ("box_x0", "box_y0", "box_x1", "box_y1"))
+        box = (int(row["box_x0"]), int(row["box_y0"]), int(row["box_x1"]), int(row["box_y1"]))
         x = (n % COLUMNS) * 2 * TILE
         y = TITLE + (n // COLUMNS) * (TILE + CAPTION)
         label = row["label"]
