@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
+from pydicom.uid import UID, ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
 from .case import PhantomCase, render_case
 
@@ -29,7 +29,7 @@ PROTOCOLS = {
 STUDY_DATE = "20200101"  # fixed: output must not depend on the clock
 
 
-def _uid(*parts: object) -> str:
+def _uid(*parts: object) -> UID:
     return generate_uid(entropy_srcs=["spinefx-phantom", *map(str, parts)])
 
 
