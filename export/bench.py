@@ -5,7 +5,8 @@ A benchmark, not a test: it prints numbers, it asserts nothing. Rows (each at ev
 - ``torch eager``: ``sigmoid(model(x))`` under ``torch.inference_mode`` (the reference);
 - ``torch + grad-cam``: probability plus pytorch-grad-cam ``GradCAM`` on layer4 (autograd);
 - ``ORT fp32 prob-only``: the fp32 graph cut to the probability output (CAM overhead baseline);
-- ``ORT fp32``: probability + in-graph CAM; ``ORT int8``: the static QDQ int8 graph; ``ORT fp16``: float16-stored weights (float32 compute).
+- ``ORT fp32``: probability + in-graph CAM; ``ORT int8``: the static QDQ int8 graph;
+  ``ORT fp16``: float16-stored weights (float32 compute).
 
 With a model folder its ONNX files are timed (torch rows use a random-init network of the same
 shape: speed does not depend on the weights); without one a random-init 6-channel ResNet50 is
@@ -138,9 +139,9 @@ def run_benchmark(model_dir: str | os.PathLike | None = None, image_size: int = 
                 rows.append({"variant": "torch + grad-cam", "batch": batch,
                              **_time(lambda: cam(input_tensor=xt, targets=targets), n, 1)})
                 cam.activations_and_grads.release()
-            for name, sess in sessions.items():
+            for name, sess in sessions.items():  # _time calls it now: no need to bind sess
                 rows.append({"variant": name, "batch": batch,
-                             **_time(lambda s=sess: s.run(None, {INPUT_NAME: x}), runs)})
+                             **_time(lambda: sess.run(None, {INPUT_NAME: x}), runs)})
         for row in rows:
             ref = next(r for r in rows if r["variant"] == "torch eager"
                        and r["batch"] == row["batch"])
@@ -236,6 +237,8 @@ def write_bench_study(folder: Path, size: int = 512, n_slices: int = 15,
         ds.save_as(path)
         if path.parent == t1_dir:
             scale = (size / arr.shape[1], factor)
+    if scale is None:
+        raise RuntimeError(f"the phantom study in {folder} has no T1 slice")
     x0, y0, x1, y1 = case.box
     return case.slice, (x0 * scale[0], y0 * scale[1], x1 * scale[0], y1 * scale[1])
 

@@ -24,6 +24,7 @@ import warnings
 from datetime import datetime, timezone
 from os import PathLike
 from pathlib import Path
+from typing import TypedDict
 
 import numpy as np
 
@@ -44,6 +45,10 @@ FP16_FILE = "model.fp16.onnx"
 OWN_FILES = (FP32_FILE, INT8_FILE, FP16_FILE, MODEL_JSON)
 PARITY_CASES = 16
 CALIB_CASES = 32
+
+# one entry of model.json's "files" (functional form: a key "bytes" in a class body would shadow
+# the builtin)
+_FileEntry = TypedDict("_FileEntry", {"path": str, "sha256": str, "bytes": int, "dtype": str})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -75,11 +80,13 @@ def _training_manifest(run_dir: Path, config: dict, metrics: dict) -> Path | Non
 
 
 def _threshold(config: dict, metrics: dict) -> tuple[float, str]:
-    for value, source in ((metrics.get("threshold"), "metrics.json threshold"),
-                          ((config.get("training") or {}).get("threshold"),
-                           "config.json training.threshold")):
+    for raw, source in ((metrics.get("threshold"), "metrics.json threshold"),
+                        ((config.get("training") or {}).get("threshold"),
+                         "config.json training.threshold")):
+        if raw is None:  # not recorded there
+            continue
         try:
-            value = float(value)
+            value = float(raw)
         except (TypeError, ValueError):
             continue
         if 0.0 <= value <= 1.0:
@@ -279,8 +286,9 @@ def export_model(run_dir: str | PathLike, out_dir: str | PathLike,
             f"(>= {cam_r_bound}) on {cam_report.details['n_compared']} maps "
             f"({cam_report.details['n_skipped_all_zero']} all-zero skipped)")
 
-        files = {"fp32": {"path": FP32_FILE, "sha256": sha256_file(fp32),
-                          "bytes": fp32.stat().st_size, "dtype": "float32"}}
+        files: dict[str, _FileEntry] = {
+            "fp32": {"path": FP32_FILE, "sha256": sha256_file(fp32),
+                     "bytes": fp32.stat().st_size, "dtype": "float32"}}
         int8_info: dict | None = None
         default = "fp32"
         # -- int8 ---------------------------------------------------------------------------

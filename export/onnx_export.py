@@ -27,6 +27,7 @@ import warnings
 from dataclasses import dataclass, field
 from os import PathLike
 from pathlib import Path
+from typing import Protocol, cast
 
 import numpy as np
 import torch
@@ -62,6 +63,17 @@ class ParityError(ExportError):
 # ---------------------------------------------------------------------------------------------
 # the wrapper that is exported
 # ---------------------------------------------------------------------------------------------
+class _CamSource(Protocol):
+    """What :class:`CamModel` uses of its model (:class:`SpineFxNet`'s interface)."""
+
+    @property
+    def head(self) -> nn.Linear: ...
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor: ...
+
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor: ...
+
+
 class CamModel(nn.Module):
     """``forward(x) -> (probability (B,), cam (B, h, w))`` for a :class:`SpineFxNet`-like model.
 
@@ -73,7 +85,9 @@ class CamModel(nn.Module):
 
     def __init__(self, model: nn.Module):
         super().__init__()
-        self.model = model
+        # nn.Module types its submodules' attributes as ``Tensor | Module``; this model is
+        # SpineFxNet-like (the docstring's contract): say so, for forward()'s calls
+        self.model = cast(_CamSource, model)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         features = self.model.forward_features(x)
@@ -268,7 +282,7 @@ def gradcam_reference(model: nn.Module, batch: np.ndarray, chunk: int = 8) -> np
     model = model.eval()
     wrapped = _LogitAsClasses(model).eval()
     maps = []
-    with GradCAM(model=wrapped, target_layers=[model.backbone.layer4]) as cam:
+    with GradCAM(model=wrapped, target_layers=[model.get_submodule("backbone.layer4")]) as cam:
         for i in range(0, len(batch), chunk):
             x = torch.from_numpy(np.ascontiguousarray(batch[i:i + chunk], np.float32))
             maps.append(cam(input_tensor=x, targets=[ClassifierOutputTarget(0)] * len(x)))
@@ -295,7 +309,8 @@ def pearson(a: np.ndarray, b: np.ndarray) -> float:
 
 def compare_maps(ours: np.ndarray, reference: np.ndarray) -> tuple[list[float | None], list[str]]:
     """Per-map Pearson r (None where both maps are all zero: skipped, with a note)."""
-    rs, notes = [], []
+    rs: list[float | None] = []
+    notes: list[str] = []
     for i, (a, b) in enumerate(zip(ours, reference)):
         za, zb = float(np.max(a)) < ZERO_MAP, float(np.max(b)) < ZERO_MAP
         if za and zb:
