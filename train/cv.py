@@ -30,7 +30,8 @@
 weights, shuffling, augmentation) is derived from ``(seed, fold, epoch, case)``, not from a
 global generator, so ``resume=True`` continues a killed run from its last finished epoch and
 reproduces the uninterrupted run. Finished folds (``metrics.json`` present) are not retrained.
-Determinism and DDP (rank 0 decides and writes): :mod:`.distributed`.
+Determinism and DDP (rank 0 decides and writes): :mod:`.distributed`. The run folder's record
+(``run.json``) and the inputs cache: :mod:`.run_folder`.
 """
 from __future__ import annotations
 
@@ -50,19 +51,20 @@ from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 from tqdm.auto import tqdm
 
-from spinefx.runtime import Case, PreprocessConfig, read_manifest
+from spinefx.runtime import Case, PreprocessConfig
 from spinefx.runtime.files import atomic_write_csv, atomic_write_json, read_json
 
 from . import loop
 from .checkpoint import load_checkpoint, load_weights, save_checkpoint, save_weights
-from .data import Augment, CaseDataset, preprocess_cases, sample_generator
+from .data import Augment, CaseDataset, sample_generator
 from .distributed import Dist, distributed_processes, resolve_device, set_determinism
 from .errors import TrainingError
-from .folds import inner_split, make_folds, save_splits, subset
+from .folds import inner_split, make_folds, save_splits
 from .loop import train_one_epoch  # noqa: F401 (spinefx.train.cv.train_one_epoch, as before)
 from .model import SpineFxNet, load_pretrained
 from .oof import TRAINING_OOF_COLUMNS
 from .report import write_report
+from .run_folder import check_run_folder, prepare_inputs
 from .summary import fold_result, pooled_predictions, summarise
 
 LOG_COLUMNS = ("fold", "epoch", "train_loss", "val_loss", "val_auc", "lr", "time_s",
@@ -311,10 +313,10 @@ def train_cv(manifest: str | PathLike, out_dir: str | PathLike, folds: int = 10,
         raise TrainingError("need --epochs >= 1, --batch-size >= 2 and --image-size >= 32")
 
     with distributed_processes(resolve_device(device)) as (dd, dev):
-        _check_out_folder(out, settings, manifest, resume)
+        check_run_folder(out, settings.to_dict(), manifest, resume)
         dd.barrier()
         set_determinism(dev)
-        cases, arrays = _prepare_inputs(out, manifest, settings, dd, dev, progress)
+        cases, arrays = prepare_inputs(out, manifest, settings.to_dict(), dd, dev, progress)
         run = _Run(out, settings, cases, arrays, dev, dd, workers, progress, _interrupt_after,
                    allow_download)
         fold_of = make_folds(run.y, run.groups, folds, seed)
@@ -326,46 +328,6 @@ def train_cv(manifest: str | PathLike, out_dir: str | PathLike, folds: int = 10,
         metrics = _finish(run, manifest, fold_results)
         dd.barrier()
         return metrics if dd.main else {}
-
-
-def _check_out_folder(out: Path, settings: TrainSettings, manifest: Path, resume: bool) -> None:
-    """A new run needs an empty folder; a resumed one the same settings and manifest."""
-    existing = out.is_dir() and any(out.iterdir())
-    if existing and not resume:
-        raise FileExistsError(f"{out} is not empty: choose a new --out folder, or --resume "
-                              "to continue the run there")
-    if not (resume and existing):
-        return
-    if not (out / "run.json").is_file():
-        raise TrainingError("cannot resume: no run.json here (not a spinefx run folder)", out)
-    saved = read_json(out / "run.json")
-    now = settings.to_dict()
-    diffs = [k for k in now if saved["settings"].get(k) != now[k]]
-    if diffs or saved.get("manifest") != str(manifest):
-        raise TrainingError(f"cannot resume: this run was started with other settings "
-                            f"({', '.join(diffs) or 'manifest'}); use the original options or "
-                            "a new --out folder", out)
-
-
-def _prepare_inputs(out: Path, manifest: Path, settings: TrainSettings, dd: Dist,
-                    device: torch.device, progress: bool) -> tuple[list[Case], np.ndarray]:
-    """The cases and their preprocessed inputs; rank 0 writes ``run.json`` and the cache."""
-    cases = subset(read_manifest(manifest), settings.max_cases, settings.seed)
-    if any(c.label is None for c in cases):
-        raise TrainingError("every case needs a label to train", manifest)
-    preprocess = PreprocessConfig(image_size=settings.image_size)
-    if dd.main:
-        out.mkdir(parents=True, exist_ok=True)
-        if not (out / "run.json").is_file():
-            atomic_write_json(out / "run.json", {
-                "settings": settings.to_dict(), "manifest": str(manifest),
-                "preprocess": preprocess.to_dict(), "world_size": dd.world,
-                "device": device.type})
-        arrays = preprocess_cases(cases, preprocess, out / "cache", progress=progress)
-    dd.barrier()
-    if not dd.main:  # the cache rank 0 just wrote
-        arrays = preprocess_cases(cases, preprocess, out / "cache", progress=False)
-    return cases, arrays
 
 
 def _finish(run: _Run, manifest: Path, fold_results: list[dict]) -> dict | None:

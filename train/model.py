@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import re
 from os import PathLike
 from pathlib import Path
@@ -37,6 +36,7 @@ from torch import nn
 from spinefx.hub.download import download_files, is_hf_uri
 from spinefx.runtime import PreprocessConfig
 from spinefx.runtime.errors import SpineFXError
+from spinefx.runtime.files import read_json
 
 from ._torchvision_compat import import_torchvision
 from .checkpoint import save_weights
@@ -237,7 +237,7 @@ def load_pretrained(model: SpineFxNet, source: str | PathLike, *, allow_download
         if not (path / "config.json").is_file() or not (path / "model.safetensors").is_file():
             raise PretrainedError("a pretrained folder needs config.json and model.safetensors",
                                   path)
-        config = json.loads((path / "config.json").read_text())
+        config = read_json(path / "config.json")
         if config.get("architecture", ARCHITECTURE) != ARCHITECTURE:
             raise PretrainedError(f"architecture {config.get('architecture')!r} is not "
                                   f"{ARCHITECTURE}", path)

@@ -7,6 +7,7 @@ printed under the axes.
 """
 from __future__ import annotations
 
+import io
 from collections.abc import Iterable, Mapping, Sequence
 from os import PathLike
 from pathlib import Path
@@ -16,6 +17,8 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from sklearn.metrics import roc_curve
+
+from spinefx.runtime.files import atomic_write_bytes
 
 from .metrics import (
     as_binary,
@@ -40,16 +43,15 @@ def _figure(width: float = 5.0, height: float = 5.0) -> Figure:
 
 
 def _save(fig: Figure, out_png: str | PathLike, caption: str | None) -> Path:
-    out = Path(out_png)
-    out.parent.mkdir(parents=True, exist_ok=True)
     if caption:
         fig.text(0.5, 0.01, caption, ha="center", va="bottom", fontsize=8, color="#7f0000",
                  wrap=True)
         fig.tight_layout(rect=(0, 0.05, 1, 1))
     else:
         fig.tight_layout()
-    fig.savefig(out, format="png")
-    return out
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return atomic_write_bytes(out_png, buf.getvalue())
 
 
 def roc_plot(y_true: Any, prob: Any, out_png: str | PathLike, *,
