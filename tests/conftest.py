@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers.phantoms import CohortCache
+
 REPO = Path(__file__).resolve().parents[1]
 REAL_SPINE = REPO.parent / "shared" / "data" / "real-spine"
 
@@ -21,6 +23,14 @@ def real_spine() -> Path:
     if not REAL_SPINE.is_dir():
         pytest.skip(f"real spine MRI not present at {REAL_SPINE} (a fresh clone has no ../shared)")
     return REAL_SPINE
+
+
+@pytest.fixture(scope="session")
+def phantom_cohorts(tmp_path_factory) -> CohortCache:
+    """Every phantom cohort of the session, each generated once and shared by every folder
+    that asks for the same parameters: ``phantom_cohorts.manifest(n_cases=12, n_malignant=5,
+    seed=1)`` (read-only) or ``.private_copy(dest, ...)`` (see tests/helpers/phantoms.py)."""
+    return CohortCache(tmp_path_factory.mktemp("phantom_cohorts"))
 
 
 def pytest_sessionfinish(session, exitstatus) -> None:

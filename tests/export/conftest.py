@@ -71,13 +71,9 @@ def settings() -> SimpleNamespace:
 
 
 @pytest.fixture(scope="session")
-def cohort(tmp_path_factory) -> Path:
-    """12 phantom cases (5 malignant), seed 1: the manifest path."""
-    from spinefx.phantom import generate_cohort
-
-    root = tmp_path_factory.mktemp("export_cohort")
-    return generate_cohort(root / "cohort", n_cases=N_CASES, n_malignant=N_MALIGNANT,
-                           seed=COHORT_SEED, progress=False)
+def cohort(phantom_cohorts) -> Path:
+    """12 phantom cases (5 malignant), seed 1: the manifest path (the session's shared copy)."""
+    return phantom_cohorts.manifest(n_cases=N_CASES, n_malignant=N_MALIGNANT, seed=COHORT_SEED)
 
 
 @pytest.fixture(scope="session")

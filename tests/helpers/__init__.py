@@ -2,6 +2,7 @@
 
 - :mod:`tests.helpers.dicom`: a tiny DICOM writer and the paths of the real test data.
 - :mod:`tests.helpers.onnx_model`: a tiny ONNX model with the spinefx contract.
+- :mod:`tests.helpers.phantoms`: phantom cohorts built once per session, phantoms in memory.
 
 The repository root is on ``sys.path`` during pytest (``pythonpath`` in pyproject.toml).
 """

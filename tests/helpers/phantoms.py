@@ -1,10 +1,52 @@
-"""Phantom factories for the tests.
+"""Phantom factories for the tests: cohorts built once per session, phantoms in memory.
 
+A cohort case costs ~0.85 s (render, DICOM, masks), a case rendered in memory ~0.1-0.2 s.
+
+- :class:`CohortCache` (the session fixture ``phantom_cohorts`` of tests/conftest.py): every
+  cohort the tests need, keyed by its generator parameters (``n_cases``, ``n_malignant``,
+  ``seed``, ``difficulty``), generated once per session with
+  :func:`spinefx.phantom.generate_cohort` under the session's temporary folder; every folder
+  that asks for the same parameters gets the same manifest. Cached cohorts are read-only: a test
+  that edits a manifest or writes into the cohort takes a :meth:`CohortCache.private_copy`.
 - :func:`phantom_volumes`: one case as runtime :class:`~spinefx.runtime.Volume` objects, for
-  tests that are not about DICOM (nothing is written; a case rendered in memory costs
-  ~0.1-0.2 s, writing and reading it back as DICOM comes on top).
+  tests that are not about DICOM (nothing is written).
+
+No cache outlives the session on purpose: the generator's version (``PHANTOM_VERSION``) is
+bumped by hand, so a cohort kept on disk under it could hide a generator change from exactly
+the tests that should see it, and several sessions sharing a machine would race for it.
 """
 from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+
+class CohortCache:
+    """Phantom cohorts under ``root``, each generated on first use; see the module docstring."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self._manifests: dict[tuple, Path] = {}
+
+    def manifest(self, n_cases: int, n_malignant: int, seed: int = 0,
+                 difficulty: float = 1.0) -> Path:
+        """The ``manifest.csv`` of the cohort with these parameters (shared: do not modify)."""
+        key = (int(n_cases), int(n_malignant), int(seed), float(difficulty))
+        if key not in self._manifests:
+            from spinefx.phantom import generate_cohort
+
+            folder = self.root / "n{}-m{}-seed{}-d{}".format(*key)
+            self._manifests[key] = generate_cohort(folder, n_cases=key[0], n_malignant=key[1],
+                                                   seed=key[2], difficulty=key[3],
+                                                   progress=False)
+        return self._manifests[key]
+
+    def private_copy(self, dest: Path, n_cases: int, n_malignant: int, seed: int = 0,
+                     difficulty: float = 1.0) -> Path:
+        """A copy of that cohort in ``dest`` (the caller's to change); its manifest path."""
+        source = self.manifest(n_cases, n_malignant, seed, difficulty)
+        shutil.copytree(source.parent, dest)
+        return Path(dest) / source.name
 
 
 def phantom_volumes(seed: int, label: str, difficulty: float = 1.0, **overrides):

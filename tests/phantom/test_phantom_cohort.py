@@ -31,9 +31,8 @@ def _pixels(folder: Path) -> dict[str, bytes]:
 
 
 @pytest.fixture(scope="module")
-def cohort(tmp_path_factory) -> Path:
-    return generate_cohort(tmp_path_factory.mktemp("c") / "cohort", n_cases=N,
-                           n_malignant=N_MALIGNANT, seed=3, progress=False)
+def cohort(phantom_cohorts) -> Path:
+    return phantom_cohorts.manifest(n_cases=N, n_malignant=N_MALIGNANT, seed=3)
 
 
 def test_manifest_columns_labels_and_files(cohort: Path) -> None:

@@ -21,15 +21,13 @@ TINY_CASES, TINY_MALIGNANT = 16, 6
 
 
 @pytest.fixture(scope="session")
-def tiny_cohort(tmp_path_factory) -> Path:
+def tiny_cohort(phantom_cohorts, tmp_path_factory) -> Path:
     """16 phantom cases (6 malignant). Three patients own two cases each (two benign pairs, one
     malignant pair: e.g. two fractured levels), so grouping by patient is actually exercised.
-    Returns the manifest path."""
-    from spinefx.phantom import generate_cohort
-
+    Returns the manifest path (of a private copy: the patient ids are rewritten here)."""
     root = tmp_path_factory.mktemp("tiny_cohort")
-    manifest = generate_cohort(root / "cohort", n_cases=TINY_CASES, n_malignant=TINY_MALIGNANT,
-                               seed=3, progress=False)
+    manifest = phantom_cohorts.private_copy(root / "cohort", n_cases=TINY_CASES,
+                                            n_malignant=TINY_MALIGNANT, seed=3)
     with open(manifest, newline="") as fh:
         rows = list(csv.DictReader(fh))
     pairs = {"benign": 2, "malignant": 1}  # how many two-case patients per label

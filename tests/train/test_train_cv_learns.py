@@ -20,13 +20,11 @@ AUC_BAR = 0.70
 
 
 @pytest.mark.slow
-def test_short_training_beats_chance(tmp_path_factory) -> None:
-    from spinefx.phantom import generate_cohort
+def test_short_training_beats_chance(tmp_path_factory, phantom_cohorts) -> None:
     from spinefx.train.cv import train_cv
 
     root = tmp_path_factory.mktemp("learn")
-    manifest = generate_cohort(root / "cohort", n_cases=40, n_malignant=20, seed=1,
-                               difficulty=0.0, progress=False)
+    manifest = phantom_cohorts.manifest(n_cases=40, n_malignant=20, seed=1, difficulty=0.0)
     start = time.perf_counter()
     metrics = train_cv(manifest, root / "run", folds=2, epochs=20, batch_size=8, image_size=48,
                        lr=1e-3, seed=0, final=False, progress=False)
