@@ -28,7 +28,7 @@ from spinefx.runtime.files import atomic_write_png
 from spinefx.runtime.service import Result, error_json
 from spinefx.runtime.study import SeriesPair, Study
 
-from .ingest import UploadJanitor
+from .uploads import UploadJanitor
 from .library import Library
 from .service import ModelState, load_model
 from .views import error_markdown

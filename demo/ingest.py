@@ -1,23 +1,17 @@
-"""Uploads -> a :class:`Study` held in memory: the series found (no PHI) and their volumes.
+"""Uploads -> a runtime :class:`Study` held in memory: the series found (no PHI); the pair
+shown first decoded, the other series kept as bytes until the user picks one.
 
-Uploaded files are staged under a private temporary folder with neutral names (``f00001.dcm``;
-user file names can carry patient names), read, and the folder is removed before the request
-ends: nothing a user uploads outlives the request on disk. What stays is pixel data + geometry
-in a :class:`Study` (session memory), never PatientName / PatientID / BirthDate.
-
-Zip archives are extracted defensively: member names are never used as paths (no traversal),
-links and nested archives are skipped, and the number of members and the bytes actually
-written are capped (a zip bomb's headers can lie).
+Files are staged (``uploads.Staging``: neutral names, zip safety, size caps), read, and the
+staging folder is removed before the request ends: nothing a user uploads outlives the request
+on disk. What stays is pixel data + geometry in a :class:`Study` (session memory), never
+PatientName / PatientID / BirthDate.
 """
 from __future__ import annotations
 
 import logging
 import re
-import shutil
-import stat
 import tempfile
 import threading
-import time
 import warnings
 import zipfile
 from os import PathLike
@@ -30,108 +24,16 @@ from spinefx.runtime.images import IMAGE_SUFFIXES, MAX_PIXELS
 from spinefx.runtime.study import (SeriesEntry, SeriesPair, Study, entry_from_series,
                                    entry_from_volume, series_label)
 
+from .uploads import Staging, UploadError, display_name
+
 log = logging.getLogger("spinefx.demo")
 
-MAX_FILES = 4000                      # files in one upload (a spine study: a few hundred)
-MAX_UPLOAD_BYTES = 1 << 30            # 1 GiB in all, zips counted by what they unpack to
-MAX_ZIP_MEMBERS = 4000
 MAX_SERIES_VOXELS = 64 * 1024 * 1024  # one series as float32: 256 MiB
 MAX_STUDY_VOXELS = 128 * 1024 * 1024  # every series loaded for one session
 MAX_IMAGE_SLICES = 256
-_CHUNK = 1 << 20
 
 # warnings.catch_warnings swaps process-wide state: serialise the loads that record warnings
 _WARN_LOCK = threading.Lock()
-
-
-class UploadError(SpineFXError):
-    """The upload as a whole is unusable (empty, too big, wrong kind of file...)."""
-
-
-# ---------------------------------------------------------------------------------------------
-class Staging:
-    """A private folder for one request's files; ``names`` maps neutral -> original names."""
-
-    def __init__(self, root: str | PathLike | None = None):
-        self.folder = Path(tempfile.mkdtemp(prefix="upload-", dir=root))
-        self.names: dict[str, str] = {}
-        self.bytes = 0
-        self.count = 0
-
-    def __enter__(self) -> "Staging":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def close(self) -> None:
-        shutil.rmtree(self.folder, ignore_errors=True)
-
-    def _target(self, original: str, suffix: str) -> Path:
-        self.count += 1
-        if self.count > MAX_FILES:
-            raise UploadError(f"more than {MAX_FILES} files in one upload; upload one study")
-        suffix = suffix.lower() if re.fullmatch(r"\.[A-Za-z0-9]{1,5}", suffix or "") else ""
-        name = f"f{self.count:05d}{suffix}"
-        self.names[name] = _display_name(original)
-        return self.folder / name
-
-    def _budget(self, n: int) -> None:
-        self.bytes += n
-        if self.bytes > MAX_UPLOAD_BYTES:
-            raise UploadError(f"the upload unpacks to more than {MAX_UPLOAD_BYTES >> 20} MiB; "
-                              "upload the sagittal T1 and T2 series only")
-
-    def add_file(self, path: str | PathLike) -> None:
-        path = Path(path)
-        if not path.is_file():
-            raise UploadError(f"{_display_name(path.name)}: the uploaded file is no longer on "
-                              "the server (uploads expire); upload it again")
-        if zipfile.is_zipfile(path):
-            self.add_zip(path)
-            return
-        size = path.stat().st_size
-        self._budget(size)
-        shutil.copyfile(path, self._target(path.name, path.suffix))
-
-    def add_zip(self, path: Path) -> None:
-        try:
-            with zipfile.ZipFile(path) as zf:
-                members = [m for m in zf.infolist() if not m.is_dir()]
-                if len(members) > MAX_ZIP_MEMBERS:
-                    raise UploadError(f"{_display_name(path.name)}: {len(members)} files in the "
-                                      f"archive (at most {MAX_ZIP_MEMBERS})")
-                for m in members:
-                    mode = m.external_attr >> 16
-                    base = m.filename.replace("\\", "/").rsplit("/", 1)[-1]
-                    if stat.S_ISLNK(mode) or base.startswith("._") or "__MACOSX/" in m.filename:
-                        continue  # links, macOS resource forks: never followed or read
-                    if base.lower().endswith(".zip"):
-                        continue  # nested archives are not unpacked
-                    if m.file_size > MAX_UPLOAD_BYTES:
-                        raise UploadError(f"{_display_name(path.name)}: member {base!r} is too "
-                                          "large")
-                    target = self._target(base, Path(base).suffix)
-                    with zf.open(m) as src, open(target, "wb") as dst:
-                        while block := src.read(_CHUNK):
-                            self._budget(len(block))  # what is written, not what headers say
-                            dst.write(block)
-        except zipfile.BadZipFile as exc:
-            raise UploadError(f"{_display_name(path.name)}: damaged zip archive ({exc})") from None
-        except (RuntimeError, NotImplementedError) as exc:  # encrypted / unsupported method
-            raise UploadError(f"{_display_name(path.name)}: cannot unpack ({exc})") from None
-
-    def humanise(self, text: str) -> str:
-        """A message with staged paths replaced by the names the user uploaded."""
-        for neutral, original in self.names.items():
-            text = text.replace(str(self.folder / neutral), original)
-        return text.replace(str(self.folder), "upload")
-
-
-def _display_name(name: str) -> str:
-    """The base name of an uploaded file (gradio caches uploads under a hash folder)."""
-    name = str(name).replace("\\", "/").rsplit("/", 1)[-1]
-    return name[:120] or "unnamed file"
 
 
 def _with_warnings(fn, *args, **kwargs):
@@ -315,7 +217,7 @@ def load_image_upload(t1_paths: Sequence[str | PathLike], t2_paths: Sequence[str
             raise UploadError(f"{len(paths)} slices in one sequence (at most {MAX_IMAGE_SLICES})")
         for p in paths:
             if zipfile.is_zipfile(p) or p.suffix.lower() in (".dcm", ".ima"):
-                raise UploadError(f"{_display_name(p.name)}: DICOM or zip files go in the DICOM "
+                raise UploadError(f"{display_name(p.name)}: DICOM or zip files go in the DICOM "
                                   "box, not among image slices")
     spacing = None
     if pixel_spacing_mm:
@@ -361,71 +263,3 @@ def _names_only(text: str, paths: Iterable[Path]) -> str:
     for p in sorted(paths, key=lambda p: -len(str(p))):
         text = text.replace(str(p.parent) + "/", "").replace(str(p), p.name)
     return text
-
-
-class UploadJanitor:
-    """Deletes gradio's cached copies of uploaded files once no request needs them.
-
-    Gradio stores uploads by content hash, so two users uploading the same file share one
-    cached path (and a request may sit in the queue after its upload). Each request
-    ``hold``s its paths and ``release``s them when done; a path is deleted ``grace_s`` seconds
-    after its last release, if nobody holds it again by then. Only paths inside ``roots`` are
-    ever touched; the hash folder goes too when it is empty.
-    """
-
-    def __init__(self, roots: Iterable[str | PathLike], grace_s: float = 20.0):
-        self.roots = [Path(r).resolve() for r in roots if r]
-        self.grace_s = float(grace_s)
-        self._lock = threading.Lock()
-        self._held: dict[Path, int] = {}
-        self._released: dict[Path, float] = {}
-
-    def _mine(self, paths) -> list[Path]:
-        out = []
-        for p in paths:
-            if p:
-                path = Path(p).resolve()
-                if any(path.is_relative_to(r) and path != r for r in self.roots):
-                    out.append(path)
-        return out
-
-    def hold(self, paths) -> list[Path]:
-        mine = self._mine(paths)
-        with self._lock:
-            for p in mine:
-                self._held[p] = self._held.get(p, 0) + 1
-        return mine
-
-    def release(self, paths) -> None:
-        mine = self._mine(paths)
-        now = time.monotonic()
-        with self._lock:
-            for p in mine:
-                n = self._held.get(p, 0) - 1
-                if n > 0:
-                    self._held[p] = n
-                else:
-                    self._held.pop(p, None)
-                    self._released[p] = now
-        if self.grace_s <= 0:
-            self.sweep()
-        else:
-            timer = threading.Timer(self.grace_s + 0.05, self.sweep)
-            timer.daemon = True
-            timer.start()
-
-    def sweep(self) -> None:
-        now = time.monotonic()
-        with self._lock:
-            due = [p for p, t in self._released.items()
-                   if p not in self._held and now - t >= self.grace_s]
-            for p in due:
-                self._released.pop(p, None)
-        for path in due:
-            try:
-                path.unlink(missing_ok=True)
-                parent = path.parent
-                if parent not in self.roots and parent.is_dir() and not any(parent.iterdir()):
-                    parent.rmdir()
-            except OSError:
-                log.debug("could not remove a cached upload", exc_info=True)

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from spinefx.demo import ingest
+from spinefx.demo import ingest, uploads
 from spinefx.demo.ingest import Staging, UploadError, load_dicom_upload, load_image_upload
 from spinefx.runtime.service import parse_box, parse_point, resolve_roi
 from spinefx.demo import teaching as tm
@@ -43,7 +43,7 @@ def test_zip_members_never_escape_and_links_are_skipped(tmp_path, phantom_study)
 
 
 def test_zip_bomb_is_capped_by_bytes_written(tmp_path, monkeypatch):
-    monkeypatch.setattr(ingest, "MAX_UPLOAD_BYTES", 1 << 20)
+    monkeypatch.setattr(uploads, "MAX_UPLOAD_BYTES", 1 << 20)
     archive = tmp_path / "bomb.zip"
     with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as zf:
         zf.writestr("big.dcm", b"\0" * (4 << 20))
@@ -58,7 +58,7 @@ def test_zip_bomb_is_capped_by_bytes_written(tmp_path, monkeypatch):
 
 
 def test_too_many_members(tmp_path, monkeypatch):
-    monkeypatch.setattr(ingest, "MAX_ZIP_MEMBERS", 3)
+    monkeypatch.setattr(uploads, "MAX_ZIP_MEMBERS", 3)
     archive = tmp_path / "many.zip"
     with zipfile.ZipFile(archive, "w") as zf:
         for i in range(5):
