@@ -4,7 +4,8 @@ Atomic = written to a temporary file in the same folder, flushed to disk (fsync)
 over the target, so a crash never leaves half a file and a reader never sees one. The temporary
 name is unique per write (two writers never share it) and the result gets mode 0644 unless the
 caller asks otherwise (``mkstemp`` alone would leave 0600, unreadable for a web server or a
-second user of the workstation).
+second user of the workstation). :func:`atomic_path` is the same recipe for libraries that
+insist on writing to a file name themselves (safetensors, ``np.save``).
 """
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ import io
 import json
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from os import PathLike
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -76,6 +79,28 @@ def atomic_write_png(path: str | PathLike, image: Image.Image, mode: int = FILE_
     buf = io.BytesIO()
     image.save(buf, format="PNG", compress_level=3)
     return atomic_write_bytes(path, buf.getvalue(), mode)
+
+
+@contextmanager
+def atomic_path(path: str | PathLike, suffix: str = ".tmp",
+                mode: int = FILE_MODE) -> Iterator[Path]:
+    """A temporary path beside ``path`` to write to; on a clean exit it is flushed to disk and
+    renamed over ``path``, on an error it is removed. ``suffix``: for writers that append their
+    own extension when it is missing (``np.save`` adds ``.npy``)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        with open(tmp, "r+b") as fh:  # the writer closed its own handle: sync by name
+            os.fsync(fh.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def read_json(path: str | PathLike, required: bool = True) -> Any:

@@ -17,10 +17,9 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from spinefx.runtime.files import atomic_write_json, json_text
+from spinefx.runtime.files import atomic_path, atomic_write_json, json_text
 
 from .errors import TrainingError
-from .files import atomic_path
 
 CHECKPOINT_FORMAT = "spinefx-ckpt-1"
 MODEL_PREFIX, OPTIM_PREFIX = "model.", "optim."

@@ -42,8 +42,7 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from spinefx.runtime import Case, PreprocessConfig, prepare_case
-
-from .files import atomic_path
+from spinefx.runtime.files import atomic_path
 
 
 # ---------------------------------------------------------------------------------------------
