@@ -8,6 +8,7 @@ Tests call handlers with a context and no server.
 """
 from __future__ import annotations
 
+import atexit
 import functools
 import logging
 import os
@@ -28,9 +29,9 @@ from spinefx.runtime.files import atomic_write_png
 from spinefx.runtime.service import Result, error_json
 from spinefx.runtime.study import SeriesPair, Study
 
-from .uploads import UploadJanitor
 from .library import Library
 from .service import ModelState, load_model
+from .uploads import UploadJanitor
 from .views import error_markdown
 
 log = logging.getLogger("spinefx.demo")
@@ -96,7 +97,6 @@ class DemoContext:
                cache_dir: str | PathLike | None, concurrency: int,
                temp_dir: str | PathLike | None, upload_folders: list[str],
                upload_grace_s: float) -> "DemoContext":
-        import atexit
         work = Path(tempfile.mkdtemp(prefix="spinefx-demo-", dir=temp_dir))
         atexit.register(shutil.rmtree, work, True)
         return cls(model=load_model(model, concurrency),

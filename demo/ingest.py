@@ -18,11 +18,24 @@ from os import PathLike
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from spinefx.runtime import (SeriesInfo, SpineFXError, SpineFXWarning, Volume, load_image_slices,
-                             load_series, scan_study)
+from spinefx.runtime import (
+    SeriesInfo,
+    SpineFXError,
+    SpineFXWarning,
+    Volume,
+    load_image_slices,
+    load_series,
+    scan_study,
+)
 from spinefx.runtime.images import IMAGE_SUFFIXES, MAX_PIXELS
-from spinefx.runtime.study import (SeriesEntry, SeriesPair, Study, entry_from_series,
-                                   entry_from_volume, series_label)
+from spinefx.runtime.study import (
+    SeriesEntry,
+    SeriesPair,
+    Study,
+    entry_from_series,
+    entry_from_volume,
+    series_label,
+)
 
 from .uploads import Staging, UploadError, display_name
 

@@ -24,12 +24,18 @@ from typing import Any, Callable, TypeVar
 
 import numpy as np
 
-from spinefx.runtime import (Case, SpineFXError, Volume, load_image_slices, load_volume,
-                             read_manifest)
+from spinefx.phantom import generate_cohort, write_phantom_study
+from spinefx.runtime import (
+    Case,
+    SpineFXError,
+    Volume,
+    load_image_slices,
+    load_volume,
+    read_manifest,
+)
 from spinefx.runtime.errors import ManifestError
 from spinefx.runtime.preprocess import box_from_center
 from spinefx.runtime.provenance import manifest_provenance
-
 from spinefx.runtime.study import SeriesPair, Study, entry_from_volume
 
 from .ingest import natural_key
@@ -158,8 +164,6 @@ class Library:
         raise SpineFXError(f"no example named {key!r} (available: {names})")
 
     def _phantom_root(self) -> Path:
-        from spinefx.phantom import write_phantom_study
-
         def build(tmp: Path) -> None:
             for e in PHANTOM_EXAMPLES:
                 _, _, case = write_phantom_study(tmp / e.key, seed=e.seed, label=e.label,
@@ -266,7 +270,6 @@ class Library:
     def teaching_cases(self) -> list[Case]:
         if self._teaching is not None:
             return self._teaching
-        from spinefx.phantom import generate_cohort
 
         def build(tmp: Path) -> None:
             generate_cohort(tmp / "cohort", n_cases=TEACHING_CASES, n_malignant=TEACHING_MALIGNANT,

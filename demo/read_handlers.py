@@ -18,8 +18,15 @@ from spinefx.runtime.study import SeriesPair, Study
 from .context import DemoContext, ReadState, Updates, page_guard, upload_paths
 from .ingest import load_dicom_upload, load_image_upload
 from .service import predict, preview_input
-from .views import (channel_gallery, error_markdown, overlay_image, result_markdown,
-                    roi_images, series_table, slice_view)
+from .views import (
+    channel_gallery,
+    error_markdown,
+    overlay_image,
+    result_markdown,
+    roi_images,
+    series_table,
+    slice_view,
+)
 
 #: Every component a study load refreshes, in the order app.py wires them.
 READ_OUTPUTS = ("read_state", "status", "series_df", "t1_dd", "t2_dd", "slice_sl", "box_tb",

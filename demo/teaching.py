@@ -15,7 +15,7 @@ import io
 import re
 from dataclasses import dataclass, field
 
-from spinefx.runtime import FEATURES, Case
+from spinefx.runtime import FEATURES, Case, SpineFXError
 from spinefx.runtime.features import FEATURES_BY_KEY
 from spinefx.runtime.stats import confusion_counts
 
@@ -66,7 +66,6 @@ class TeachingSession:
 
 def commit(session: TeachingSession, case: Case, call: str | None,
            feature_titles: list[str] | None) -> Read:
-    from spinefx.runtime import SpineFXError
     if call not in CALLS:
         raise SpineFXError("commit a call first: benign or malignant")
     if case.case_id in session.read_ids():

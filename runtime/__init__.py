@@ -6,13 +6,21 @@ on a scanner-side workstation. Preprocessing lives here once; training imports i
 from .cases import LABELS, Case, load_volume, prepare_case, read_manifest
 from .dicom import SeriesInfo, StudyScan, classify_weighting, scan_study
 from .dicom_series import load_series
-from .errors import (ConfigError, DicomReadError, GeometryError, ImageError, ManifestError, RoiError,
-                     SeriesError, SpineFXError, SpineFXWarning)
+from .errors import (
+                     ConfigError,
+                     DicomReadError,
+                     GeometryError,
+                     ImageError,
+                     ManifestError,
+                     RoiError,
+                     SeriesError,
+                     SpineFXError,
+                     SpineFXWarning,
+)
 from .features import FEATURE_KEYS, FEATURES, ImagingFeature
 from .images import load_image_slices, load_nifti, read_image
 from .matching import AlignedPair, align_pair, align_to, match_slices
-from .preprocess import (ModelInput, PreprocessConfig, box_from_center, build_six_channel,
-                         square_roi)
+from .preprocess import ModelInput, PreprocessConfig, box_from_center, build_six_channel, square_roi
 from .volume import Volume
 
 __all__ = [

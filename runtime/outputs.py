@@ -18,8 +18,8 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 
 from .errors import SpineFXError
-from .provenance import DISCLAIMER
 from .files import atomic_write_bytes, atomic_write_json, atomic_write_png, atomic_write_text
+from .provenance import DISCLAIMER
 
 __all__ = ["atomic_write_bytes", "atomic_write_json", "atomic_write_text", "atomic_write_png",
            "check_output_folder", "secondary_capture", "write_secondary_capture"]

@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from spinefx.runtime import read_manifest
 from spinefx.runtime.errors import ManifestError
 from spinefx.runtime.files import atomic_write_csv
 from spinefx.runtime.stats import confusion_counts
@@ -83,7 +84,6 @@ def _round_half_up(x: float) -> int:
 def _labelled_cases(cases: Any) -> list[tuple[str, str]]:
     """(case_id, label) pairs from a manifest path, Case objects, a mapping or pairs."""
     if isinstance(cases, (str, PathLike)):
-        from spinefx.runtime import read_manifest
         cases = read_manifest(cases)
     if isinstance(cases, Mapping):
         items = list(cases.items())
