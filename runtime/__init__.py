@@ -25,7 +25,8 @@ from .volume import Volume
 
 __all__ = [
     "ConfigError",
-    "AlignedPair", "LABELS", "Case", "align_pair", "ModelInput", "PreprocessConfig", "align_to", "box_from_center",
+    "AlignedPair", "LABELS", "Case", "align_pair", "ModelInput", "PreprocessConfig", "align_to",
+    "box_from_center",
     "build_six_channel", "load_image_slices", "load_nifti", "load_volume", "match_slices",
     "prepare_case", "read_image", "read_manifest", "square_roi",
     "DicomReadError", "FEATURES", "FEATURE_KEYS", "GeometryError", "ImageError", "ImagingFeature",

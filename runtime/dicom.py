@@ -82,7 +82,8 @@ class SeriesInfo:
             "matrix": f"{self.rows}x{self.columns}",
             "pixel_spacing_mm": None if self.pixel_spacing is None
             else [round(s, 3) for s in self.pixel_spacing],
-            "slice_spacing_mm": None if self.slice_spacing is None else round(self.slice_spacing, 3),
+            "slice_spacing_mm": (None if self.slice_spacing is None
+                                 else round(self.slice_spacing, 3)),
             "tr_ms": self.repetition_time,
             "te_ms": self.echo_time,
             "ti_ms": self.inversion_time,
@@ -161,7 +162,8 @@ def _read_header(path: Path) -> pydicom.Dataset | None:
     except InvalidDicomError:
         pass  # no preamble: maybe a raw (pre-Part-10) dataset; checked below
     except Exception as exc:  # truncated / corrupt header of a real DICOM file
-        raise DicomReadError(f"unreadable DICOM header ({type(exc).__name__}: {exc})", path) from exc
+        raise DicomReadError(f"unreadable DICOM header ({type(exc).__name__}: {exc})",
+                             path) from exc
     try:
         ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
     except Exception:
@@ -254,7 +256,8 @@ def _records(ds: pydicom.Dataset, path: Path) -> list[SliceRecord]:
     return [SliceRecord(path, None, _position(ds.get("ImagePositionPatient")),
                         _orientation(ds.get("ImageOrientationPatient")),
                         _spacing(ds.get("PixelSpacing")), rows, cols,
-                        header_number(ds.get("RescaleSlope"), 1.0), header_number(ds.get("RescaleIntercept"), 0.0))]
+                        header_number(ds.get("RescaleSlope"), 1.0),
+                        header_number(ds.get("RescaleIntercept"), 0.0))]
 
 
 def _mr_value(ds: pydicom.Dataset, keyword: str, group: str, attr: str):
@@ -269,7 +272,8 @@ def _series_info(uid: str, headers: list[tuple[Path, pydicom.Dataset]]) -> Serie
     records = [r for path, ds in headers for r in _records(ds, path)]
     ori = next((r.orientation for r in records if r.orientation), None)
     plane = plane_of(ori[:3], ori[3:]) if ori else "unknown"
-    tr = _mr_value(first, "RepetitionTime", "MRTimingAndRelatedParametersSequence", "RepetitionTime")
+    tr = _mr_value(first, "RepetitionTime", "MRTimingAndRelatedParametersSequence",
+                   "RepetitionTime")
     te = _mr_value(first, "EchoTime", "MREchoSequence", "EffectiveEchoTime")
     ti = _mr_value(first, "InversionTime", "MRModifierSequence", "InversionTimes")
     description = str(first.get("SeriesDescription", "") or first.get("ProtocolName", "") or "")

@@ -22,17 +22,21 @@ FEATURES: tuple[ImagingFeature, ...] = (
     # --- malignant-leaning -------------------------------------------------------------
     ImagingFeature("convex_posterior_border", "Convex posterior border", "malignant",
                    "The back wall of the vertebral body bulges into the canal because tumour "
-                   "expands the whole body; osteoporotic fractures keep a straight or concave wall."),
+                   "expands the whole body; osteoporotic fractures keep a straight or concave "
+                   "wall."),
     ImagingFeature("posterior_element_signal", "Abnormal pedicle / posterior-element signal",
                    "malignant",
                    "Marrow replacement extends into the pedicles or posterior elements, seen on "
-                   "para-sagittal slices; metastases spread there, osteoporotic fractures rarely do."),
+                   "para-sagittal slices; metastases spread there, osteoporotic fractures rarely "
+                   "do."),
     ImagingFeature("epidural_mass", "Epidural mass", "malignant",
-                   "Soft tissue behind the vertebral body inside the canal, beyond a bony fragment."),
+                   "Soft tissue behind the vertebral body inside the canal, beyond a bony "
+                   "fragment."),
     ImagingFeature("encasing_epidural_mass", "Encasing epidural mass", "malignant",
                    "Epidural tissue that wraps around the thecal sac rather than bulging focally."),
     ImagingFeature("paraspinal_mass", "Focal paraspinal mass", "malignant",
-                   "A focal soft-tissue mass in front of or beside the vertebra, not a thin haematoma."),
+                   "A focal soft-tissue mass in front of or beside the vertebra, not a thin "
+                   "haematoma."),
     ImagingFeature("skip_lesions", "Other spinal metastases", "malignant",
                    "Further round marrow lesions in other vertebrae (skip lesions) suggest "
                    "metastatic disease."),
@@ -56,9 +60,11 @@ FEATURES: tuple[ImagingFeature, ...] = (
                    "A T2-bright, fluid-like line or pocket next to the endplate: a healing "
                    "osteoporotic fracture."),
     ImagingFeature("vacuum_cleft", "Intravertebral vacuum cleft", "benign",
-                   "Gas inside the body, dark on every sequence: osteonecrosis after a benign fracture."),
+                   "Gas inside the body, dark on every sequence: osteonecrosis after a benign "
+                   "fracture."),
     ImagingFeature("smooth_paraspinal", "Smooth thin paraspinal soft tissue", "benign",
-                   "A thin, smooth rim of soft tissue (haematoma) around the body instead of a mass."),
+                   "A thin, smooth rim of soft tissue (haematoma) around the body instead of a "
+                   "mass."),
 )
 
 FEATURE_KEYS: tuple[str, ...] = tuple(f.key for f in FEATURES)

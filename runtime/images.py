@@ -75,7 +75,8 @@ def load_image_slices(paths: Sequence[str | PathLike], weighting: str,
                          f"{images[0].shape}: not one series", odd)
     vol = Volume.from_array(np.stack(images), pixel_spacing=pixel_spacing or (1.0, 1.0),
                             slice_spacing=slice_spacing or 4.0, weighting=weighting,
-                            source=str(Path(paths[0]).parent), spacing_known=pixel_spacing is not None)
+                            source=str(Path(paths[0]).parent),
+                            spacing_known=pixel_spacing is not None)
     vol.slice_sources = tuple(str(p) for p in paths)
     return vol
 

@@ -63,7 +63,8 @@ def normalise_cam(cam: np.ndarray) -> np.ndarray:
     return cam / peak if peak > 0 else cam
 
 
-def place_cam(cam: np.ndarray, roi: tuple[int, int, int, int], shape: tuple[int, int]) -> np.ndarray:
+def place_cam(cam: np.ndarray, roi: tuple[int, int, int, int],
+              shape: tuple[int, int]) -> np.ndarray:
     """Upsample a (h, w) map onto the square ROI and paste it into a (rows, cols) slice."""
     x0, y0, x1, y1 = roi
     side = x1 - x0

@@ -109,7 +109,8 @@ def read_model_spec(folder: str | PathLike) -> ModelSpec:
         raise ConfigError("model manifest is not a JSON object", path)
     if raw.get("format") != FORMAT:
         raise ConfigError(f"format is {raw.get('format')!r}, expected {FORMAT!r}", path)
-    missing = [k for k in ("files", "input", "outputs", "preprocessing", "threshold") if k not in raw]
+    required = ("files", "input", "outputs", "preprocessing", "threshold")
+    missing = [k for k in required if k not in raw]
     if missing:
         raise ConfigError(f"model.json lacks {', '.join(missing)}", path)
     return ModelSpec(folder=folder, raw=raw)
