@@ -51,7 +51,7 @@ from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 from tqdm.auto import tqdm
 
-from spinefx.runtime import Case, PreprocessConfig
+from spinefx.runtime import LABELS, Case, PreprocessConfig
 from spinefx.runtime.files import atomic_write_csv, atomic_write_json, read_json
 
 from . import loop
@@ -116,7 +116,7 @@ class _FitJob:
     loss_fn: nn.Module
     pos_weight: float
     dataset: CaseDataset
-    sampler: DistributedSampler
+    sampler: DistributedSampler[int]
     loader: DataLoader
 
 
@@ -130,6 +130,8 @@ class _Run:
         self.out, self.s, self.cases = out, settings, cases
         self.arrays = torch.from_numpy(arrays)
         self.y = np.array([c.target for c in cases], dtype=np.int64)
+        # the class names of self.y (Case.target has checked that every case is labelled)
+        self.labels = [LABELS[c.target] for c in cases]
         self.groups = np.array([c.patient_id for c in cases])
         self.device, self.dd, self.workers = device, dd, workers
         self.progress = progress and dd.main
@@ -167,9 +169,9 @@ class _Run:
         ds = CaseDataset(self.arrays, self.y, train_idx, self.augment, seed=s.seed,
                          stream=stream)
         drop_last = len(ds) // dd.world > s.batch_size  # never a 1-sample batch through BatchNorm
-        sampler = DistributedSampler(ds, num_replicas=dd.world, rank=dd.rank, shuffle=True,
-                                     seed=int(sample_generator(s.seed, stream, 7).initial_seed()
-                                              % 2**31))
+        sampler_seed = int(sample_generator(s.seed, stream, 7).initial_seed() % 2**31)
+        sampler: DistributedSampler[int] = DistributedSampler(
+            ds, num_replicas=dd.world, rank=dd.rank, shuffle=True, seed=sampler_seed)
         loader = DataLoader(ds, batch_size=s.batch_size, sampler=sampler, drop_last=drop_last,
                             num_workers=self.workers, pin_memory=self.device.type == "cuda")
         return _FitJob(folder, label, log_fold, train_idx, val_idx, epochs, model, opt, loss_fn,
@@ -224,7 +226,8 @@ class _Run:
         if s.precise_bn and dd.main:
             loop.recompute_batchnorm(job.model, self.arrays, job.train_idx, self.device,
                                      s.batch_size)
-        better = self._validate(job, state, row) if job.val_idx is not None else True
+        better = (self._validate(job, job.val_idx, state, row) if job.val_idx is not None
+                  else True)
         if better:
             state.update(best_epoch=epoch + 1, best_val_loss=row["val_loss"],
                          best_val_auc=row["val_auc"], stale=0)
@@ -246,13 +249,13 @@ class _Run:
         dd.barrier()
         return row
 
-    def _validate(self, job: _FitJob, state: dict, row: dict) -> bool:
-        """Rank 0 scores the validation split (loss, AUC into ``row``) and decides whether the
-        model improved; every rank gets its numbers and decision."""
+    def _validate(self, job: _FitJob, val_idx: np.ndarray, state: dict, row: dict) -> bool:
+        """Rank 0 scores the validation split ``val_idx`` (loss, AUC into ``row``) and decides
+        whether the model improved; every rank gets its numbers and decision."""
         decision = [0.0, 0.0, 0.0]
         if self.dd.main:
-            z = loop.predict_logits(job.model, self.arrays, job.val_idx, self.device)
-            yv = self.y[job.val_idx]
+            z = loop.predict_logits(job.model, self.arrays, val_idx, self.device)
+            yv = self.y[val_idx]
             row["val_loss"] = loop.weighted_bce(z, yv, job.pos_weight)
             row["val_auc"] = loop.auc_or_none(yv, loop.sigmoid(z))
             decision = [row["val_loss"], float("nan") if row["val_auc"] is None
@@ -327,7 +330,7 @@ def train_cv(manifest: str | PathLike, out_dir: str | PathLike, folds: int = 10,
                                       disable=not run.progress)]
         metrics = _finish(run, manifest, fold_results)
         dd.barrier()
-        return metrics if dd.main else {}
+        return metrics if metrics is not None else {}
 
 
 def _finish(run: _Run, manifest: Path, fold_results: list[dict]) -> dict | None:
@@ -340,13 +343,13 @@ def _finish(run: _Run, manifest: Path, fold_results: list[dict]) -> dict | None:
         metrics = summarise(fold_results, rows, manifest=manifest, settings=run.s.to_dict(),
                             preprocess=run.preprocess.to_dict(), world_size=run.dd.world,
                             device=run.device.type)
-    if run.s.final:
-        final_info = _train_final(run, fold_results)
-        if run.dd.main:
-            metrics["final_model"] = final_info
-    if run.dd.main:
-        atomic_write_json(run.out / "metrics.json", metrics)
-        write_report(run.out, manifest, metrics, run.log_rows())
+    final_info = _train_final(run, fold_results) if run.s.final else None  # every rank trains
+    if metrics is None:  # not rank 0
+        return None
+    if final_info is not None:
+        metrics["final_model"] = final_info
+    atomic_write_json(run.out / "metrics.json", metrics)
+    write_report(run.out, manifest, metrics, run.log_rows())
     return metrics
 
 
@@ -370,7 +373,7 @@ def _run_fold(run: _Run, k: int, fold_of: np.ndarray) -> dict:
     if run.dd.main:
         zv = loop.predict_logits(model, run.arrays, val_idx, run.device)
         zt = loop.predict_logits(model, run.arrays, test_idx, run.device)
-        result = fold_result(k, [c.case_id for c in run.cases], [c.label for c in run.cases],
+        result = fold_result(k, [c.case_id for c in run.cases], run.labels,
                              state, run.s.threshold_rule, (train_idx, val_idx, test_idx),
                              (zv, zt))
         if run.pretrained_report:

@@ -38,6 +38,7 @@ from typing import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+from numpy.typing import ArrayLike
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
@@ -181,9 +182,9 @@ class CaseDataset(Dataset):
     call :meth:`set_epoch` before each epoch. ``stream`` separates folds / the final model.
     """
 
-    def __init__(self, arrays: np.ndarray | torch.Tensor, targets: Sequence[int],
-                 indices: Sequence[int], augment: Augment | None = None, seed: int = 0,
-                 stream: int = 0) -> None:
+    def __init__(self, arrays: np.ndarray | torch.Tensor, targets: ArrayLike,
+                 indices: Sequence[int] | np.ndarray, augment: Augment | None = None,
+                 seed: int = 0, stream: int = 0) -> None:
         self.arrays = torch.as_tensor(arrays)
         self.targets = torch.as_tensor(np.asarray(targets), dtype=torch.float32)
         self.indices = [int(i) for i in indices]

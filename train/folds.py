@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+from numpy.typing import ArrayLike
 from sklearn.model_selection import StratifiedGroupKFold, train_test_split
 
 from spinefx.runtime import Case
@@ -25,18 +26,20 @@ def _groups_per_class(y: np.ndarray, groups: np.ndarray) -> tuple[int, int]:
     return neg, pos
 
 
-def make_folds(y: Sequence[int], groups: Sequence[str], folds: int, seed: int) -> np.ndarray:
-    """Test-fold number (1..folds) of every case: stratified by label, grouped by patient."""
-    y, groups = np.asarray(y), np.asarray(groups)
-    neg, pos = _groups_per_class(y, groups)
+def make_folds(y: ArrayLike, groups: ArrayLike, folds: int, seed: int) -> np.ndarray:
+    """Test-fold number (1..folds) of every case: stratified by label (``y``: 0/1), grouped by
+    patient (``groups``: patient ids)."""
+    labels, patients = np.asarray(y), np.asarray(groups)
+    neg, pos = _groups_per_class(labels, patients)
     if folds < 2:
         raise TrainingError(f"--folds must be at least 2, got {folds}")
     if min(neg, pos) < folds:
         raise TrainingError(f"{folds} folds need at least {folds} patients of each class; "
                             f"this cohort has {pos} malignant and {neg} benign")
     splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
-    out = np.zeros(len(y), dtype=int)
-    for k, (_, test) in enumerate(splitter.split(np.zeros(len(y)), y, groups), start=1):
+    out = np.zeros(len(labels), dtype=int)
+    for k, (_, test) in enumerate(splitter.split(np.zeros(len(labels)), labels, patients),
+                                  start=1):
         out[test] = k
     return out
 

@@ -66,7 +66,7 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, opt: torch.optim.Optim
 
 
 @torch.no_grad()
-def recompute_batchnorm(model: nn.Module, arrays: torch.Tensor, indices: Sequence[int],
+def recompute_batchnorm(model: nn.Module, arrays: torch.Tensor, indices: Sequence[int] | np.ndarray,
                         device: torch.device, batch_size: int) -> None:
     """Replace BatchNorm running statistics by their average over ``arrays[indices]``.
 
@@ -97,7 +97,7 @@ def recompute_batchnorm(model: nn.Module, arrays: torch.Tensor, indices: Sequenc
 
 
 @torch.no_grad()
-def predict_logits(model: nn.Module, arrays: torch.Tensor, indices: Sequence[int],
+def predict_logits(model: nn.Module, arrays: torch.Tensor, indices: Sequence[int] | np.ndarray,
                    device: torch.device, batch_size: int = 32) -> np.ndarray:
     """Malignancy logits of ``arrays[indices]`` (no augmentation, eval mode)."""
     net = unwrap(model)

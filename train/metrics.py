@@ -205,7 +205,7 @@ def bootstrap_cis(y_true: Any, prob: Any, n_boot: int = 2000, seed: int = 0,
         draws["brier"].append(float(np.mean((pb - yb) ** 2)))
         draws["ece"].append(expected_calibration_error(yb, pb, n_bins))
     alpha = (1 - confidence) / 2
-    out = {}
+    out: dict[str, Any] = {}
     for key, values in draws.items():
         if values:
             lo, hi = np.quantile(values, [alpha, 1 - alpha])
@@ -422,7 +422,7 @@ def temperature_report(logits: Any, y_true: Any, temperature: float, n_bins: int
     """NLL, Brier score and ECE before (T = 1) and after temperature scaling, on given cases."""
     z = np.asarray(logits, dtype=np.float64)
     y = as_binary(y_true)
-    out = {"temperature": float(temperature), "n": int(len(y))}
+    out: dict[str, Any] = {"temperature": float(temperature), "n": int(len(y))}
     for name, t in (("before", 1.0), ("after", float(temperature))):
         p = apply_temperature(z, t)
         out[name] = {"nll": _nll(z / t, y), "brier": brier(y, p),

@@ -124,7 +124,9 @@ class SpineFxNet(nn.Module, PyTorchModelHubMixin, library_name="spinefx",
             w[:] = 1.0 / self.in_channels
         m, s = torch.tensor(mean), torch.tensor(std)
         self.stem.weight.copy_((w / s[:, None])[:, :, None, None])
-        self.stem.bias.copy_(-m / s)
+        bias = self.stem.bias
+        assert bias is not None  # the stem is built with bias=True (__init__)
+        bias.copy_(-m / s)
 
     # -----------------------------------------------------------------------------------------
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:

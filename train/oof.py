@@ -87,7 +87,8 @@ def read_oof(path: str | PathLike) -> OOFPredictions:
                             f"{','.join(OOF_COLUMNS)})", path)
     if not rows:
         raise ManifestError("no predictions in the file", path)
-    ids, folds, ys, ps, ts, seen = [], [], [], [], [], {}
+    ids, folds, ys, ps, ts = [], [], [], [], []
+    seen: dict[str, int] = {}  # case_id -> the line it first appeared on
     has_thr = "threshold" in columns
     for n, row in enumerate(rows, start=2):
         case_id = (row["case_id"] or "").strip()

@@ -119,8 +119,8 @@ def confusion_plot(y_true: Any, prob: Any, threshold: float, out_png: str | Path
 def confusion_from_calls(y_true: Any, y_pred: Any, out_png: str | PathLike, *,
                          title: str = "Confusion matrix", caption: str | None = None) -> Path:
     """2x2 confusion matrix of hard calls (rows truth, columns call: benign, malignant)."""
-    c = confusion_counts(y_true, y_pred)
-    m = np.array([[c["tn"], c["fp"]], [c["fn"], c["tp"]]])
+    counts = confusion_counts(y_true, y_pred)
+    m = np.array([[counts["tn"], counts["fp"]], [counts["fn"], counts["tp"]]])
     fig = _figure(4.6, 4.2)
     ax = fig.add_subplot(1, 1, 1)
     ax.imshow(m, cmap="Blues", vmin=0, vmax=max(int(m.max()), 1))

@@ -178,7 +178,8 @@ def read_readers_csv(path: str | PathLike,
                             f"(need case_id,reader,call[,simulated]); found {rows[0]}", path)
     col = {name: header.index(name) for name in header}
     known = None if known_cases is None else set(known_cases)
-    calls, seen = [], {}
+    calls: list[ReaderCall] = []
+    seen: dict[tuple[str, str], int] = {}  # (case_id, reader) -> the line of its first call
     for (n, _), row in zip(numbered[1:], rows[1:]):
         where = f"line {n}"
         if len(row) < len(header):
