@@ -13,8 +13,12 @@ produce is labelled SYNTHETIC.
 
 Numpy, pydicom, Pillow and tqdm only: no scipy, no torch.
 """
-from .appearance import (PROBABILITIES, draw_features, feature_probabilities,
-                         probability_table_markdown)
+from .appearance import (
+    PROBABILITIES,
+    draw_features,
+    feature_probabilities,
+    probability_table_markdown,
+)
 from .case import PhantomCase, render_case
 from .cohort import MANIFEST_COLUMNS, CohortExistsError, generate_cohort, is_cohort
 from .contact_sheet import write_contact_sheet

@@ -16,7 +16,8 @@ import numpy as np
 
 from .fields import upsample
 from .spine import SpineSpec
-from .tissues import Tissue as T, member_lut
+from .tissues import Tissue as T
+from .tissues import member_lut
 
 SUPER = 2            # sub-samples per pixel and axis
 CORNER = 2.5         # mm, rounding of vertebral body corners

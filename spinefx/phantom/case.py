@@ -18,8 +18,8 @@ from .anatomy import Canvas, Grid, render_slice
 from .appearance import LABELS, draw_features
 from .fields import lattice, upsample
 from .lesion import Lesion, apply_fracture, draw_lesion, draw_level, paint_lesion
-from .physics import acquire, bias_field, clean_signal, downsample_mask, draw_physics
-from .spine import LESION_LEVELS, draw_spine
+from .physics import CasePhysics, acquire, bias_field, clean_signal, downsample_mask, draw_physics
+from .spine import LESION_LEVELS, SpineSpec, draw_spine
 from .tissues import LESION_MARROW, member_lut
 
 LESION_LUT = member_lut(LESION_MARROW)
@@ -80,29 +80,79 @@ def render_case(seed: int, label: str, difficulty: float = 1.0, **overrides) -> 
     ``n_slices`` (12-16) or ``t2_scale`` (1.0 = T2 on the T1 grid). Independent random streams
     per aspect mean a forced feature leaves the rest of the case as the seed would draw it.
     """
+    _check_request(label, overrides)
+    streams = [np.random.default_rng(s) for s in np.random.SeedSequence(int(seed)).spawn(6)]
+    r_feat, r_acq, r_spine, r_lesion, r_phys, r_noise = streams
+    flags = draw_features(r_feat, label, difficulty,
+                          {k: v for k, v in overrides.items() if k in FEATURE_KEYS})
+    acq = _draw_acquisition(r_acq, overrides)
+    lesion = draw_lesion(r_lesion, label, flags, acq.level, difficulty)
+    grid = Grid(MATRIX, MATRIX, acq.ps)
+    scene = _draw_scene(acq, grid, lesion, r_spine, r_phys, r_noise)
+    grids = _grids(grid, acq.t2_scale)
+    out, lesion_mask, vertebra_mask = _render(scene, grids)
+
+    box = _box(vertebra_mask[acq.centre])
+    t2_ps = grids.get("t2", grid).spacing
+    return PhantomCase(
+        seed=int(seed), label=label, difficulty=float(difficulty), t1=out["t1"], t2=out["t2"],
+        lesion_mask=lesion_mask, vertebra_mask=vertebra_mask, slice=int(acq.centre), box=box,
+        level=acq.level, features=flags, pixel_spacing=(acq.ps, acq.ps),
+        t2_pixel_spacing=(t2_ps, t2_ps), slice_thickness=acq.thickness,
+        spacing_between_slices=round(acq.sbs, 4),
+        slice_x=(acq.x_mid + scene.x_spine).astype(np.float64),
+        corner=(-grid.fov[1] * acq.corner_y, acq.corner_z), lesion=lesion)
+
+
+def _check_request(label: str, overrides: dict) -> None:
     if label not in LABELS:
         raise ValueError(f"label must be 'benign' or 'malignant', got {label!r}")
     unknown = set(overrides) - set(FEATURE_KEYS) - set(SETTINGS)
     if unknown:
         raise TypeError(f"unknown override(s) {sorted(unknown)}; "
                         f"allowed: feature keys and {SETTINGS}")
-    streams = [np.random.default_rng(s) for s in np.random.SeedSequence(int(seed)).spawn(6)]
-    r_feat, r_acq, r_spine, r_lesion, r_phys, r_noise = streams
-    flags = draw_features(r_feat, label, difficulty,
-                          {k: v for k, v in overrides.items() if k in FEATURE_KEYS})
 
-    # Acquisition: slices, spacing, grid, patient position.
-    level = draw_level(r_acq)
-    n = int(r_acq.integers(12, 17))
-    thickness = round(float(r_acq.uniform(3.0, 4.0)), 1)
-    gap = round(float(r_acq.uniform(0.3, 0.8)), 1)
-    ps = round(float(r_acq.uniform(1.1, 1.4)), 4)
-    t2_scale = float(r_acq.choice(T2_SCALES)) if r_acq.random() < T2_OTHER_GRID_P else 1.0
-    centre_offset = int(r_acq.integers(-1, 2))
-    slice_jitter = float(r_acq.uniform(-0.3, 0.3))
-    x_mid = float(r_acq.uniform(-3, 3))
-    corner_y = float(r_acq.uniform(0.5, 0.6))
-    corner_z = float(r_acq.uniform(50, 250))
+
+@dataclass(frozen=True)
+class _Acquisition:
+    """Slices, spacing, grid and patient position of one case."""
+    level: str
+    n: int                  # number of slices
+    thickness: float        # slice thickness, mm
+    gap: float              # mm between slices
+    ps: float               # T1 pixel spacing, mm
+    t2_scale: float         # T2 pixel spacing / T1 pixel spacing
+    centre_offset: int      # lesion centre slice relative to the middle slice
+    slice_jitter: float     # lesion centre's offset from its slice, in slice spacings
+    x_mid: float            # patient x of the spine's midline, mm
+    corner_y: float         # FOV corner position (share of the FOV / patient z, mm)
+    corner_z: float
+
+    @property
+    def sbs(self) -> float:
+        """Spacing between slice centres, mm."""
+        return self.thickness + self.gap
+
+    @property
+    def centre(self) -> int:
+        """Index of the lesion centre slice."""
+        return self.n // 2 + self.centre_offset
+
+
+def _draw_acquisition(rng: np.random.Generator, overrides: dict) -> _Acquisition:
+    """Draw every acquisition parameter (always all of them, in this order), then apply the
+    ``level`` / ``n_slices`` / ``t2_scale`` overrides."""
+    level = draw_level(rng)
+    n = int(rng.integers(12, 17))
+    thickness = round(float(rng.uniform(3.0, 4.0)), 1)
+    gap = round(float(rng.uniform(0.3, 0.8)), 1)
+    ps = round(float(rng.uniform(1.1, 1.4)), 4)
+    t2_scale = float(rng.choice(T2_SCALES)) if rng.random() < T2_OTHER_GRID_P else 1.0
+    centre_offset = int(rng.integers(-1, 2))
+    slice_jitter = float(rng.uniform(-0.3, 0.3))
+    x_mid = float(rng.uniform(-3, 3))
+    corner_y = float(rng.uniform(0.5, 0.6))
+    corner_z = float(rng.uniform(50, 250))
     level = overrides.get("level", level)
     if level not in LESION_LEVELS:
         raise ValueError(f"level must be one of {list(LESION_LEVELS)}, got {level!r}")
@@ -110,57 +160,86 @@ def render_case(seed: int, label: str, difficulty: float = 1.0, **overrides) -> 
     if not 5 <= n <= 40:
         raise ValueError(f"n_slices must be within 5..40, got {n}")
     t2_scale = float(overrides.get("t2_scale", t2_scale))
+    return _Acquisition(level=level, n=n, thickness=thickness, gap=gap, ps=ps,
+                        t2_scale=t2_scale, centre_offset=centre_offset,
+                        slice_jitter=slice_jitter, x_mid=x_mid, corner_y=corner_y,
+                        corner_z=corner_z)
 
-    lesion = draw_lesion(r_lesion, label, flags, level, difficulty)
-    grid = Grid(MATRIX, MATRIX, ps)
+
+@dataclass
+class _Scene:
+    """Everything the slices are rendered from, shared by the T1 and T2 grids."""
+    spec: SpineSpec
+    lesion: Lesion
+    phys: CasePhysics
+    x_spine: np.ndarray     # LR position (mm, spine frame) of each slice, loaded order
+    mottle: np.ndarray      # coarse lattices: background pattern, marrow texture
+    shared: np.ndarray      # (common to all slices)
+    own: list[np.ndarray]   # (one per slice)
+    back: float             # AP position of the back's skin, for the coil bias
+    rng: np.random.Generator  # acquisition noise (the texture stream, after its lattices)
+
+
+def _draw_scene(acq: _Acquisition, grid: Grid, lesion: Lesion, r_spine: np.random.Generator,
+                r_phys: np.random.Generator, r_noise: np.random.Generator) -> _Scene:
+    """The fractured spine, the slice positions, the tissue physics and the texture lattices."""
+    level, n, sbs = acq.level, acq.n, acq.sbs
     spec = draw_spine(r_spine, grid.fov, level, shorten={level: lesion.posterior_loss})
     apply_fracture(spec.levels, lesion)
-
-    sbs = thickness + gap
-    centre = n // 2 + centre_offset
-    x_spine = lesion.x_c + slice_jitter * sbs + (centre - np.arange(n)) * sbs  # LR in spine frame
+    x_spine = (lesion.x_c + acq.slice_jitter * sbs
+               + (acq.centre - np.arange(n)) * sbs)  # LR in spine frame
     phys = draw_physics(r_phys, lesion.t1_ratio, lesion.t2_ratio, lesion.bright_t2)
     mottle = lattice(r_noise, grid.fov, 5.0)
     shared = lattice(r_noise, grid.fov, 3.0)
     own = [lattice(r_noise, grid.fov, 3.0) for _ in range(n)]
     back = float(np.interp(grid.fov[0] / 2, spec.curve_s, spec.curve_a)) + 75 + spec.fat_back
+    return _Scene(spec=spec, lesion=lesion, phys=phys, x_spine=x_spine, mottle=mottle,
+                  shared=shared, own=own, back=back, rng=r_noise)
 
+
+def _grids(grid: Grid, t2_scale: float) -> dict[str, Grid]:
+    """The T1 grid, plus T2's own grid (same FOV) when its pixel spacing differs."""
     grids = {"t1": grid}
     if t2_scale != 1.0:
         m2 = int(round(MATRIX / t2_scale))
         grids["t2"] = Grid(m2, m2, round(grid.fov[0] / m2, 6))
+    return grids
+
+
+def _render(scene: _Scene, grids: dict[str, Grid]
+            ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    """Both series and, on the T1 grid, the lesion and vertebra masks."""
+    n = len(scene.x_spine)
     out: dict[str, np.ndarray] = {}
     masks = (np.zeros((n, MATRIX, MATRIX), np.uint8), np.zeros((n, MATRIX, MATRIX), np.uint8))
     for name, g in grids.items():
-        cv = Canvas(spec, g, mottle)
-        bias = bias_field((g.rows, g.cols), g.spacing, back, phys.bias)
         series = ("t1", "t2") if name == "t1" and "t2" not in grids else (name,)
-        vols = {s: np.empty((n, g.rows, g.cols), np.float32) for s in series}
-        for i, x in enumerate(x_spine):
-            strip, geo = render_slice(cv, float(x))
-            vert = cv.to_image(paint_lesion(strip, cv, geo, lesion), _NO_MASK(cv))
-            labels = cv.to_image(strip)
-            tex = upsample(0.6 * shared + 0.8 * own[i], cv.shape)
-            for s in series:
-                sp = phys.t1 if s == "t1" else phys.t2
-                clean = clean_signal(labels, sp, tex, lesion.strength(float(x)))
-                vols[s][i] = acquire(clean, sp, bias, r_noise)
-            if name == "t1":
-                masks[1][i] = downsample_mask(vert)
-                masks[0][i] = downsample_mask(LESION_LUT[labels] & vert)
-        out.update(vols)
-
+        out.update(_render_grid(scene, g, series, masks if name == "t1" else None))
     lesion_mask, vertebra_mask = masks
     lesion_mask &= vertebra_mask
-    box = _box(vertebra_mask[centre])
-    t2_ps = grids.get("t2", grid).spacing
-    return PhantomCase(
-        seed=int(seed), label=label, difficulty=float(difficulty), t1=out["t1"], t2=out["t2"],
-        lesion_mask=lesion_mask, vertebra_mask=vertebra_mask, slice=int(centre), box=box,
-        level=level, features=flags, pixel_spacing=(ps, ps), t2_pixel_spacing=(t2_ps, t2_ps),
-        slice_thickness=thickness, spacing_between_slices=round(sbs, 4),
-        slice_x=(x_mid + x_spine).astype(np.float64),
-        corner=(-grid.fov[1] * corner_y, corner_z), lesion=lesion)
+    return out, lesion_mask, vertebra_mask
+
+
+def _render_grid(scene: _Scene, g: Grid, series: tuple[str, ...],
+                 masks: tuple[np.ndarray, np.ndarray] | None) -> dict[str, np.ndarray]:
+    """Render ``series`` (sharing ``g``) slice by slice; fill ``masks`` (lesion, vertebra)
+    unless None."""
+    cv = Canvas(scene.spec, g, scene.mottle)
+    bias = bias_field((g.rows, g.cols), g.spacing, scene.back, scene.phys.bias)
+    vols = {s: np.empty((len(scene.x_spine), g.rows, g.cols), np.float32) for s in series}
+    for i, x in enumerate(scene.x_spine):
+        strip, geo = render_slice(cv, float(x))
+        vert = cv.to_image(paint_lesion(strip, cv, geo, scene.lesion), _NO_MASK(cv))
+        labels = cv.to_image(strip)
+        tex = upsample(0.6 * scene.shared + 0.8 * scene.own[i], cv.shape)
+        for s in series:
+            sp = scene.phys.t1 if s == "t1" else scene.phys.t2
+            clean = clean_signal(labels, sp, tex, scene.lesion.strength(float(x)))
+            vols[s][i] = acquire(clean, sp, bias, scene.rng)
+        if masks is not None:
+            masks[1][i] = downsample_mask(vert)
+            masks[0][i] = downsample_mask(LESION_LUT[labels] & vert)
+    return vols
 
 
 _SAGITTAL = ((0.0, 1.0, 0.0), (0.0, 0.0, -1.0))  # row, column directions (ImageOrientationPatient)

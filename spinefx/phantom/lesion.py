@@ -35,7 +35,8 @@ from .anatomy import CORTEX, Canvas, Region, SliceGeometry, box_sdf, paint_bone
 from .appearance import LABELS, class_gap
 from .fields import SmoothField
 from .spine import LESION_LEVELS, LEVEL_NAMES, Levels
-from .tissues import SOFT, Tissue as T, member_lut
+from .tissues import SOFT, member_lut
+from .tissues import Tissue as T
 
 SOFT_LUT = member_lut(SOFT)
 ARCH_LEVELS = tuple(n for n in LEVEL_NAMES if not n.startswith("S"))
@@ -162,10 +163,49 @@ def apply_fracture(levels: Levels, lesion: Lesion) -> None:
 def paint_lesion(strip: np.ndarray, cv: Canvas, geo: SliceGeometry, lesion: Lesion) -> np.ndarray:
     """Paint the lesion onto the strip labels of one slice; returns the fractured-body mask
     (bool, on the strip)."""
+    f = lesion.flags
+    b = _body_slice(strip, cv, geo, lesion)
+    _paint_marrow(b, lesion)
+    _paint_endplate_signs(b, lesion)
+    if f["retropulsed_fragment"] and abs(b.x) < lesion.fragment[3]:
+        _paint_fragment(b, lesion)
+    _paint_soft_tissue(b, lesion)
+    if f["posterior_element_signal"]:
+        _paint_posterior_elements(b, lesion)
+    if f["skip_lesions"]:
+        _paint_skip_lesions(strip, cv, lesion, b.x)
+
+    mask = np.zeros(strip.shape, dtype=bool)
+    mask[b.rg.rows, b.rg.cols] = b.body
+    return mask
+
+
+@dataclass
+class _BodySlice:
+    """The fractured body on one slice: the labels to paint and the geometry painted by."""
+    x: float             # mm, LR position of the slice
+    lv: Levels
+    i: int               # index of the fractured level
+    depth: float         # mm, AP depth of the fractured body
+    rg: Region           # block of the strip around the body, its canal and soft tissue
+    lab: np.ndarray      # the region's labels (a view into the strip)
+    du: np.ndarray       # mm from the body's mid-height
+    tex: np.ndarray      # the lesion's textures, sampled on the region
+    tex2: np.ndarray
+    sdf: np.ndarray      # signed distance to the body outline of each pixel's own level
+    own: np.ndarray      # pixels of the fractured level
+    body: np.ndarray     # the fractured body (grows by a retropulsed fragment)
+    interior: np.ndarray  # its marrow inside the cortex
+    dist: np.ndarray     # mm from the fractured endplate, following its deformed shape
+    height: np.ndarray   # mm, local body height
+    va: float            # mm, anterior / posterior wall position
+    vb: float
+    vn: np.ndarray       # -1 anterior .. 1 posterior wall
+
+
+def _body_slice(strip: np.ndarray, cv: Canvas, geo: SliceGeometry, lesion: Lesion) -> _BodySlice:
     lv = cv.spec.levels
     i = lv.index(lesion.level)
-    f = lesion.flags
-    x = geo.x
     D = lv.depth[i]
     key = ("lesion", id(lesion))
     if key not in cv.cache:  # x-independent parts, once per canvas
@@ -173,88 +213,105 @@ def paint_lesion(strip: np.ndarray, cv: Canvas, geo: SliceGeometry, lesion: Lesi
         du = rg.u - lv.u_mid[i]
         cv.cache[key] = (rg, du, lesion.texture.sample(du, rg.v), lesion.texture2.sample(du, rg.v))
     rg, du, tex, tex2 = cv.cache[key]
-    lab = rg.labels(strip)
-    u, v, k = rg.u, rg.v, rg.k
+    u, v = rg.u, rg.v
     sdf = geo.sdf(rg)
-    own = k == i
+    own = rg.k == i
     body = own & (sdf < 0)
-    interior = body & (sdf < -CORTEX)
-    g = lesion.profile(x)
-
-    # Distance (mm) from the fractured endplate, following its deformed shape.
     d_top, d_bot = u - (rg.cu - rg.hu), (rg.cu + rg.hu) - u
     dist = {"top": d_top, "bottom": d_bot, "both": np.minimum(d_top, d_bot)}[lesion.endplate]
-    height = 2 * rg.hu
-    if lesion.pattern == "diffuse":
-        region = interior
-    elif lesion.pattern == "spared":
-        region = interior & (dist / height < lesion.depth_frac * np.sqrt(g) + 0.06 * tex) & (g > 0)
-    else:
-        region = interior & (dist / height + 0.25 * tex < lesion.depth_frac * (0.6 + 0.4 * g))
-    lab[region] = T.LESION
-    if f["heterogeneous_high_t2"]:
-        phase = x / 9.0
-        patch = np.cos(phase) * tex2 + np.sin(phase) * tex
-        lab[region & (patch > lesion.patch_thr)] = T.LESION_BRIGHT
-
     va, vb = geo.v_front[i], geo.v_back[i]
-    vn = (v - (va + vb) / 2) / max((vb - va) / 2, 1e-3)  # -1 anterior .. 1 posterior wall
+    return _BodySlice(
+        x=geo.x, lv=lv, i=i, depth=D, rg=rg, lab=rg.labels(strip), du=du, tex=tex, tex2=tex2,
+        sdf=sdf, own=own, body=body, interior=body & (sdf < -CORTEX), dist=dist,
+        height=2 * rg.hu, va=va, vb=vb, vn=(v - (va + vb) / 2) / max((vb - va) / 2, 1e-3))
+
+
+def _paint_marrow(b: _BodySlice, lesion: Lesion) -> None:
+    """Abnormal marrow in the lesion's pattern, with bright T2 patches if heterogeneous."""
+    g = lesion.profile(b.x)
+    if lesion.pattern == "diffuse":
+        region = b.interior
+    elif lesion.pattern == "spared":
+        region = (b.interior & (b.dist / b.height < lesion.depth_frac * np.sqrt(g) + 0.06 * b.tex)
+                  & (g > 0))
+    else:
+        region = b.interior & (b.dist / b.height + 0.25 * b.tex
+                               < lesion.depth_frac * (0.6 + 0.4 * g))
+    b.lab[region] = T.LESION
+    if lesion.flags["heterogeneous_high_t2"]:
+        phase = b.x / 9.0
+        patch = np.cos(phase) * b.tex2 + np.sin(phase) * b.tex
+        b.lab[region & (patch > lesion.patch_thr)] = T.LESION_BRIGHT
+
+
+def _paint_endplate_signs(b: _BodySlice, lesion: Lesion) -> None:
+    """Low-signal band, fluid sign and vacuum cleft, each shaped along the fractured endplate."""
+    f, x, dist = lesion.flags, b.x, b.dist
     if f["low_signal_band"] and abs(x - lesion.x_c) < lesion.rx:
         off, thick, amp, wl, ph = lesion.band
-        line = off + amp * np.sin(2 * np.pi * v / wl + ph)
-        lab[interior & (np.abs(dist - line) < thick / 2)] = T.BAND
+        line = off + amp * np.sin(2 * np.pi * b.rg.v / wl + ph)
+        b.lab[b.interior & (np.abs(dist - line) < thick / 2)] = T.BAND
     if f["fluid_sign"] and abs(x - lesion.x_c) < 0.7 * lesion.rx:
         thick, vc, span = lesion.fluid
-        t = thick * np.clip(1 - ((vn - vc) / span) ** 2, 0, 1)
-        lab[body & (sdf < -0.4) & (dist > 0.5) & (dist < 0.5 + t)] = T.FLUID
+        t = thick * np.clip(1 - ((b.vn - vc) / span) ** 2, 0, 1)
+        b.lab[b.body & (b.sdf < -0.4) & (dist > 0.5) & (dist < 0.5 + t)] = T.FLUID
     if f["vacuum_cleft"] and abs(x - lesion.x_c) < 0.6 * lesion.rx:
         depth, thick, vc, span = lesion.vacuum
-        t = thick / 2 * np.clip(1 - ((vn - vc) / span) ** 2, 0, 1)
-        lab[interior & (np.abs(dist - depth * height) < t)] = T.VACUUM
+        t = thick / 2 * np.clip(1 - ((b.vn - vc) / span) ** 2, 0, 1)
+        b.lab[b.interior & (np.abs(dist - depth * b.height) < t)] = T.VACUUM
 
-    if f["retropulsed_fragment"] and abs(x) < lesion.fragment[3]:
-        disp, fu, fv, _ = lesion.fragment
-        at_top = lesion.endplate != "bottom"
-        edge = lv.u_top[i] if at_top else lv.u_bot[i]
-        fc = edge + (fu / 2 if at_top else -fu / 2)
-        vc = vb + disp - fv / 2
-        frag = box_sdf(np.abs(u - fc) - (fu / 2 - 1.2), np.abs(v - vc) - (fv / 2 - 1.2), 1.2)
-        paint_bone(lab, frag, 1.0)
-        body |= frag < 0
 
+def _paint_fragment(b: _BodySlice, lesion: Lesion) -> None:
+    """The posterior corner at the fractured endplate pushed into the canal (part of the body)."""
+    disp, fu, fv, _ = lesion.fragment
+    at_top = lesion.endplate != "bottom"
+    edge = b.lv.u_top[b.i] if at_top else b.lv.u_bot[b.i]
+    fc = edge + (fu / 2 if at_top else -fu / 2)
+    vc = b.vb + disp - fv / 2
+    frag = box_sdf(np.abs(b.rg.u - fc) - (fu / 2 - 1.2), np.abs(b.rg.v - vc) - (fv / 2 - 1.2), 1.2)
+    paint_bone(b.lab, frag, 1.0)
+    b.body |= frag < 0
+
+
+def _paint_soft_tissue(b: _BodySlice, lesion: Lesion) -> None:
+    """Epidural tumour; a lobulated paraspinal mass or else a smooth haematoma rim."""
+    f, x, lv, i, lab, du, v = lesion.flags, b.x, b.lv, b.i, b.lab, b.du, b.rg.v
     if f["epidural_mass"]:
-        _epidural(lab, rg, lesion, du / (lesion.epidural[0] * lv.height[i]), vb, x)
+        _epidural(lab, b.rg, lesion, du / (lesion.epidural[0] * lv.height[i]), b.vb, x)
     if f["paraspinal_mass"]:
         ou, ru, rv, xc, rxm = lesion.mass
         h = lv.height[i]
         rho = (((du - ou * h) / (ru * h)) ** 2
-               + ((v - (-D / 2 - 0.45 * rv)) / rv) ** 2 + ((x - xc) / rxm) ** 2)
-        lab[(rho < (1 + 0.2 * tex) ** 2) & SOFT_LUT[lab]] = T.MASS
+               + ((v - (-b.depth / 2 - 0.45 * rv)) / rv) ** 2 + ((x - xc) / rxm) ** 2)
+        lab[(rho < (1 + 0.2 * b.tex) ** 2) & SOFT_LUT[lab]] = T.MASS
     elif f["smooth_paraspinal"] and abs(x) < 0.85 * lv.half_width[i]:
         taper = np.clip(1 - (du / (lv.height[i] / 2 + 4)) ** 4, 0, 1)
-        rim = (v > va - lesion.rim * taper) & (v < va + 1.0) & (taper > 0) & ~(sdf < 0)
+        rim = (v > b.va - lesion.rim * taper) & (v < b.va + 1.0) & (taper > 0) & ~(b.sdf < 0)
         lab[rim & SOFT_LUT[lab] & (lab != T.CSF)] = T.HAEMATOMA
 
-    if f["posterior_element_signal"]:
-        if lesion.pedicle_side == 0 or np.sign(x) == lesion.pedicle_side:
-            arch = own & (lab == T.MARROW) & (v > D / 2 - 1) & (abs(x) >= rg.canal_hw - 0.5)
-            lab[arch] = T.LESION
 
-    if f["skip_lesions"]:
-        for name, dfrac, vfrac, xs, r in lesion.skips:
-            if abs(x - xs) >= r:
-                continue
-            j = lv.index(name)
-            rr = np.sqrt(r * r - (x - xs) ** 2)
-            sk = cv.region(-lv.depth[j] / 2, lv.depth[j] / 2, lv.u_top[j], lv.u_bot[j])
-            ball = ((sk.u - lv.u_mid[j] - dfrac * lv.height[j]) ** 2
-                    + (sk.v - vfrac * lv.depth[j]) ** 2) < rr * rr
-            sub = sk.labels(strip)
-            sub[ball & (sk.k == j) & (sub == T.MARROW)] = T.SKIP
+def _paint_posterior_elements(b: _BodySlice, lesion: Lesion) -> None:
+    """Lesion signal in the arch marrow on the side(s) the lesion reaches."""
+    x = b.x
+    if lesion.pedicle_side == 0 or np.sign(x) == lesion.pedicle_side:
+        arch = (b.own & (b.lab == T.MARROW) & (b.rg.v > b.depth / 2 - 1)
+                & (abs(x) >= b.rg.canal_hw - 0.5))
+        b.lab[arch] = T.LESION
 
-    mask = np.zeros(strip.shape, dtype=bool)
-    mask[rg.rows, rg.cols] = body
-    return mask
+
+def _paint_skip_lesions(strip: np.ndarray, cv: Canvas, lesion: Lesion, x: float) -> None:
+    """Round lesions in other vertebral bodies, where the slice cuts them."""
+    lv = cv.spec.levels
+    for name, dfrac, vfrac, xs, r in lesion.skips:
+        if abs(x - xs) >= r:
+            continue
+        j = lv.index(name)
+        rr = np.sqrt(r * r - (x - xs) ** 2)
+        sk = cv.region(-lv.depth[j] / 2, lv.depth[j] / 2, lv.u_top[j], lv.u_bot[j])
+        ball = ((sk.u - lv.u_mid[j] - dfrac * lv.height[j]) ** 2
+                + (sk.v - vfrac * lv.depth[j]) ** 2) < rr * rr
+        sub = sk.labels(strip)
+        sub[ball & (sk.k == j) & (sub == T.MARROW)] = T.SKIP
 
 
 def _epidural(lab: np.ndarray, rg: Region, lesion: Lesion, du: np.ndarray, vb: float,

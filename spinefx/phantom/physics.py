@@ -11,7 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from .anatomy import SUPER
-from .tissues import N_TISSUES, Tissue as T, signal_table
+from .tissues import N_TISSUES, signal_table
+from .tissues import Tissue as T
 
 MAX_VALUE = 4095  # BitsStored 12
 
