@@ -9,6 +9,7 @@ scikit-learn, matplotlib) run without torch:
   ``distributed``, ``checkpoint``, ``folds``, ``loop``, ``summary``, ``report``, ``run_folder``;
 - ``model`` (``SpineFxNet``, ``load_model``, ``load_pretrained``), ``data`` (``CaseDataset``,
   ``Augment``, ``preprocess_cases``);
-- ``metrics``, ``oof``, ``plots``, ``evaluation`` (``evaluate``), ``readers``
-  (``simulate_readers``, ``read_readers_csv``).
+- ``metrics`` (every statistic, importable from there; its parts are ``delong``,
+  ``calibration``, ``significance``, ``scores``), ``oof``, ``plots``, ``evaluation``
+  (``evaluate``), ``readers`` (``simulate_readers``, ``read_readers_csv``).
 """
