@@ -11,5 +11,6 @@ scikit-learn, matplotlib) run without torch:
   ``Augment``, ``preprocess_cases``);
 - ``metrics`` (every statistic, importable from there; its parts are ``delong``,
   ``calibration``, ``significance``, ``scores``), ``oof``, ``plots``, ``evaluation``
-  (``evaluate``), ``readers`` (``simulate_readers``, ``read_readers_csv``).
+  (``evaluate``; its Markdown: ``evaluation_markdown``), ``readers`` (``simulate_readers``,
+  ``read_readers_csv``).
 """
