@@ -6,7 +6,8 @@ parts (``readers``: numpy only; ``evaluation``, ``metrics``, ``plots``, ``oof``:
 scikit-learn, matplotlib) run without torch:
 
 - ``cv`` (``train_cv``, ``TrainSettings``): cross-validation and the final model; its parts are
-  ``distributed``, ``checkpoint``, ``folds``, ``loop``, ``summary``, ``report``, ``run_folder``;
+  ``fitting``, ``distributed``, ``checkpoint``, ``folds``, ``loop``, ``summary``,
+  ``report``, ``run_folder``;
 - ``model`` (``SpineFxNet``, ``load_model``, ``load_pretrained``), ``data`` (``CaseDataset``,
   ``Augment``, ``preprocess_cases``);
 - ``metrics`` (every statistic, importable from there; its parts are ``delong``,
