@@ -14,7 +14,9 @@
 ``huggingface_hub``: ``create_repo(exist_ok=True)``, ``create_branch`` for ``--revision``, then
 **one** ``create_commit`` of ``CommitOperationAdd`` s. The token comes from huggingface_hub's
 usual places (``HF_TOKEN``, ``hf auth login``). ``--space OWNER/SPACE`` does the same for a
-Gradio Space that serves the demo with the published model (:mod:`spinefx.hub.space`).
+Gradio Space that serves the demo with the published model (:mod:`spinefx.hub.space`). The plan,
+:class:`RepoPlan`, and those two destinations live in :mod:`spinefx.hub.repo_plan` and are
+re-exported here.
 
 Training data is SYNTHETIC when :func:`spinefx.runtime.provenance.is_synthetic_record` says so
 of the run's ``config.json`` / ``metrics.json``, the export's ``model.json`` or the cohort's
@@ -26,55 +28,30 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
 
 from spinefx.runtime import PreprocessConfig
 from spinefx.runtime.errors import ConfigError, SpineFXError
 from spinefx.runtime.files import read_json
-from spinefx.runtime.model_files import MODEL_JSON, read_model_spec
+from spinefx.runtime.model_files import MODEL_JSON, ModelSpec, read_model_spec
 from spinefx.runtime.provenance import is_synthetic_record
 
 from .._version import __version__
 from .card import CARD_MARKER, CardInputs, metrics_json_summary, render_model_card
-from .download import INSTALL_HINT, parse_hf_uri
+from .download import parse_hf_uri
+from .repo_plan import PublishError, RepoPlan
+
+# re-exported (`x as x`): spinefx.cli.publish and the tests import them from here
+from .repo_plan import _check_out_dir as _check_out_dir
+from .repo_plan import upload_repo as upload_repo
+from .repo_plan import write_repo as write_repo
 from .space import SPACE_MARKER, is_placeholder, space_files
 
 RUN_REQUIRED = ("config.json", "model.safetensors", "metrics.json")
 RUN_OPTIONAL = ("report.md", "oof_predictions.csv", "training_log.csv")
 FIGURE_DIRS = ("", "figures")  # PNGs at the run's top level and in figures/
-
-
-class PublishError(SpineFXError):
-    """The run/model cannot be published as asked (missing files, mismatch, no token...)."""
-
-
-@dataclass
-class RepoPlan:
-    """What one commit to one repository holds: ``{path_in_repo: local Path or bytes}``."""
-
-    repo_id: str
-    repo_type: str                         # "model" or "space"
-    files: dict[str, Path | bytes]
-    commit_message: str
-    commit_description: str = ""
-    marker: str = CARD_MARKER              # how a dry-run folder of this kind is recognised
-    notes: list[str] = field(default_factory=list)
-    synthetic: bool | None = None          # trained on the synthetic phantom cohort?
-
-    def size(self, path: str) -> int:
-        src = self.files[path]
-        return len(src) if isinstance(src, bytes) else Path(src).stat().st_size
-
-    def operations(self) -> list:
-        _hub()
-        from huggingface_hub import CommitOperationAdd
-
-        return [CommitOperationAdd(path_in_repo=path,
-                                   path_or_fileobj=src if isinstance(src, bytes) else str(src))
-                for path, src in sorted(self.files.items())]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -156,6 +133,21 @@ def _json_bytes(obj) -> bytes:
     return (json.dumps(obj, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
 
 
+
+# ---------------------------------------------------------------------------------------------
+# the model repository
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class _TrainingData:
+    """What the published files say about the training data."""
+
+    record: dict               # model.json's "training_data", as published
+    synthetic: bool
+    description: str           # one line, for the card and the commit
+    n_cases: int | None
+    n_malignant: int | None
+
+
 def assemble_model_repo(run_dir: str | PathLike, model_dir: str | PathLike, repo_id: str, *,
                         license: str = "apache-2.0", data_description: str | None = None,
                         name: str | None = None) -> RepoPlan:
@@ -171,6 +163,36 @@ def assemble_model_repo(run_dir: str | PathLike, model_dir: str | PathLike, repo
     """
     run, mdir = Path(run_dir), Path(model_dir)
     repo_id = _check_repo_id(repo_id)
+    _check_folders(run, mdir)
+    spec_obj = read_model_spec(mdir)  # format + required keys -> ConfigError
+    for variant in spec_obj.variants():
+        spec_obj.file(variant)  # sha256 -> ModelIntegrityError before anything goes anywhere
+    spec = json.loads(json.dumps(spec_obj.raw))
+    config, metrics = _record(run / "config.json"), _record(run / "metrics.json")
+    _same_preprocessing(config, spec, run, mdir)
+    notes = _compare_with_run(spec, metrics, mdir)
+    data = _training_data(config, metrics, spec, run, data_description)
+    spec["training_data"] = data.record
+
+    files, figures = _repo_files(run, mdir, spec_obj, spec, config, metrics, notes)
+    if not data.synthetic and (run / "oof_predictions.csv").is_file():
+        notes.append("note: oof_predictions.csv (case ids, labels, probabilities) is published; "
+                     "make sure its case ids identify no patient")
+    title = name or repo_id.split("/")[-1]
+    files["README.md"] = _model_card(repo_id, title, license, run, config, metrics, spec, data,
+                                     files, figures)
+    message = f"spinefx model: {title}, {metrics_json_summary(metrics)}" + \
+        (" [SYNTHETIC data]" if data.synthetic else "")
+    detail = [f"Published with spinefx {__version__} (`spinefx publish`).",
+              f"Training data: {data.description}.",
+              f"Files: {', '.join(sorted(files))}."]
+    return RepoPlan(repo_id=repo_id, repo_type="model", files=files, commit_message=message,
+                    commit_description="\n".join(detail), marker=CARD_MARKER, notes=notes,
+                    synthetic=data.synthetic)
+
+
+def _check_folders(run: Path, mdir: Path) -> None:
+    """Both are folders, the run is a finished training run and the model folder is not it."""
     for folder, what in ((run, "RUN_DIR"), (mdir, "MODEL_DIR")):
         if not folder.is_dir():
             raise PublishError(f"{what} is not a folder", folder)
@@ -182,12 +204,11 @@ def assemble_model_repo(run_dir: str | PathLike, model_dir: str | PathLike, repo
                            run)
     if (mdir / MODEL_JSON).is_file() and mdir.resolve() == run.resolve():
         raise PublishError("MODEL_DIR must be the export folder, not the run folder", mdir)
-    spec_obj = read_model_spec(mdir)  # format + required keys -> ConfigError
-    for variant in spec_obj.variants():
-        spec_obj.file(variant)  # sha256 -> ModelIntegrityError before anything goes anywhere
-    spec = json.loads(json.dumps(spec_obj.raw))
-    config, metrics = _record(run / "config.json"), _record(run / "metrics.json")
-    _same_preprocessing(config, spec, run, mdir)
+
+
+def _compare_with_run(spec: dict, metrics: dict, mdir: Path) -> list[str]:
+    """Refuse a model folder exported from another run (other case count); the notes (a
+    threshold that differs from the run's)."""
     notes: list[str] = []
     m_n = (spec.get("metrics") or {}).get("n_cases")
     if m_n is not None and metrics.get("n_cases") is not None and m_n != metrics["n_cases"]:
@@ -204,8 +225,13 @@ def assemble_model_repo(run_dir: str | PathLike, model_dir: str | PathLike, repo
             if not math.isclose(thr_run, thr_model, abs_tol=1e-6):
                 notes.append(f"note: model.json threshold {thr_model:.4f} differs from the "
                              f"run's {thr_run:.4f}; the model card states model.json's")
+    return notes
 
-    # -- training data -------------------------------------------------------------------------
+
+def _training_data(config: dict, metrics: dict, spec: dict, run: Path,
+                   data_description: str | None) -> _TrainingData:
+    """Synthetic (any record says so): the generated description, plus the publisher's text;
+    otherwise the publisher's text, which is then required."""
     training = dict(spec.get("training_data") or {})
     cohort = _cohort(metrics, run)
     synthetic = any(is_synthetic_record(r) for r in (config, metrics, spec, cohort))
@@ -234,14 +260,15 @@ def assemble_model_repo(run_dir: str | PathLike, model_dir: str | PathLike, repo
         training["export_description"] = training.get("description")
         training["described_by"] = "publisher (spinefx publish --data-description)"
     training["description"] = description
-    spec["training_data"] = training
+    return _TrainingData(record=training, synthetic=synthetic, description=description,
+                         n_cases=n_cases, n_malignant=n_mal)
 
-    # -- files ---------------------------------------------------------------------------------
-    manifest = metrics.get("manifest")
-    replacements = {}
-    if isinstance(manifest, str) and Path(manifest).is_absolute():
-        mp = Path(manifest)
-        replacements[str(mp)] = f"{mp.parent.name}/{mp.name}"
+
+def _repo_files(run: Path, mdir: Path, spec_obj: ModelSpec, spec: dict, config: dict,
+                metrics: dict, notes: list[str]) -> tuple[dict[str, Path | bytes], list[str]]:
+    """``{path_in_repo: source}`` of the weights, the ONNX export and the CV report (local
+    folders redacted), and the figures among them; a missing report file adds a note."""
+    replacements = _local_folders(metrics)
     files: dict[str, Path | bytes] = {}
     files["config.json"] = _json_bytes(_redact(config, replacements)) if replacements and \
         any(old in json.dumps(config, ensure_ascii=False) for old in replacements) \
@@ -259,40 +286,51 @@ def assemble_model_repo(run_dir: str | PathLike, model_dir: str | PathLike, repo
                             if fname == "report.md" else f)
         elif fname != "training_log.csv":
             notes.append(f"note: the run has no {fname}; published without it")
-    figures = []
+    figures = _figures(run)
+    files.update(figures)
+    return files, list(figures)
+
+
+def _local_folders(metrics: dict) -> dict[str, str]:
+    """``{local path: published form}``: the run's absolute manifest path becomes
+    ``cohort/manifest.csv`` in every published text."""
+    manifest = metrics.get("manifest")
+    replacements = {}
+    if isinstance(manifest, str) and Path(manifest).is_absolute():
+        mp = Path(manifest)
+        replacements[str(mp)] = f"{mp.parent.name}/{mp.name}"
+    return replacements
+
+
+def _figures(run: Path) -> dict[str, Path]:
+    """``{path_in_repo: png}`` of the run's figures (top level and figures/), in order."""
+    figures: dict[str, Path] = {}
     for sub in FIGURE_DIRS:
         folder = run / sub if sub else run
         if folder.is_dir():
             for png in sorted(folder.glob("*.png")):
-                rel = f"{sub}/{png.name}" if sub else png.name
-                files[rel] = png
-                figures.append(rel)
-    oof = run / "oof_predictions.csv"
-    if not synthetic and oof.is_file():
-        notes.append("note: oof_predictions.csv (case ids, labels, probabilities) is published; "
-                     "make sure its case ids identify no patient")
+                figures[f"{sub}/{png.name}" if sub else png.name] = png
+    return figures
 
-    # -- card ----------------------------------------------------------------------------------
-    title = name or repo_id.split("/")[-1]
+
+def _model_card(repo_id: str, title: str, license: str, run: Path, config: dict, metrics: dict,
+                spec: dict, data: _TrainingData, files: dict[str, Path | bytes],
+                figures: list[str]) -> bytes:
+    """README.md: the model card, listing ``files`` with their sizes."""
     sizes = {p: (len(s) if isinstance(s, bytes) else Path(s).stat().st_size)
              for p, s in files.items()}
     card = render_model_card(CardInputs(
         repo_id=repo_id, name=title, license=license, metrics=metrics, model_spec=spec,
-        config=config, synthetic=synthetic, data_description=description, n_cases=n_cases,
-        n_malignant=n_mal, n_patients=_n_patients(run),
+        config=config, synthetic=data.synthetic, data_description=data.description,
+        n_cases=data.n_cases, n_malignant=data.n_malignant, n_patients=_n_patients(run),
         files=sizes, figures=[f for f in figures if f.startswith("figures/")] or figures,
         spinefx_version=__version__))
-    files["README.md"] = card.encode("utf-8")
-    message = f"spinefx model: {title}, {metrics_json_summary(metrics)}" + \
-        (" [SYNTHETIC data]" if synthetic else "")
-    detail = [f"Published with spinefx {__version__} (`spinefx publish`).",
-              f"Training data: {description}.",
-              f"Files: {', '.join(sorted(files))}."]
-    return RepoPlan(repo_id=repo_id, repo_type="model", files=files, commit_message=message,
-                    commit_description="\n".join(detail), marker=CARD_MARKER, notes=notes,
-                    synthetic=synthetic)
+    return card.encode("utf-8")
 
 
+# ---------------------------------------------------------------------------------------------
+# the Space
+# ---------------------------------------------------------------------------------------------
 def assemble_space_repo(space_id: str, model_repo: str, *, model_revision: str | None = None,
                         requirement: str | None = None, sdk_version: str | None = None,
                         license: str = "apache-2.0", title: str | None = None,
@@ -315,108 +353,3 @@ def assemble_space_repo(space_id: str, model_repo: str, *, model_revision: str |
                     commit_description=f"Generated by spinefx {__version__} "
                                        "(`spinefx publish --space`).",
                     marker=SPACE_MARKER, notes=notes)
-
-
-def _text(src: Path | bytes) -> str:
-    """A file of a :class:`RepoPlan` (bytes, or the local file they come from) as text."""
-    return (src if isinstance(src, bytes) else Path(src).read_bytes()).decode()
-
-
-# ---------------------------------------------------------------------------------------------
-# dry run: write the folder
-# ---------------------------------------------------------------------------------------------
-def _previous_dry_run(folder: Path) -> bool:
-    readme = folder / "README.md"
-    try:
-        head = readme.read_text(encoding="utf-8")[:20000]
-    except (OSError, UnicodeDecodeError):
-        return False
-    return head.startswith("---") and (CARD_MARKER in head or SPACE_MARKER in head)
-
-
-def _check_out_dir(out: Path) -> None:
-    if out.exists() and not out.is_dir():
-        raise PublishError("exists and is not a folder", out)
-    if out.is_dir() and any(out.iterdir()) and not _previous_dry_run(out):
-        raise PublishError("folder is not empty and is not a previous `spinefx publish "
-                           "--dry-run`; refusing to write into it", out)
-
-
-def write_repo(plan: RepoPlan, out_dir: str | PathLike) -> Path:
-    """Write the repository folder (a previous dry run there is replaced, anything else is
-    refused)."""
-    out = Path(out_dir)
-    _check_out_dir(out)
-    if out.is_dir():
-        for entry in out.iterdir():
-            if entry.is_dir() and not entry.is_symlink():
-                shutil.rmtree(entry)
-            else:
-                entry.unlink()
-    out.mkdir(parents=True, exist_ok=True)
-    for path, src in sorted(plan.files.items()):
-        dest = out / path
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        if isinstance(src, bytes):
-            dest.write_bytes(src)
-        else:
-            shutil.copyfile(src, dest)
-    return out
-
-
-# ---------------------------------------------------------------------------------------------
-# upload
-# ---------------------------------------------------------------------------------------------
-def _hub():
-    try:
-        import huggingface_hub
-    except ImportError:
-        raise PublishError(f"publishing needs huggingface_hub: {INSTALL_HINT}") from None
-    return huggingface_hub
-
-
-def upload_repo(plan: RepoPlan, *, private: bool = False, revision: str | None = None,
-                token: str | None = None, endpoint: str | None = None) -> str:
-    """Create the repository if missing, the branch ``revision`` if given, and push every file
-    of ``plan`` in one commit. Returns the commit URL."""
-    hf = _hub()
-    from huggingface_hub import errors
-
-    token = token or hf.get_token()
-    if not token:
-        raise PublishError("no Hugging Face token: run `hf auth login` or set HF_TOKEN (a token "
-                           "with write access)")
-    if plan.repo_type == "space" and is_placeholder(_text(plan.files["requirements.txt"])):
-        raise PublishError("the Space's requirements.txt would install spinefx from a "
-                           "placeholder URL: pass --spinefx-requirement (see --help)")
-    api = hf.HfApi(endpoint=endpoint, token=token)
-    kind = "Space" if plan.repo_type == "space" else "model repository"
-    try:
-        api.create_repo(plan.repo_id, repo_type=plan.repo_type, private=private, exist_ok=True,
-                        **({"space_sdk": "gradio"} if plan.repo_type == "space" else {}))
-        if private:
-            info = api.repo_info(plan.repo_id, repo_type=plan.repo_type)
-            if not getattr(info, "private", True):
-                raise PublishError(f"{plan.repo_id} already exists and is public; refusing to "
-                                   "publish with --private (make it private on the Hub first, "
-                                   "or drop --private)")
-        if revision and revision != "main":
-            api.create_branch(plan.repo_id, branch=revision, repo_type=plan.repo_type,
-                              exist_ok=True)
-        commit = api.create_commit(plan.repo_id, operations=plan.operations(),
-                                   commit_message=plan.commit_message,
-                                   commit_description=plan.commit_description,
-                                   repo_type=plan.repo_type, revision=revision)
-    except errors.HfHubHTTPError as exc:
-        status = getattr(getattr(exc, "response", None), "status_code", None)
-        hints = {401: ": the token is invalid or expired (`hf auth login`)",
-                 403: ": the token cannot write there (a write token for that owner is needed)"}
-        hint = hints.get(status, "") if status is not None else ""  # no response: no hint
-        raise PublishError(f"uploading the {kind} {plan.repo_id} failed "
-                           f"({_first_line(exc)}){hint}") from None
-    return str(commit.commit_url)
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__
