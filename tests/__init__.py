@@ -1,1 +1,1 @@
-"""The spinefx test suite (a package, so ``from tests.helpers... import`` works from every folder)."""
+"""The spinefx test suite: a package, so every folder can import ``tests.helpers``."""

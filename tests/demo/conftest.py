@@ -13,11 +13,12 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("gradio", reason="the demo tests need the demo extra (pip install -e '.[demo]')")
+pytest.importorskip("gradio",
+                    reason="the demo tests need the demo extra (pip install -e '.[demo]')")
 pytest.importorskip("gradio_client", reason="the demo tests need gradio_client")
 pytest.importorskip("onnx", reason="the dev extra installs onnx to build the test graph")
 
-from tests.helpers.onnx_model import write_tiny_model  # noqa: E402  (after the skips above)
+from tests.helpers.onnx_model import write_tiny_model  # noqa: E402  (after the skips)
 
 
 def free_port() -> int:

@@ -8,16 +8,13 @@ Never call pydicom.data.get_testdata_file(s): it may try to download. Folders ar
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import pydicom
-import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
-from pydicom.uid import (ExplicitVRLittleEndian, MRImageStorage, EnhancedMRImageStorage,
-                         generate_uid)
+from pydicom.uid import EnhancedMRImageStorage, ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
 # Sagittal, the way scanners write it: rows run anterior->posterior (+y), columns downwards (-z).
 SAG_IOP = (0.0, 1.0, 0.0, 0.0, 0.0, -1.0)

@@ -1,4 +1,4 @@
-"""Fixtures for the runtime tests. The DICOM writer and data paths live in tests/helpers/dicom.py."""
+"""Fixtures for the runtime tests (the DICOM writer and data paths: tests/helpers/dicom.py)."""
 from __future__ import annotations
 
 from pathlib import Path

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,7 +13,6 @@ from spinefx.phantom import write_phantom_study
 from spinefx.runtime import load_series
 from spinefx.runtime.inference import Predictor
 from spinefx.runtime.model_files import BUNDLED_DIR, read_model_spec
-
 from tests.helpers.phantoms import phantom_volumes
 
 

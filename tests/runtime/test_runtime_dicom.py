@@ -14,13 +14,27 @@ import pytest
 from pydicom.encaps import encapsulate
 from pydicom.pixels import apply_rescale
 from pydicom.pixels.decoders.base import get_decoder
-from pydicom.uid import JPEG2000Lossless, JPEGLSLossless, MPEG2MPML, RLELossless
+from pydicom.uid import MPEG2MPML, JPEG2000Lossless, JPEGLSLossless, RLELossless
 
-from spinefx.runtime import (DicomReadError, SeriesError, SpineFXError, SpineFXWarning,
-                             load_series, scan_study)
-from tests.helpers.dicom import (PYDICOM_DATA, PYDICOM_TEST_FILES, SAG_IOP, coded_volume,
-                                 normal_of, position_code, stack_positions, write_enhanced,
-                                 write_series)
+from spinefx.runtime import (
+    DicomReadError,
+    SeriesError,
+    SpineFXError,
+    SpineFXWarning,
+    load_series,
+    scan_study,
+)
+from tests.helpers.dicom import (
+    PYDICOM_DATA,
+    PYDICOM_TEST_FILES,
+    SAG_IOP,
+    coded_volume,
+    normal_of,
+    position_code,
+    stack_positions,
+    write_enhanced,
+    write_series,
+)
 
 
 # ---------------------------------------------------------------------------------------------

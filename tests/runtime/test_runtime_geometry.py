@@ -7,11 +7,30 @@ import warnings
 import numpy as np
 import pytest
 
-from spinefx.runtime import (GeometryError, RoiError, SeriesError, SpineFXWarning, Volume,
-                             align_to, align_pair, build_six_channel, load_series, match_slices)
-from tests.helpers.dicom import (AX_IOP, COR_IOP, SAG_IOP, blob_function, coded_volume,
-                                 normal_of, position_code, sample_series, stack_positions,
-                                 write_series)
+from spinefx.runtime import (
+    GeometryError,
+    RoiError,
+    SeriesError,
+    SpineFXWarning,
+    Volume,
+    align_pair,
+    align_to,
+    build_six_channel,
+    load_series,
+    match_slices,
+)
+from tests.helpers.dicom import (
+    AX_IOP,
+    COR_IOP,
+    SAG_IOP,
+    blob_function,
+    coded_volume,
+    normal_of,
+    position_code,
+    sample_series,
+    stack_positions,
+    write_series,
+)
 
 
 def _names(n, seed=0):

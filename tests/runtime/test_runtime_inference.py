@@ -17,7 +17,6 @@ from spinefx.runtime import PreprocessConfig, align_pair, build_six_channel, loa
 from spinefx.runtime.errors import SpineFXError
 from spinefx.runtime.inference import Predictor, place_cam
 from spinefx.runtime.model_files import ModelIntegrityError, read_model_spec
-
 from tests.helpers.onnx_model import expected_probability, write_tiny_model
 
 pytest.importorskip("onnx", reason="the dev extra installs onnx to build the test graph")

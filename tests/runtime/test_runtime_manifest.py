@@ -4,8 +4,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from spinefx.runtime import (FEATURE_KEYS, Case, ManifestError, load_volume, prepare_case,
-                             read_manifest)
+from spinefx.runtime import (
+    FEATURE_KEYS,
+    Case,
+    ManifestError,
+    load_volume,
+    prepare_case,
+    read_manifest,
+)
 from tests.helpers.dicom import sample_series, stack_positions, write_series
 
 HEADER = "case_id,label,t1,t2,slice,box_x0,box_y0,box_x1,box_y1,level"
