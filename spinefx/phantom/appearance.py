@@ -45,7 +45,7 @@ from typing import Mapping
 
 import numpy as np
 
-from spinefx.runtime.features import FEATURE_KEYS
+from spinefx.runtime.features import FEATURE_KEYS, FEATURES_BY_KEY
 
 # key -> (P(feature | benign), P(feature | malignant)) at difficulty 1.
 PROBABILITIES: dict[str, tuple[float, float]] = {
@@ -158,8 +158,6 @@ def apply_overrides(flags: Mapping[str, int],
 
 def probability_table_markdown() -> str:
     """The table above, generated from :data:`PROBABILITIES` (for the README and cohort.json)."""
-    from spinefx.runtime.features import FEATURES_BY_KEY
-
     lines = ["| feature | leaning | P(benign) | P(malignant) |", "|---|---|---|---|"]
     for key, (pb, pm) in PROBABILITIES.items():
         lines.append(f"| {key} | {FEATURES_BY_KEY[key].leaning} | {pb:.2f} | {pm:.2f} |")

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from spinefx.runtime import load_series
 from spinefx.runtime.overlay import window
 
 TILE = 200          # px per image
@@ -26,8 +27,6 @@ BOX_COLOUR = (255, 220, 0)
 def write_contact_sheet(manifest_path: str | PathLike, out_png: str | PathLike,
                         max_cases: int = 24) -> Path:
     """Draw the first ``max_cases`` cases of a manifest into one PNG; returns its path."""
-    from spinefx.runtime import load_series
-
     manifest_path = Path(manifest_path)
     with open(manifest_path, newline="", encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))
