@@ -19,9 +19,12 @@ import platform
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from spinefx.train.model import SpineFxNet
 
 
 def _time(fn: Callable[[], object], runs: int, warmup: int = 2) -> dict:
@@ -60,17 +63,11 @@ def _session(path: Path, threads: int | None):
 def run_benchmark(model_dir: str | os.PathLike | None = None, image_size: int = 224,
                   batch_sizes: tuple[int, ...] = (1, 8), runs: int = 50,
                   threads: int | None = None, gradcam: bool = True, log=print) -> dict:
-    import json
-
+    """Time every row of the module docstring at every batch size (for :func:`format_table`):
+    the ONNX files of ``model_dir`` (a folder or ``hf://owner/name``), or of a random-init
+    model exported here."""
     import onnxruntime as ort
     import torch
-
-    from spinefx.runtime import PreprocessConfig
-    from spinefx.train.model import SpineFxNet
-
-    from .exporter import FP16_FILE, FP32_FILE, INT8_FILE
-    from .onnx_export import INPUT_NAME, export_onnx
-    from .quantize import quantize_int8
 
     log = log or (lambda *a, **k: None)
     if threads:
@@ -81,72 +78,17 @@ def run_benchmark(model_dir: str | os.PathLike | None = None, image_size: int = 
     try:
         files: dict[str, Path] = {}  # variant -> ONNX file to time
         if model_dir is not None:
-            from spinefx.hub.download import resolve_model
-
-            model_dir = resolve_model(model_dir)  # a folder, or hf://owner/name via the cache
-            spec = json.loads((Path(model_dir) / "model.json").read_text())
-            channels, image_size = spec["input"]["shape"][1], spec["input"]["shape"][2]
-            files = {v: Path(model_dir) / e["path"] for v, e in spec["files"].items()}
+            model_dir, files, channels, image_size = _model_folder(model_dir)
             source = f"model folder {model_dir}"
         else:
             channels = 6
             source = "random-init 6-channel ResNet50 exported here"
-        torch.manual_seed(0)
-        model = SpineFxNet(preprocess=PreprocessConfig(image_size=image_size).to_dict()).eval()
+        model = _random_init_model(image_size)
         if model_dir is None:
-            from .compress import fp16_weights
-
-            log(f"exporting a random-init model at {image_size} px ...")
-            files["fp32"] = work / FP32_FILE
-            export_onnx(model, files["fp32"], image_size, channels)
-            files["fp16"] = work / FP16_FILE
-            fp16_weights(files["fp32"], files["fp16"])
-        if "int8" not in files and "fp32" in files:
-            log("quantising to int8 (random calibration inputs: for timing only) ...")
-            files["int8"] = work / INT8_FILE
-            rng = np.random.default_rng(0)
-            quantize_int8(files["fp32"], files["int8"],
-                          rng.random((8, channels, image_size, image_size), dtype=np.float32))
-            if model_dir is not None:
-                notes.append("the model folder has no int8 file: quantised one here for timing")
-        elif "int8" not in files:
-            notes.append("no fp32 file to quantise: no int8 row")
-        first = files.get("fp32") or next(iter(files.values()))
-        prob_only = _prob_only(first, work / "prob_only.onnx")
-
-        sessions = {f"ORT {next(v for v in files if files[v] == first)} prob-only":
-                    _session(prob_only, threads)}
-        sessions.update({f"ORT {v}": _session(f, threads) for v, f in sorted(files.items())})
-        rows = []
-        rng = np.random.default_rng(1)
-        for batch in batch_sizes:
-            x = rng.random((batch, channels, image_size, image_size), dtype=np.float32)
-            xt = torch.from_numpy(x)
-            log(f"timing batch {batch} ...")
-
-            def torch_eager():
-                with torch.inference_mode():
-                    return torch.sigmoid(model(xt))
-            rows.append({"variant": "torch eager", "batch": batch, **_time(torch_eager, runs)})
-            if gradcam:
-                from .onnx_export import _LogitAsClasses
-                from pytorch_grad_cam import GradCAM
-                from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
-                cam = GradCAM(model=_LogitAsClasses(model).eval(),
-                              target_layers=[model.backbone.layer4])
-                targets = [ClassifierOutputTarget(0)] * batch
-                n = max(3, runs // 5)
-                rows.append({"variant": "torch + grad-cam", "batch": batch,
-                             **_time(lambda: cam(input_tensor=xt, targets=targets), n, 1)})
-                cam.activations_and_grads.release()
-            for name, sess in sessions.items():  # _time calls it now: no need to bind sess
-                rows.append({"variant": name, "batch": batch,
-                             **_time(lambda: sess.run(None, {INPUT_NAME: x}), runs)})
-        for row in rows:
-            ref = next(r for r in rows if r["variant"] == "torch eager"
-                       and r["batch"] == row["batch"])
-            row["ms_per_image"] = row["median_ms"] / row["batch"]
-            row["relative_to_torch"] = row["median_ms"] / ref["median_ms"]
+            files = _export_here(model, work, image_size, channels, log)
+        _add_int8(files, work, channels, image_size, model_dir is not None, notes, log)
+        sessions = _sessions(files, work, threads)
+        rows = _time_rows(model, sessions, batch_sizes, channels, image_size, runs, gradcam, log)
         return {"source": source, "image_size": image_size, "channels": channels,
                 "threads": threads or "default", "runs": runs, "rows": rows, "notes": notes,
                 "files_mib": {v: f.stat().st_size / 2**20 for v, f in files.items()},
@@ -156,6 +98,133 @@ def run_benchmark(model_dir: str | os.PathLike | None = None, image_size: int = 
                             "torch_threads": torch.get_num_threads()}}
     finally:
         tmp.cleanup()
+
+
+def _model_folder(model_dir: str | os.PathLike) -> tuple[Path, dict[str, Path], int, int]:
+    """(the local folder, {variant: ONNX file}, channels, image size) of a model folder, or of
+    hf://owner/name via the cache."""
+    import json
+
+    from spinefx.hub.download import resolve_model
+
+    folder = resolve_model(model_dir)
+    spec = json.loads((Path(folder) / "model.json").read_text())
+    channels, image_size = spec["input"]["shape"][1], spec["input"]["shape"][2]
+    files = {v: Path(folder) / e["path"] for v, e in spec["files"].items()}
+    return folder, files, channels, image_size
+
+
+def _random_init_model(image_size: int) -> SpineFxNet:
+    """The torch rows' network (seeded; speed does not depend on the weights)."""
+    import torch
+
+    from spinefx.runtime import PreprocessConfig
+    from spinefx.train.model import SpineFxNet
+
+    torch.manual_seed(0)
+    return SpineFxNet(preprocess=PreprocessConfig(image_size=image_size).to_dict()).eval()
+
+
+def _export_here(model: SpineFxNet, work: Path, image_size: int, channels: int,
+                 log) -> dict[str, Path]:
+    """``model`` as fp32 and fp16-weights ONNX files in ``work``."""
+    from .compress import fp16_weights
+    from .exporter import FP16_FILE, FP32_FILE
+    from .onnx_export import export_onnx
+
+    log(f"exporting a random-init model at {image_size} px ...")
+    files = {"fp32": work / FP32_FILE}
+    export_onnx(model, files["fp32"], image_size, channels)
+    files["fp16"] = work / FP16_FILE
+    fp16_weights(files["fp32"], files["fp16"])
+    return files
+
+
+def _add_int8(files: dict[str, Path], work: Path, channels: int, image_size: int,
+              from_folder: bool, notes: list[str], log) -> None:
+    """Without an int8 file, quantise fp32 into ``work`` (random calibration inputs: for timing
+    only) and add it to ``files``; ``notes`` say so."""
+    from .exporter import INT8_FILE
+    from .quantize import quantize_int8
+
+    if "int8" not in files and "fp32" in files:
+        log("quantising to int8 (random calibration inputs: for timing only) ...")
+        files["int8"] = work / INT8_FILE
+        rng = np.random.default_rng(0)
+        quantize_int8(files["fp32"], files["int8"],
+                      rng.random((8, channels, image_size, image_size), dtype=np.float32))
+        if from_folder:
+            notes.append("the model folder has no int8 file: quantised one here for timing")
+    elif "int8" not in files:
+        notes.append("no fp32 file to quantise: no int8 row")
+
+
+def _sessions(files: dict[str, Path], work: Path, threads: int | None) -> dict[str, Any]:
+    """``{row name: onnxruntime session}``: the first file cut to its probability output (the
+    CAM overhead baseline), then every file."""
+    first = files.get("fp32") or next(iter(files.values()))
+    prob_only = _prob_only(first, work / "prob_only.onnx")
+    sessions = {f"ORT {next(v for v in files if files[v] == first)} prob-only":
+                _session(prob_only, threads)}
+    sessions.update({f"ORT {v}": _session(f, threads) for v, f in sorted(files.items())})
+    return sessions
+
+
+def _time_rows(model: SpineFxNet, sessions: dict[str, Any], batch_sizes: tuple[int, ...],
+               channels: int, image_size: int, runs: int, gradcam: bool, log) -> list[dict]:
+    """Every row at every batch size (random inputs), each also per image and relative to
+    torch eager at the same batch."""
+    rows = []
+    rng = np.random.default_rng(1)
+    for batch in batch_sizes:
+        x = rng.random((batch, channels, image_size, image_size), dtype=np.float32)
+        log(f"timing batch {batch} ...")
+        rows += _time_batch(model, sessions, x, runs, gradcam)
+    for row in rows:
+        ref = next(r for r in rows if r["variant"] == "torch eager"
+                   and r["batch"] == row["batch"])
+        row["ms_per_image"] = row["median_ms"] / row["batch"]
+        row["relative_to_torch"] = row["median_ms"] / ref["median_ms"]
+    return rows
+
+
+def _time_batch(model: SpineFxNet, sessions: dict[str, Any], x: np.ndarray, runs: int,
+                gradcam: bool) -> list[dict]:
+    """The rows of one batch ``x``: torch eager, torch + grad-cam, then each session."""
+    import torch
+
+    from .onnx_export import INPUT_NAME
+
+    batch = len(x)
+    xt = torch.from_numpy(x)
+
+    def torch_eager():
+        with torch.inference_mode():
+            return torch.sigmoid(model(xt))
+    rows = [{"variant": "torch eager", "batch": batch, **_time(torch_eager, runs)}]
+    if gradcam:
+        rows.append(_time_gradcam(model, xt, runs))
+    for name, sess in sessions.items():  # _time calls it now: no need to bind sess
+        rows.append({"variant": name, "batch": batch,
+                     **_time(lambda: sess.run(None, {INPUT_NAME: x}), runs)})
+    return rows
+
+
+def _time_gradcam(model: SpineFxNet, xt, runs: int) -> dict:
+    """Probability plus pytorch-grad-cam's GradCAM on layer4 (autograd), fewer runs."""
+    from pytorch_grad_cam import GradCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    from .onnx_export import _LogitAsClasses
+
+    batch = len(xt)
+    cam = GradCAM(model=_LogitAsClasses(model).eval(), target_layers=[model.backbone.layer4])
+    targets = [ClassifierOutputTarget(0)] * batch
+    n = max(3, runs // 5)
+    row = {"variant": "torch + grad-cam", "batch": batch,
+           **_time(lambda: cam(input_tensor=xt, targets=targets), n, 1)}
+    cam.activations_and_grads.release()
+    return row
 
 
 def format_table(result: dict) -> str:
