@@ -19,12 +19,19 @@ import platform
 import tempfile
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from spinefx.train.model import SpineFxNet
+from spinefx.hub.download import resolve_model
+from spinefx.phantom import write_phantom_study
+from spinefx.runtime import PreprocessConfig
+from spinefx.train.model import SpineFxNet
+
+from .compress import fp16_weights
+from .exporter import FP16_FILE, FP32_FILE, INT8_FILE
+from .onnx_export import INPUT_NAME, PROBABILITY_NAME, _LogitAsClasses, export_onnx
+from .quantize import quantize_int8
 
 
 def _time(fn: Callable[[], object], runs: int, warmup: int = 2) -> dict:
@@ -44,7 +51,6 @@ def _prob_only(src: Path, dst: Path) -> Path:
     import onnx
     from onnx.utils import Extractor
 
-    from .onnx_export import INPUT_NAME, PROBABILITY_NAME
     proto = onnx.load(str(src))
     onnx.save(Extractor(proto).extract_model([INPUT_NAME], [PROBABILITY_NAME]), str(dst))
     return dst
@@ -105,7 +111,6 @@ def _model_folder(model_dir: str | os.PathLike) -> tuple[Path, dict[str, Path], 
     hf://owner/name via the cache."""
     import json
 
-    from spinefx.hub.download import resolve_model
 
     folder = resolve_model(model_dir)
     spec = json.loads((Path(folder) / "model.json").read_text())
@@ -118,8 +123,6 @@ def _random_init_model(image_size: int) -> SpineFxNet:
     """The torch rows' network (seeded; speed does not depend on the weights)."""
     import torch
 
-    from spinefx.runtime import PreprocessConfig
-    from spinefx.train.model import SpineFxNet
 
     torch.manual_seed(0)
     return SpineFxNet(preprocess=PreprocessConfig(image_size=image_size).to_dict()).eval()
@@ -128,9 +131,6 @@ def _random_init_model(image_size: int) -> SpineFxNet:
 def _export_here(model: SpineFxNet, work: Path, image_size: int, channels: int,
                  log) -> dict[str, Path]:
     """``model`` as fp32 and fp16-weights ONNX files in ``work``."""
-    from .compress import fp16_weights
-    from .exporter import FP16_FILE, FP32_FILE
-    from .onnx_export import export_onnx
 
     log(f"exporting a random-init model at {image_size} px ...")
     files = {"fp32": work / FP32_FILE}
@@ -144,8 +144,6 @@ def _add_int8(files: dict[str, Path], work: Path, channels: int, image_size: int
               from_folder: bool, notes: list[str], log) -> None:
     """Without an int8 file, quantise fp32 into ``work`` (random calibration inputs: for timing
     only) and add it to ``files``; ``notes`` say so."""
-    from .exporter import INT8_FILE
-    from .quantize import quantize_int8
 
     if "int8" not in files and "fp32" in files:
         log("quantising to int8 (random calibration inputs: for timing only) ...")
@@ -193,7 +191,6 @@ def _time_batch(model: SpineFxNet, sessions: dict[str, Any], x: np.ndarray, runs
     """The rows of one batch ``x``: torch eager, torch + grad-cam, then each session."""
     import torch
 
-    from .onnx_export import INPUT_NAME
 
     batch = len(x)
     xt = torch.from_numpy(x)
@@ -215,7 +212,6 @@ def _time_gradcam(model: SpineFxNet, xt, runs: int) -> dict:
     from pytorch_grad_cam import GradCAM
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-    from .onnx_export import _LogitAsClasses
 
     batch = len(xt)
     cam = GradCAM(model=_LogitAsClasses(model).eval(), target_layers=[model.backbone.layer4])
@@ -287,7 +283,6 @@ def write_bench_study(folder: Path, size: int = 512, n_slices: int = 15,
     upsampled, PixelSpacing scaled to match); returns (lesion slice, box in the new pixels)."""
     import pydicom
 
-    from spinefx.phantom import write_phantom_study
 
     t1_dir, t2_dir, case = write_phantom_study(folder, seed=seed, label="malignant",
                                                n_slices=n_slices)

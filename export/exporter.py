@@ -27,13 +27,14 @@ import warnings
 from datetime import datetime, timezone
 from os import PathLike
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
+from spinefx._version import __version__
 from spinefx.runtime import Case, PreprocessConfig, prepare_case, read_manifest
 from spinefx.runtime.errors import SpineFXError, SpineFXWarning
 from spinefx.runtime.model_files import FORMAT, MODEL_JSON
+from spinefx.train.model import SpineFxNet, load_model
 
 from .onnx_export import (
     CAM_NAME,
@@ -53,9 +54,6 @@ from .run_record import (
     training_manifest,
 )
 from .variants import FileEntry, Fp32Export, export_fp32, file_entry, fp16_variant, int8_variant
-
-if TYPE_CHECKING:
-    from spinefx.train.model import SpineFxNet
 
 FP32_FILE = "model.onnx"
 INT8_FILE = "model.int8.onnx"
@@ -175,7 +173,6 @@ def export_model(run_dir: str | PathLike, out_dir: str | PathLike,
     ``fp16`` adds float16-stored weights (half the file, float32 arithmetic), gated the same
     way; the default variant is int8 if it passed, else fp16 if it passed, else fp32.
     ``only_default`` keeps only the default variant's file (a lean bundle)."""
-    from spinefx.train.model import load_model
 
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     log = log or (lambda *a, **k: None)
@@ -296,7 +293,6 @@ def _versions() -> dict:
     import onnxruntime
     import torch
 
-    from spinefx._version import __version__
     return {"spinefx": __version__, "torch": torch.__version__, "onnx": onnx.__version__,
             "onnxruntime": onnxruntime.__version__, "python": platform.python_version()}
 

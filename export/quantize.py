@@ -33,8 +33,15 @@ from typing import Sequence
 
 import numpy as np
 
-from .onnx_export import (CAM_NAME, INPUT_NAME, PROBABILITY_NAME, ZERO_MAP, ExportError, pearson,
-                          run_session)
+from .onnx_export import (
+    CAM_NAME,
+    INPUT_NAME,
+    PROBABILITY_NAME,
+    ZERO_MAP,
+    ExportError,
+    pearson,
+    run_session,
+)
 
 AUC_DROP_BOUND = 0.005
 PROB_DIFF_BOUND = 0.03
@@ -84,8 +91,7 @@ def quantize_int8(fp32_path: str | PathLike, out_path: str | PathLike,
                   calibration: np.ndarray, batch_size: int = 8,
                   keep_head_float: bool = True) -> dict:
     """Write a static QDQ int8 model calibrated on ``calibration`` (N, C, S, S) float32."""
-    from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType,
-                                          quantize_static)
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     if len(calibration) == 0:

@@ -14,13 +14,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypedDict
+from typing import Any, TypedDict
 
 import numpy as np
 
 from spinefx.runtime import Case
 from spinefx.runtime.model_files import sha256_file
+from spinefx.train.model import SpineFxNet
 
+from .compress import fp16_weights
 from .onnx_export import (
     ExportError,
     ParityError,
@@ -33,9 +35,6 @@ from .onnx_export import (
     run_session,
 )
 from .quantize import int8_gate, quantize_int8
-
-if TYPE_CHECKING:
-    from spinefx.train.model import SpineFxNet
 
 # one entry of model.json's "files" (functional form: a key "bytes" in a class body would shadow
 # the builtin)
@@ -124,7 +123,6 @@ def fp16_variant(fp32: Fp32Export, f16: Path, inputs: np.ndarray, kept: list[Cas
                  log) -> tuple[dict, FileEntry | None]:
     """float16-stored weights, gated on every labelled case (no calibration to hold out
     from): (model.json's "fp16", the file's entry, or None when refused)."""
-    from .compress import fp16_weights
 
     cinfo = fp16_weights(fp32.path, f16)
     labelled = [i for i, c in enumerate(kept) if c.label is not None]

@@ -94,9 +94,8 @@ def test_help_loads_no_stage_and_nothing_heavy() -> None:
 def test_help_defaults_match_the_stages() -> None:
     """The few stage values the help text spells out are the stages' own."""
     evaluation = pytest.importorskip("spinefx.train.evaluation")
-    from spinefx.train.readers import DEFAULT_READERS
-
     from spinefx.cli import evaluate, readers
+    from spinefx.train.readers import DEFAULT_READERS
 
     assert evaluate.PER_FOLD == evaluation.PER_FOLD
     assert evaluate.DEFAULT_BOOTSTRAP == evaluation.DEFAULT_BOOTSTRAP
@@ -105,10 +104,9 @@ def test_help_defaults_match_the_stages() -> None:
 
 
 def test_usage_errors_are_spinefx_errors_and_every_epilog_is_shared() -> None:
+    from spinefx.cli import EPILOG, UsageError
     from spinefx.runtime.errors import SpineFXError
     from spinefx.runtime.provenance import NOT_A_DEVICE
-
-    from spinefx.cli import EPILOG, UsageError
 
     assert issubclass(UsageError, SpineFXError) and EPILOG.startswith(NOT_A_DEVICE)
     parser = build_parser()

@@ -89,7 +89,8 @@ TORCH = {"torch", "torchvision", "pytorch_grad_cam"}
     ("spinefx.demo", TORCH), ("spinefx.demo.app", TORCH),  # the app loads gradio, never torch
 ])
 def test_fresh_interpreter_loads_no_torch(module: str, banned: set[str]) -> None:
-    code = (f"import sys, {module}; heavy = sorted(m for m in {sorted(banned)!r} if m in sys.modules);"
+    code = (f"import sys, {module}; "
+            f"heavy = sorted(m for m in {sorted(banned)!r} if m in sys.modules);"
             "print(','.join(heavy))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/",
                          timeout=180)

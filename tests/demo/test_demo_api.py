@@ -9,9 +9,8 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-from PIL import Image
-
 from gradio_client import handle_file
+from PIL import Image
 
 
 def _files(paths):

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pydicom
 import pytest
-
 from gradio_client import handle_file
 
 PHI = {"PatientName": "ZZQX^PHIPATIENT^SECRETNAME", "PatientID": "PHI-ID-73519",

@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from spinefx.demo import ingest, uploads
-from spinefx.demo.ingest import Staging, UploadError, load_dicom_upload, load_image_upload
-from spinefx.runtime.service import parse_box, parse_point, resolve_roi
 from spinefx.demo import teaching as tm
+from spinefx.demo import uploads
+from spinefx.demo.ingest import Staging, UploadError, load_dicom_upload, load_image_upload
 from spinefx.runtime import FEATURES, Case, PreprocessConfig, RoiError, SpineFXError
+from spinefx.runtime.service import parse_box, parse_point, resolve_roi
 
 REPO = Path(__file__).resolve().parents[2]
 

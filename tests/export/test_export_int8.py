@@ -11,7 +11,6 @@ from spinefx.export.quantize import int8_gate, quantize_int8
 from spinefx.runtime.model_files import read_model_spec
 
 
-
 def test_int8_passes_its_gate_and_becomes_default(settings, exported):
     out, spec = exported
     gate = spec["int8"]

@@ -12,9 +12,7 @@ import torch
 
 from spinefx.runtime import PreprocessConfig, prepare_case
 from spinefx.runtime.inference import Predictor
-from spinefx.runtime.model_files import (FORMAT, ModelIntegrityError, read_model_spec,
-                                         sha256_file)
-
+from spinefx.runtime.model_files import FORMAT, ModelIntegrityError, read_model_spec, sha256_file
 
 
 def test_model_json_round_trip(settings, exported, model):

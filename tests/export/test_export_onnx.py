@@ -7,9 +7,16 @@ import numpy as np
 import pytest
 import torch
 
-from spinefx.export.onnx_export import (CamModel, ParityError, check_onnx, gradcam_postprocess,
-                                        gradcam_reference, ort_session, pearson, run_session)
-
+from spinefx.export.onnx_export import (
+    CamModel,
+    ParityError,
+    check_onnx,
+    gradcam_postprocess,
+    gradcam_reference,
+    ort_session,
+    pearson,
+    run_session,
+)
 
 
 def test_onnx_is_checker_clean_single_file_with_dynamic_batch(settings, exported, inputs):

@@ -9,8 +9,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from spinefx.hub.download import (HubError, HubRef, download_files, download_model, parse_hf_uri,
-                                  resolve_model)
+from spinefx.hub.download import (
+    HubError,
+    HubRef,
+    download_files,
+    download_model,
+    parse_hf_uri,
+    resolve_model,
+)
 from spinefx.runtime.errors import SpineFXError
 from spinefx.runtime.model_files import ModelIntegrityError
 

@@ -1,4 +1,5 @@
-"""`spinefx publish --space`: the Space folder (app.py, requirements.txt, README with Space YAML)."""
+"""`spinefx publish --space`: the Space folder (app.py, requirements.txt, README with Space
+YAML)."""
 from __future__ import annotations
 
 import ast

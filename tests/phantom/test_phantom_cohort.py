@@ -11,8 +11,13 @@ import numpy as np
 import pydicom
 import pytest
 
-from spinefx.phantom import (MANIFEST_COLUMNS, CohortExistsError, generate_cohort,
-                             write_contact_sheet, write_phantom_study)
+from spinefx.phantom import (
+    MANIFEST_COLUMNS,
+    CohortExistsError,
+    generate_cohort,
+    write_contact_sheet,
+    write_phantom_study,
+)
 from spinefx.runtime import load_series
 from spinefx.runtime.features import FEATURE_KEYS
 

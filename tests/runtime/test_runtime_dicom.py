@@ -399,7 +399,8 @@ def test_scan_nested_folder_groups_by_series_uid(tmp_path):
     assert {p.relative_to(tmp_path).as_posix() for p in t1.files} == set(t1_names)
     assert t1.repetition_time == 550 and t2.echo_time == 95
     summary = t1.summary()
-    assert summary["slices"] == 9 and summary["weighting"] == "T1" and summary["plane"] == "sagittal"
+    assert summary["slices"] == 9 and summary["weighting"] == "T1"
+    assert summary["plane"] == "sagittal"
     text = json.dumps([s.summary() for s in scan.series])
     assert "PHANTOM" not in text and "19000101" not in text  # no PHI in what is shown
     assert scan.by_weighting("T2") == [t2]

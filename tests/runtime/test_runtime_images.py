@@ -8,8 +8,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from spinefx.runtime import (ImageError, SpineFXWarning, load_image_slices, load_nifti,
-                             load_volume, read_image)
+from spinefx.runtime import (
+    ImageError,
+    SpineFXWarning,
+    load_image_slices,
+    load_nifti,
+    load_volume,
+    read_image,
+)
 
 
 def _pattern(rows=40, cols=32, hi=255, seed=0):

@@ -118,7 +118,9 @@ def test_empty_unreadable_and_missing_manifests(tmp_path):
 
 def test_prepare_case_end_to_end_from_dicom(tmp_path):
     """Manifest -> DICOM T1 + T2 on different grids -> the (6, 224, 224) input."""
-    fn = lambda p: 500 + 400 * np.exp(-((p[..., 1] + 40) ** 2 + (p[..., 2] - 60) ** 2) / 200.0)
+    def fn(p):
+        return 500 + 400 * np.exp(-((p[..., 1] + 40) ** 2 + (p[..., 2] - 60) ** 2) / 200.0)
+
     t1_pos = stack_positions(6, 4.0, origin=(10.0, -70.0, 90.0))
     t2_pos = stack_positions(6, 4.0, origin=(10.0, -75.0, 95.0))
     write_series(tmp_path / "c001" / "t1", sample_series(fn, 6, 80, 80, (0.5, 0.5), t1_pos),

@@ -6,8 +6,16 @@ import warnings
 import numpy as np
 import pytest
 
-from spinefx.runtime import (PreprocessConfig, RoiError, SpineFXWarning, Volume,
-                             box_from_center, align_pair, build_six_channel, square_roi)
+from spinefx.runtime import (
+    PreprocessConfig,
+    RoiError,
+    SpineFXWarning,
+    Volume,
+    align_pair,
+    box_from_center,
+    build_six_channel,
+    square_roi,
+)
 from spinefx.runtime.preprocess import crop, neighbour_slices, normalise
 
 
@@ -85,7 +93,8 @@ def test_center_and_size_mm_use_anisotropic_pixel_spacing():
     x0, y0, x1, y1 = mi.roi
     assert x1 - x0 == y1 - y0 == 80  # the longer side in pixels: 40 mm / 0.5 mm
     assert (x0 + x1) / 2 == pytest.approx(60, abs=1) and (y0 + y1) / 2 == pytest.approx(100, abs=1)
-    default = build_six_channel(align_pair(t1, t2), 3, center=(60, 100), config=cfg)  # default 50 mm
+    default = build_six_channel(align_pair(t1, t2), 3, center=(60, 100),
+                                config=cfg)  # default 50 mm
     assert default.roi[2] - default.roi[0] == 100
 
 
@@ -185,7 +194,8 @@ def test_neighbour_slices_helper():
 def test_deterministic():
     t1, t2 = _textured(seed=10), _textured(seed=11)
     a = build_six_channel(align_pair(t1, t2), 2, box=(12.3, 20.7, 55.1, 61.9))
-    b = build_six_channel(align_pair(_textured(seed=10), _textured(seed=11)), 2, box=(12.3, 20.7, 55.1, 61.9))
+    b = build_six_channel(align_pair(_textured(seed=10), _textured(seed=11)), 2,
+                          box=(12.3, 20.7, 55.1, 61.9))
     assert a.array.tobytes() == b.array.tobytes()
     assert a.roi == b.roi and a.intensity_ranges == b.intensity_ranges
 

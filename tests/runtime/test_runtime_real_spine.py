@@ -12,8 +12,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from spinefx.runtime import (ImageError, SpineFXWarning, Volume, align_pair, build_six_channel,
-                             load_image_slices, load_nifti, read_image)
+from spinefx.runtime import (
+    ImageError,
+    SpineFXWarning,
+    Volume,
+    align_pair,
+    build_six_channel,
+    load_image_slices,
+    load_nifti,
+    read_image,
+)
 
 pytestmark = pytest.mark.realdata
 

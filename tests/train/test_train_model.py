@@ -12,8 +12,7 @@ import torch
 from spinefx.runtime import PreprocessConfig
 from spinefx.train._torchvision_compat import import_torchvision
 from spinefx.train.data import Augment, sample_generator
-from spinefx.train.model import (CLASSES, PretrainedError, SpineFxNet, load_model,
-                                 load_pretrained)
+from spinefx.train.model import CLASSES, PretrainedError, SpineFxNet, load_model, load_pretrained
 
 TRAIN_SRC = Path(__file__).resolve().parents[2] / "train"
 S = 64
@@ -208,4 +207,5 @@ def test_cache_key_changes_when_a_series_is_rewritten_in_place(tmp_path) -> None
     st = f.stat()
     os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # same path, newer file
     assert cache_key([case], PreprocessConfig()) != key
-    assert cache_key([case], PreprocessConfig(image_size=64)) != cache_key([case], PreprocessConfig())
+    small = cache_key([case], PreprocessConfig(image_size=64))
+    assert small != cache_key([case], PreprocessConfig())
