@@ -26,7 +26,8 @@ def test_short_training_beats_chance(tmp_path_factory, phantom_cohorts) -> None:
     root = tmp_path_factory.mktemp("learn")
     manifest = phantom_cohorts.manifest(n_cases=40, n_malignant=20, seed=1, difficulty=0.0)
     start = time.perf_counter()
-    metrics = train_cv(manifest, root / "run", folds=2, epochs=20, batch_size=8, image_size=48,
+    # 10 epochs: measured out-of-fold AUC 0.830 here (0.832 after 20 epochs, twice the time)
+    metrics = train_cv(manifest, root / "run", folds=2, epochs=10, batch_size=8, image_size=48,
                        lr=1e-3, seed=0, final=False, progress=False)
     elapsed = time.perf_counter() - start
     auc = metrics["pooled"]["auc"]["value"]
