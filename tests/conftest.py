@@ -9,6 +9,10 @@ import pytest
 from tests.helpers.phantoms import CohortCache
 
 REPO = Path(__file__).resolve().parents[1]
+
+if "PYTEST_XDIST_WORKER" in os.environ:
+    # one worker per core: torch's and OpenMP's own thread pools would only fight each other
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 REAL_SPINE = REPO.parent / "shared" / "data" / "real-spine"
 
 
