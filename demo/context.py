@@ -11,7 +11,6 @@ from __future__ import annotations
 import atexit
 import functools
 import logging
-import os
 import shutil
 import tempfile
 import time
@@ -25,7 +24,7 @@ import numpy as np
 from PIL import Image
 
 from spinefx.runtime import PreprocessConfig, SpineFXError
-from spinefx.runtime.files import atomic_write_png
+from spinefx.runtime.files import atomic_write_png, atomic_write_text
 from spinefx.runtime.service import Result, error_json
 from spinefx.runtime.study import SeriesPair, Study
 
@@ -108,8 +107,7 @@ class DemoContext:
         """A teaching session's CSV in a fresh private folder (never overwrites another's)."""
         folder = Path(tempfile.mkdtemp(prefix="reads-", dir=self.work))
         path = folder / f"spinefx_reads_{reader}.csv"
-        path.write_text(text, encoding="utf-8")
-        os.chmod(path, 0o644)
+        atomic_write_text(path, text)
         return str(path)
 
 

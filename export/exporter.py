@@ -17,7 +17,6 @@ Each variant and its gate: :mod:`spinefx.export.variants`; what the run folder r
 """
 from __future__ import annotations
 
-import json
 import os
 import platform
 import shutil
@@ -33,7 +32,9 @@ import numpy as np
 from spinefx._version import __version__
 from spinefx.runtime import Case, PreprocessConfig, prepare_case, read_manifest
 from spinefx.runtime.errors import SpineFXError, SpineFXWarning
+from spinefx.runtime.files import atomic_write_json
 from spinefx.runtime.model_files import FORMAT, MODEL_JSON
+from spinefx.runtime.provenance import NOT_A_DEVICE
 from spinefx.train.model import SpineFxNet, load_model
 
 from .onnx_export import (
@@ -219,7 +220,7 @@ def export_model(run_dir: str | PathLike, out_dir: str | PathLike,
         spec = _model_spec(name or run_dir.resolve().name, model, files, default, threshold,
                            config, metrics, manifest_path, fp32, int8_info, fp16_info,
                            t_start, notes)
-        (staging / MODEL_JSON).write_text(json.dumps(spec, indent=2) + "\n", encoding="utf-8")
+        atomic_write_json(staging / MODEL_JSON, spec)
         _install(staging, out_dir, [f["path"] for f in files.values()] + [MODEL_JSON])
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -279,7 +280,7 @@ def _model_spec(name: str, model: SpineFxNet, files: dict[str, FileEntry], defau
                    "seconds": round(time.perf_counter() - t_start, 1),
                    "date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
                    "versions": _versions(), "skipped_cases": notes},
-        "intended_use": "research and teaching; not a medical device",
+        "intended_use": NOT_A_DEVICE,
     }
 
 

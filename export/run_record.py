@@ -67,7 +67,7 @@ def metrics_summary(metrics: dict) -> dict:
     out = {k: metrics[k] for k in keys if k in metrics}
     if out:
         out["source"] = "RUN/metrics.json (pooled out-of-fold predictions, 95% CIs)"
-        out["synthetic"] = bool(metrics.get("synthetic", False))
+        out["synthetic"] = is_synthetic_record(metrics)
     return out
 
 

@@ -52,6 +52,7 @@ def check_output_folder(out_dir: str | PathLike, inputs: list[str | PathLike]) -
 
 def secondary_capture(overlay: Image.Image, source_file: str | PathLike, summary: dict,
                       series_description: str = "spinefx overlay (research, not for diagnosis)"
+                      # a short LO value in the header; the full DISCLAIMER is in ImageComments
                       ) -> Dataset:
     """An RGB Secondary Capture of ``overlay`` in the source image's study, referencing it."""
     source_file = Path(source_file)
