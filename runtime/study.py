@@ -24,6 +24,7 @@ from typing import Callable, Literal
 from .dicom import SeriesInfo, scan_study
 from .dicom_series import load_series
 from .errors import SeriesError
+from .identity import Origin, series_origin
 from .matching import AlignedPair, align_pair
 from .volume import Volume
 
@@ -46,6 +47,7 @@ class SeriesEntry:
     description: str = ""
     loader: Callable[[], Volume] | None = field(default=None, repr=False)
     volume: Volume | None = field(default=None, repr=False)
+    origin: Origin = field(default_factory=Origin, repr=False)   # compared, never shown
 
 
 def series_label(s: SeriesInfo) -> str:
@@ -62,7 +64,8 @@ def entry_from_series(s: SeriesInfo, key: str, status: str = "usable",
                        n_slices=s.n_slices, row={**row, "status": status},
                        usable=status == "usable", series_uid=s.series_uid,
                        series_number=s.series_number, description=s.description,
-                       loader=loader or (lambda: load_series(s, weighting=s.weighting)))
+                       loader=loader or (lambda: load_series(s, weighting=s.weighting)),
+                       origin=series_origin(s))
 
 
 def entry_from_volume(key: str, label: str, volume: Volume, row: dict | None = None
@@ -94,6 +97,12 @@ class Study:
                  truth: dict | None = None, default_slice: int | None = None,
                  default_box: Box | None = None):
         self.entries = {e.key: e for e in entries}
+        studies: dict[tuple[str, str], int] = {}
+        for e in entries:   # an anonymous index per exam, in folder order (never an identifier)
+            index = studies.setdefault((e.origin.patient, e.origin.study_uid), len(studies) + 1)
+            e.row["study"] = index
+        self.n_studies = len(studies)
+        self.n_patients = len({p for p, _ in studies if p}) or (1 if studies else 0)
         self.title, self.kind, self.source = title, kind, source
         self.notes = list(notes or [])
         self.truth, self.default_slice, self.default_box = truth, default_slice, default_box
@@ -136,8 +145,25 @@ class Study:
     def choices(self) -> list[tuple[str, str]]:
         return [(e.label, e.key) for e in self.usable]
 
-    def holds(self) -> str:
-        return "; ".join(e.label for e in self.entries.values()) or "no image series"
+    def holds(self, entries: list[SeriesEntry] | None = None, limit: int = 8) -> str:
+        """A brief list of series (with their study index when the folder holds several)."""
+        shown = list(self.entries.values()) if entries is None else entries
+        if not shown:
+            return "no image series"
+
+        def name(e: SeriesEntry) -> str:
+            number = f"#{e.series_number} " if e.series_number is not None else ""
+            where = f" (study {e.row['study']})" if self.n_studies > 1 else ""
+            return f"{number}'{e.description or e.key}' {e.weighting} {e.plane}{where}"
+        text = "; ".join(name(e) for e in shown[:limit])
+        return text + (f"; and {len(shown) - limit} more" if len(shown) > limit else "")
+
+    def _several_exams(self) -> str:
+        if self.n_studies <= 1:
+            return ""
+        patients = f" of {self.n_patients} patients" if self.n_patients > 1 else ""
+        return (f"the folder holds {self.n_studies} studies{patients}: give one study's folder, "
+                "or name both series by SeriesInstanceUID. ")
 
     def find(self, key: str | int | None) -> SeriesEntry:
         """The one series matcher: entry key, SeriesInstanceUID, series number, or a unique
@@ -146,15 +172,17 @@ class Study:
         if not text:
             raise SeriesError("no series named")
         usable = self.usable
-        for e in usable:
-            if text in (e.key, e.series_uid) or (e.series_number is not None
-                                                 and text == str(e.series_number)):
-                return e
-        hits = [e for e in usable if text.lower() in (e.description or e.label).lower()]
+        exact = [e for e in usable if text in (e.key, e.series_uid)]
+        if exact:
+            return exact[0]
+        hits = [e for e in usable if e.series_number is not None and text == str(e.series_number)]
+        if not hits:
+            hits = [e for e in usable if text.lower() in (e.description or e.label).lower()]
         if len(hits) == 1:
             return hits[0]
         what = "matches several series" if hits else "matches no usable series"
-        raise SeriesError(f"'{text}' {what}; the study holds: {self.holds()}")
+        raise SeriesError(f"'{text}' {what}; {self._several_exams()}the folder holds: "
+                          f"{self.holds(hits or None)}", self.source)
 
     def volume(self, key: str) -> Volume:
         """The decoded volume of one series (decoded on first use, then kept)."""
@@ -168,8 +196,9 @@ class Study:
 
     # -- pairing ----------------------------------------------------------------------------
     def choose_pair(self, t1: str | None = None, t2: str | None = None,
-                    policy: PairPolicy = "strict") -> SeriesPair:
-        """The T1 and T2 series: those named, else by ``policy`` (see the module docstring)."""
+                    policy: PairPolicy = "strict", allow_mixed: bool = False) -> SeriesPair:
+        """The T1 and T2 series: those named, else by ``policy`` (see the module docstring).
+        T1 and T2 of different patients or studies are refused unless ``allow_mixed``."""
         notes: list[str] = []
         picked = {"T1": self.find(t1).key if t1 else None,
                   "T2": self.find(t2).key if t2 else None}
@@ -188,7 +217,14 @@ class Study:
         assert k1 is not None and k2 is not None
         if k1 == k2:
             raise SeriesError(f"T1 and T2 are the same series ('{self.entries[k1].label}'): "
-                              "choose a T1-weighted and a T2-weighted series")
+                              "choose a T1-weighted and a T2-weighted series", self.source)
+        differ = self.entries[k1].origin.differs_from(self.entries[k2].origin)
+        if differ and not allow_mixed:
+            raise SeriesError(f"T1 '{self.entries[k1].label}' and T2 '{self.entries[k2].label}' "
+                              f"come from different {differ}: a T1/T2 pair must be one exam of "
+                              "one patient (force it only if you know they are)", self.source)
+        if differ:
+            notes.append(f"T1 and T2 come from different {differ} (forced by the user)")
         return SeriesPair(k1, k2, tuple(notes), guessed)
 
     def _ranked(self, weighting: str) -> list[SeriesEntry]:
@@ -201,11 +237,14 @@ class Study:
             return hits[0].key, ""
         what = "several" if hits else "no"
         flag = "--t1" if weighting == "T1" else "--t2"
-        raise SeriesError(f"{what} sagittal {weighting} series found; name one with {flag}. "
-                          f"The study holds: {self.holds()}")
+        raise SeriesError(f"{what} sagittal {weighting} series found; {self._several_exams()}"
+                          f"name one with {flag}. The folder holds: {self.holds()}", self.source)
 
     def _guess(self, weighting: str, taken: set[str]) -> tuple[str, str]:
         ranked = [e for e in self._ranked(weighting) if e.key not in taken]
+        if taken:   # the partner of a chosen series comes from the same exam first
+            origin = self.entries[next(iter(taken))].origin
+            ranked.sort(key=lambda e: bool(e.origin.differs_from(origin)))
         if ranked:
             note = (f"several {weighting} series: the one with most sagittal slices was "
                     "chosen; check it" if len(self._ranked(weighting)) > 1 else "")
