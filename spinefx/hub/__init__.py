@@ -5,7 +5,8 @@
   own check, and :func:`~spinefx.hub.download.resolve_model` (``None`` / folder / ``hf://`` -> a
   local model folder), which ``spinefx.runtime.inference.Predictor`` uses.
 - :mod:`spinefx.hub.publish`: a training run + its ONNX export -> a model repository (dry run or
-  one commit), and the Gradio Space that serves it.
+  one commit), and the Gradio Space that serves it; :mod:`spinefx.hub.repo_plan` holds the
+  planned repository (files, dry-run folder, the upload itself).
 - :mod:`spinefx.hub.card`: the model card (YAML metadata + the ``model_card.md`` template).
 - :mod:`spinefx.hub.space`: the Space's ``app.py``, ``requirements.txt`` and ``README.md``.
 
