@@ -6,13 +6,18 @@ crash never leaves half a file and a reader never sees one.
 """
 from __future__ import annotations
 
+import contextlib
+import copy
 import datetime as _dt
 import io
+import logging
+import warnings
 from os import PathLike
 from pathlib import Path
 
 import numpy as np
 import pydicom
+import pydicom.config
 from PIL import Image
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
@@ -26,10 +31,37 @@ __all__ = ["atomic_write_bytes", "atomic_write_json", "atomic_write_text", "atom
 
 SECONDARY_CAPTURE = UID("1.2.840.10008.5.1.4.1.1.7")
 # Patient/study attributes copied from the source so PACS files the capture with its study.
-# They go into the DICOM file only: never into logs, JSON or the screen.
-_COPIED = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyInstanceUID",
-           "StudyDate", "StudyTime", "StudyID", "AccessionNumber", "ReferringPhysicianName",
-           "StudyDescription", "FrameOfReferenceUID")
+# They go into the DICOM file only: never into logs, JSON or the screen. SpecificCharacterSet
+# comes first: it says how the names are encoded (a UTF-8 "ISO_IR 192" name stays UTF-8).
+# No FrameOfReferenceUID: the overlay's pixels are not in the source's patient coordinates
+# (and the SC IOD has no Frame of Reference module).
+_COPIED = ("SpecificCharacterSet", "PatientName", "PatientID", "PatientBirthDate", "PatientSex",
+           "StudyInstanceUID", "StudyDate", "StudyTime", "StudyID", "AccessionNumber",
+           "ReferringPhysicianName", "StudyDescription")
+
+
+class _DropAll(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return False
+
+
+@contextlib.contextmanager
+def _quiet_pydicom():
+    """No value of the source reaches a log, a warning or the screen while it is copied.
+
+    pydicom reports an invalid value (say PatientBirthDate '19XX0101') with the value in the
+    message, as a warning *and* on the "pydicom" logger; here values are copied as they are,
+    unvalidated, and anything pydicom says meanwhile is dropped.
+    """
+    logger = logging.getLogger("pydicom")
+    drop = _DropAll()
+    logger.addFilter(drop)
+    try:
+        with warnings.catch_warnings(), pydicom.config.disable_value_validation():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.removeFilter(drop)
 
 
 OUTPUT_NAMES = ("result.json", "overlay.png", "overlay_sc.dcm", "predictions.csv")
@@ -56,11 +88,18 @@ def secondary_capture(overlay: Image.Image, source_file: str | PathLike, summary
                       ) -> Dataset:
     """An RGB Secondary Capture of ``overlay`` in the source image's study, referencing it."""
     source_file = Path(source_file)
+    with _quiet_pydicom():
+        return _secondary_capture(overlay, source_file, summary, series_description)
+
+
+def _secondary_capture(overlay: Image.Image, source_file: Path, summary: dict,
+                       series_description: str) -> Dataset:
     try:
         src = pydicom.dcmread(source_file, stop_before_pixels=True)
     except Exception as exc:
-        raise SpineFXError(f"cannot read the source DICOM for the capture ({exc})",
-                           source_file) from exc
+        # the exception's text is pydicom's, about the file's structure: never a value
+        raise SpineFXError(f"cannot read the source DICOM for the capture "
+                           f"({type(exc).__name__})", source_file) from exc
     rgb = np.asarray(overlay.convert("RGB"), dtype=np.uint8)
     now = _dt.datetime.now()
     meta = FileMetaDataset()
@@ -72,13 +111,15 @@ def secondary_capture(overlay: Image.Image, source_file: str | PathLike, summary
     for keyword in _COPIED:
         element = src.data_element(keyword) if keyword in src else None
         if element is not None:
-            setattr(ds, keyword, element.value)
+            ds.add(copy.deepcopy(element))  # the element as read: no re-validation, no message
     ds.SOPClassUID = SECONDARY_CAPTURE
     ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
     ds.SeriesInstanceUID = generate_uid()
     ds.SeriesNumber = 9900
     ds.InstanceNumber = 1
     ds.Modality = "OT"
+    ds.Laterality = ""          # Type 2C (General Series): unknown for a spine overlay
+    ds.PatientOrientation = ""  # Type 2C (General Image): the panels have no single orientation
     ds.ConversionType = "WSD"  # workstation
     ds.SeriesDescription = series_description
     ds.ImageComments = (f"P(malignant)={summary['probability']:.3f} threshold="
@@ -106,5 +147,6 @@ def write_secondary_capture(path: str | PathLike, overlay: Image.Image,
                             source_file: str | PathLike, summary: dict) -> Path:
     ds = secondary_capture(overlay, source_file, summary)
     buf = io.BytesIO()
-    ds.save_as(buf, enforce_file_format=True)
+    with _quiet_pydicom():  # encoding the names must not print them either
+        ds.save_as(buf, enforce_file_format=True)
     return atomic_write_bytes(path, buf.getvalue())
