@@ -30,13 +30,36 @@ def open_inputs(study: str | PathLike | None, t1: str | None = None,
     """A :class:`Study` from a study folder, or from explicit T1/T2 paths (a DICOM folder or
     file, NIfTI, numpy volume or image each); with a folder, ``t1``/``t2`` may name series."""
     if t1 and t2 and Path(t1).exists() and Path(t2).exists():
-        vol1, vol2 = load_volume(t1, "T1"), load_volume(t2, "T2")
+        vol1 = load_volume(t1, "T1")
+        if _same_path(t1, t2):
+            vol2 = vol1  # pair_warnings says so loudly
+        else:
+            vol2 = load_volume(t2)  # the headers' weighting: a STIR stays STIR (and is noted)
+            if vol2.weighting != "STIR":
+                vol2.weighting = "T2"
         return Study.from_volumes({"t1": (volume_label(vol1, "T1"), vol1),
                                    "t2": (volume_label(vol2, "T2"), vol2)},
                                   title="T1/T2 files", kind="files")
     if study is None:
         raise SpineFXError("give a study folder, or --t1 and --t2 as paths")
     return Study.open(study)
+
+
+def _same_path(a: str | PathLike, b: str | PathLike) -> bool:
+    try:
+        return Path(a).resolve() == Path(b).resolve() or Path(a).samefile(b)
+    except OSError:
+        return False
+
+
+def _in_study(exc: SpineFXError, where: str | PathLike | None) -> SpineFXError:
+    """``exc`` with its message naming ``where`` (the study folder or manifest line), once."""
+    if where is None or str(where) in str(exc):
+        return exc
+    new = type(exc).__new__(type(exc))
+    new.__dict__.update(exc.__dict__)
+    new.args = (f"{where}: {exc}",)
+    return new
 
 
 def volume_label(volume: Volume, weighting: str) -> str:
@@ -55,13 +78,17 @@ def predict_study(predictor: Predictor, study: str | PathLike | None, out_dir: s
     inputs = [p for p in (study, t1, t2) if p and Path(p).exists()]
     check_output_folder(out_dir, inputs)
     opened = open_inputs(study, t1, t2)
-    pair = (SeriesPair("t1", "t2") if opened.kind == "files"
-            else opened.choose_pair(t1, t2, "strict"))
-    if dicom:
-        require_dicom(opened, pair)
-    roi = resolve_roi(opened.volume(pair.t1), predictor.config, slice_index, box, center,
-                      size_mm, opened.default_slice, opened.default_box)
-    result = analyse(predictor, opened, pair, roi)
+    try:
+        pair = (SeriesPair("t1", "t2") if opened.kind == "files"
+                else opened.choose_pair(t1, t2, "strict"))
+        if dicom:
+            require_dicom(opened, pair)
+        roi = resolve_roi(opened.volume(pair.t1), predictor.config, slice_index, box, center,
+                          size_mm, opened.default_slice, opened.default_box)
+        result = analyse(predictor, opened, pair, roi)
+    except SpineFXError as exc:
+        where = study if opened.kind != "files" else None
+        raise _in_study(exc, where) from exc
     write_outputs(result, opened, out_dir, inputs, dicom=dicom, opacity=opacity)
     return result
 
@@ -71,20 +98,28 @@ PREDICTION_COLUMNS = ("case_id", "label", "probability", "predicted", "threshold
 
 
 def predict_manifest(predictor: Predictor, manifest: str | PathLike, out_dir: str | PathLike,
-                     progress: bool = True, cases: Sequence | None = None) -> Path:
-    """Score every case; a failing case gets status 'error' and its message, the batch goes on."""
+                     progress: bool = True, cases: Sequence | None = None,
+                     allow_outside: bool = False) -> Path:
+    """Score every case; a failing case gets status 'error' and its message (naming the
+    manifest line), the batch goes on. Series must lie inside the manifest's folder unless
+    ``allow_outside``. The progress bar shows on a terminal only (tqdm decides;
+    ``progress=False`` hides it everywhere)."""
     manifest = Path(manifest)
-    cases = list(cases) if cases is not None else read_manifest(manifest)
+    cases = list(cases) if cases is not None else read_manifest(manifest,
+                                                                allow_outside=allow_outside)
     out = check_output_folder(out_dir, [])
     rows = []
-    for case in tqdm(cases, desc="predict", unit="case", disable=not progress):
+    for case in tqdm(cases, desc="predict", unit="case", disable=None if progress else True):
         row = {"case_id": case.case_id, "label": case.label or "", "threshold": predictor.threshold}
         try:
             p = predictor.predict_case(case)
             row.update(probability=f"{p.probability:.6f}", predicted=p.label, status="ok", error="")
         except SpineFXError as exc:
-            log.warning("case %s skipped: %s", case.case_id, exc)
-            row.update(probability="", predicted="", status="error", error=str(exc))
+            line = getattr(case, "line", None)
+            where = f"{manifest} line {line}" if line else f"{manifest} case {case.case_id}"
+            message = str(_in_study(exc, where))
+            log.warning("case %s skipped: %s", case.case_id, message)
+            row.update(probability="", predicted="", status="error", error=message)
         rows.append(row)
     path = atomic_write_csv(out / "predictions.csv", PREDICTION_COLUMNS, rows)
     n_bad = sum(r["status"] == "error" for r in rows)

@@ -89,10 +89,24 @@ def check_slice(t1: Volume, k: Any) -> int:
     return k
 
 
+#: A box side may be at most this many times the image's larger dimension.
+MAX_BOX_FACTOR = 4
+
+
 def check_box(t1: Volume, box: Box) -> None:
-    """A box must overlap the image (ROIs that cross the edge are padded)."""
+    """A box must be finite, not empty, not far larger than the image (side <=
+    :data:`MAX_BOX_FACTOR` x the larger image dimension) and overlap the image (ROIs that
+    cross the edge are padded)."""
     h, w = t1.data.shape[1:]
-    x0, y0, x1, y1 = box
+    if len(box) != 4 or not all(math.isfinite(float(v)) for v in box):
+        raise RoiError(f"box must be 4 finite numbers, got {tuple(box)!r}"[:120])
+    x0, y0, x1, y1 = (float(v) for v in box)
+    if not (x1 > x0 and y1 > y0):
+        raise RoiError(f"box ({format_box(box)}) is empty: need x0 < x1 and y0 < y1")
+    limit = MAX_BOX_FACTOR * max(h, w)
+    if max(x1 - x0, y1 - y0) > limit:
+        raise RoiError(f"box ({format_box(box)}) is {x1 - x0:.0f}x{y1 - y0:.0f} px, far larger "
+                       f"than the {w}x{h} image (a side may be at most {limit} px)")
     if x1 <= 0 or y1 <= 0 or x0 >= w or y0 >= h:
         raise RoiError(f"box ({format_box(box)}) lies outside the {w}x{h} image")
 
@@ -146,6 +160,7 @@ class Result:
     synthetic_model: bool
     study_notes: list[str] = field(default_factory=list)
     truth: dict | None = None
+    warnings: list[str] = field(default_factory=list)   # loud: the CLI also prints them
     files: dict[str, Path] = field(default_factory=dict)
 
     def to_json(self) -> dict:
@@ -153,7 +168,8 @@ class Result:
         out = {"status": "ok", **self.prediction.summary(), "slice": self.roi.slice_index,
                "box": [round(v, 3) for v in self.roi.box],
                "synthetic_model": self.synthetic_model, "disclaimer": DISCLAIMER,
-               "series": dict(self.series), "study_notes": list(self.study_notes)}
+               "series": dict(self.series), "study_notes": list(self.study_notes),
+               "warnings": list(self.warnings)}
         if self.truth is not None:
             out["truth"] = self.truth
         if self.files:
@@ -181,7 +197,30 @@ def analyse(predictor: Predictor, study: Study, pair: SeriesPair, roi: Roi) -> R
     return Result(prediction=prediction, roi=roi, pair=pair,
                   series={"t1": study.entries[pair.t1].label, "t2": study.entries[pair.t2].label},
                   synthetic_model=predictor.spec.synthetic,
-                  study_notes=[*study.notes, *pair.notes], truth=study.truth)
+                  study_notes=[*study.notes, *pair.notes], truth=study.truth,
+                  warnings=pair_warnings(study, pair))
+
+
+#: What :func:`pair_warnings` says when the T2 channel is a STIR series.
+STIR_WARNING = "T2 channel is a STIR series: the model was trained on T2W"
+SAME_SERIES_WARNING = ("T1 and T2 are the same series: the model needs a T1-weighted and a "
+                       "T2-weighted series; this result is not meaningful")
+
+
+def pair_warnings(study: Study, pair: SeriesPair) -> list[str]:
+    """Loud notes about the chosen pair: the same series twice, STIR used as T2."""
+    out: list[str] = []
+    e1, e2 = study.entries[pair.t1], study.entries[pair.t2]
+    v1, v2 = e1.volume, e2.volume
+    same = pair.t1 == pair.t2 or (bool(e1.series_uid) and e1.series_uid == e2.series_uid)
+    if v1 is not None and v2 is not None:
+        same = same or v1 is v2 or bool(v1.series_uid and v1.series_uid == v2.series_uid) \
+            or bool(v1.source and v1.source == v2.source)
+    if same:
+        out.append(SAME_SERIES_WARNING)
+    if e2.weighting == "STIR" or (v2 is not None and v2.weighting == "STIR"):
+        out.append(STIR_WARNING)
+    return out
 
 
 def analyse_study(predictor: Predictor, study: Study, t1: str | None = None,
@@ -219,7 +258,26 @@ def write_outputs(result: Result, study: Study, out_dir: str | PathLike,
     result.files = dict(files)
     files["result"] = atomic_write_json(out / RESULT_FILE, result.to_json())
     result.files = files
+    remove_stale_outputs(out, files)
     return files
+
+
+#: Every file a prediction may write (only these are ever removed as stale).
+OUTPUT_FILES = (OVERLAY_FILE, RESULT_FILE, CAPTURE_FILE)
+
+
+def remove_stale_outputs(out: Path, written: dict[str, Path]) -> list[Path]:
+    """Remove spinefx outputs of an earlier run in ``out`` that this run did not write (an
+    overlay_sc.dcm beside a new result.json would describe another prediction)."""
+    keep = {p.name for p in written.values()}
+    removed = []
+    for name in OUTPUT_FILES:
+        stale = out / name
+        if name not in keep and (stale.is_symlink() or stale.is_file()):
+            stale.unlink()
+            log.info("removed %s from an earlier run", stale)
+            removed.append(stale)
+    return removed
 
 
 def require_dicom(study: Study, pair: SeriesPair) -> None:

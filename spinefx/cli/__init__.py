@@ -21,7 +21,7 @@ from spinefx.runtime.errors import SpineFXError
 
 from ._common import EPILOG, UsageError
 
-__all__ = ["COMMANDS", "EPILOG", "UsageError", "build_parser", "execute", "main"]
+__all__ = ["COMMANDS", "EPILOG", "EXTRAS", "UsageError", "build_parser", "execute", "main"]
 
 #: The sub-commands in the order ``spinefx --help`` lists them (module names in this package).
 COMMANDS = ("phantom", "inspect", "train", "evaluate", "readers", "export", "bench", "publish",
@@ -46,13 +46,40 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
     print(f"warning: {message}", file=sys.stderr)
 
 
+#: Optional packages -> the install extra that brings them (README "Install extras").
+EXTRAS = {"torch": "train", "torchvision": "train", "sklearn": "train", "safetensors": "train",
+          "matplotlib": "train", "scipy": "train", "onnx": "export", "onnxscript": "export",
+          "pytorch_grad_cam": "export", "gradio": "demo", "huggingface_hub": "hub",
+          "nibabel": "nifti"}
+
+
+def command_name(run: Callable) -> str:
+    """The sub-command a ``run`` function belongs to (its module's name in this package)."""
+    return str(getattr(run, "__module__", "") or "").rsplit(".", 1)[-1] or "command"
+
+
+def missing_extra(exc: ModuleNotFoundError) -> str | None:
+    """The extra whose package ``exc`` did not find, or None for any other module."""
+    root = (exc.name or "").split(".", 1)[0]
+    return EXTRAS.get(root)
+
+
 def execute(run: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
-    """Run a command; a user error becomes one line on stderr and exit status 2."""
+    """Run a command; a user error (or a missing optional package) becomes one line on stderr
+    and exit status 2."""
     warnings.showwarning = _show_warning
     try:
         return int(run(args) or 0)
     except (SpineFXError, FileExistsError, NotADirectoryError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as exc:
+        extra = missing_extra(exc)
+        if extra is None:
+            raise
+        name = command_name(run)
+        print(f"error: spinefx {name} needs the '{extra}' extra: pip install 'spinefx[{extra}]' "
+              f"(no module named {exc.name!r})", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

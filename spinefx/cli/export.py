@@ -42,7 +42,8 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--name", default=None, help="model name in model.json (default: RUN's name)")
     p.add_argument("--require-int8", action="store_true",
                    help="exit with status 1 when the int8 model is refused")
-    p.add_argument("--progress", action="store_true", help="progress bar while preprocessing")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bar while preprocessing (it shows on a terminal only)")
     p.set_defaults(run=run)
     return p
 
@@ -53,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     from spinefx.export.exporter import export_model
 
     path = export_model(args.run_dir, args.out, manifest=args.manifest, int8=args.int8,
-                        calib_cases=args.calib_cases, name=args.name, progress=args.progress,
+                        calib_cases=args.calib_cases, name=args.name, progress=not args.no_progress,
                         fp16=args.fp16, only_default=args.only_default)
     spec = json.loads(path.read_text())
     for variant, entry in spec["files"].items():

@@ -6,7 +6,41 @@ import argparse
 import sys
 from pathlib import Path
 
-from ._common import DISCLAIMER, EPILOG, UsageError
+from ._common import DISCLAIMER, EPILOG, UsageError, positive_int
+
+
+def _opacity(text: str) -> float:
+    """An argparse type: a number within [0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number within 0..1, got {text!r}") \
+            from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be within 0..1, got {text}")
+    return value
+
+
+def _size_mm(text: str) -> float:
+    """An argparse type: a box side in mm within the manifest's range (5..300)."""
+    lo, hi = 5.0, 300.0  # spinefx.runtime.cases.SIZE_MM_RANGE (tests keep them equal)
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of mm, got {text!r}") from None
+    if not lo <= value <= hi:
+        raise argparse.ArgumentTypeError(f"must be within {lo:g}..{hi:g} mm, got {text}")
+    return value
+
+
+def _slice(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a slice index, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -20,34 +54,63 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("study", nargs="?", type=Path, help="study folder (DICOM, any layout)")
     p.add_argument("--t1", help="T1 series: UID, series number, description, or a path")
     p.add_argument("--t2", help="T2 series: UID, series number, description, or a path")
-    p.add_argument("--slice", type=int, help="lesion slice index on the T1 grid "
+    p.add_argument("--slice", type=_slice, help="lesion slice index on the T1 grid "
                    "(default: the middle slice)")
     roi = p.add_mutually_exclusive_group()
     roi.add_argument("--box", help="x0,y0,x1,y1 in T1 pixels around the vertebral body")
     roi.add_argument("--center", help="x,y of the vertebral body centre in T1 pixels")
-    p.add_argument("--size-mm", type=float, help="box side for --center (default: the model's)")
+    p.add_argument("--size-mm", type=_size_mm,
+                   help="box side in mm for --center, 5..300 (default: the model's)")
     p.add_argument("--manifest", type=Path, help="score every case of this manifest instead")
     p.add_argument("--model", help="model folder (default: the bundled model)")
     p.add_argument("--variant", help="ONNX variant from model.json (fp32, int8)")
-    p.add_argument("--threads", type=int, help="onnxruntime intra-op threads")
-    p.add_argument("--opacity", type=float, default=0.45, help="overlay opacity 0..1")
+    p.add_argument("--threads", type=positive_int, help="onnxruntime intra-op threads (>= 1)")
+    p.add_argument("--opacity", type=_opacity, default=0.45, help="overlay opacity 0..1")
     p.add_argument("--dicom", action="store_true", help="also write OUT/overlay_sc.dcm")
     p.add_argument("--out", required=True, type=Path, help="output folder")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--allow-outside", action="store_true",
+                   help="with --manifest: allow series paths outside the manifest's folder")
+    p.add_argument("--json", action="store_true",
+                   help="print the result document (result.json) to stdout; files are "
+                        "still written")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bar (it shows on a terminal only)")
     p.set_defaults(run=run)
     return p
 
 
 def run(args: argparse.Namespace) -> int:
+    import json
     import logging
 
-    from spinefx.runtime.inference import Predictor
     from spinefx.runtime.predict import parse_numbers, predict_manifest, predict_study
 
     if args.manifest is None and args.study is None and not (args.t1 and args.t2):
         raise UsageError("give a STUDY folder, --t1 and --t2 paths, or --manifest")
     if args.manifest is None and not (args.box or args.center):
         raise UsageError("say where the vertebra is: --box x0,y0,x1,y1 or --center x,y")
+    if args.manifest is not None and args.json:
+        raise UsageError("--json prints one study's result; with --manifest read "
+                         "OUT/predictions.csv")
+    # the ROI is checked before the model loads (a typo costs no model load)
+    box: tuple[float, float, float, float] | None = None
+    center: tuple[float, float] | None = None
+    if args.manifest is None and args.box:
+        from spinefx.runtime.service import parse_box
+
+        parsed = parse_box(args.box)  # 4 finite numbers, not empty
+        assert parsed is not None
+        box = parsed
+    if args.manifest is None and args.center:
+        cx, cy = parse_numbers(args.center, 2, "--center")
+        center = (cx, cy)
+    cases = None
+    if args.manifest is not None:  # a bad manifest costs no model load either
+        from spinefx.runtime.cases import read_manifest
+
+        cases = read_manifest(args.manifest, allow_outside=args.allow_outside)
+    from spinefx.runtime.inference import Predictor
+
     # our own lines (which provider ran, skipped cases) at INFO; libraries only when they warn
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     logging.getLogger("spinefx").setLevel(logging.INFO)
@@ -56,23 +119,21 @@ def run(args: argparse.Namespace) -> int:
         print("note: this model was trained on SYNTHETIC phantoms; it is a pipeline "
               "demonstration, not a clinical model", file=sys.stderr)
     if args.manifest is not None:
-        path = predict_manifest(predictor, args.manifest, args.out, progress=not args.no_progress)
+        path = predict_manifest(predictor, args.manifest, args.out, progress=not args.no_progress,
+                                cases=cases)
         print(f"predictions: {path}")
         return 0
-    box: tuple[float, float, float, float] | None = None
-    center: tuple[float, float] | None = None
-    if args.box:
-        x0, y0, x1, y1 = parse_numbers(args.box, 4, "--box")  # exactly 4, or RoiError
-        box = (x0, y0, x1, y1)
-    if args.center:
-        cx, cy = parse_numbers(args.center, 2, "--center")
-        center = (cx, cy)
     result = predict_study(predictor, args.study, args.out, t1=args.t1, t2=args.t2,
                            slice_index=args.slice, box=box, center=center,
                            size_mm=args.size_mm, dicom=args.dicom, opacity=args.opacity)
+    for warning in result.warnings:  # also in result.json ("warnings")
+        print(f"warning: {warning}", file=sys.stderr)
     p = result.prediction
+    human = sys.stderr if args.json else sys.stdout
+    if args.json:
+        print(json.dumps(result.to_json(), indent=2))
     print(f"P(malignant) = {p.probability:.3f} -> {p.label} (threshold {p.threshold:.2f}). "
-          f"{DISCLAIMER}")
+          f"{DISCLAIMER}", file=human)
     for name, path in result.files.items():
-        print(f"{name}: {path}")
+        print(f"{name}: {path}", file=human)
     return 0
