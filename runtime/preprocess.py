@@ -169,23 +169,71 @@ def build_six_channel(pair: AlignedPair, slice_index: int, box: Box | None = Non
         raise RoiError(f"box {tuple(round(v, 1) for v in box)} lies outside the {w}x{h} image",
                        t1.source or None)
 
-    slices, notes = neighbour_slices(slice_index, t1.n_slices, config.neighbours)
-    t2_missing = [i for i in slices if not np.isfinite(t2.data[i]).all()]
-    if slice_index in t2_missing:
-        raise RoiError(f"T1 slice {slice_index} has no T2 slice at the same position",
+    try:
+        slices, notes = neighbour_slices(slice_index, t1.n_slices, config.neighbours)
+    except RoiError as exc:
+        raise RoiError(f"{_series('T1', t1)}: {exc.problem}", t1.source or None) from None
+    no_partner = _without_t2_partner(t2, slices)
+    if slice_index in no_partner:
+        raise RoiError(f"T1 slice {slice_index} has no T2 slice at the same position "
+                       f"(the T2 series does not cover it): {_series('T2', t2)}",
                        t2.source or None)
-    if t2_missing:  # a neighbour only: fall back to the lesion slice, like an edge
+    if no_partner:  # a neighbour only: fall back to the lesion slice, like an edge
         notes += [f"T1 slice {i} has no matching T2 slice; used T2 of slice {slice_index}"
-                  for i in t2_missing]
-    t2_slices = [slice_index if i in t2_missing else i for i in slices]
+                  for i in no_partner]
+    t2_slices = [slice_index if i in no_partner else i for i in slices]
 
     channels, ranges = [], {}
     for name, vol, idx in (("T1", t1, slices), ("T2", t2, t2_slices)):
+        for i in dict.fromkeys(idx):
+            _check_finite_roi(vol.data[i], roi, name, vol, i)
         crops = np.stack([crop(vol.data[i], roi) for i in idx])
-        scaled, ranges[name] = normalise(crops, config.percentile_low, config.percentile_high)
+        try:
+            scaled, ranges[name] = normalise(crops, config.percentile_low,
+                                             config.percentile_high)
+        except RoiError as exc:
+            raise RoiError(f"{_series(name, vol)}: {exc.problem}", vol.source or None) from None
         channels += [resize(c, config.image_size) for c in scaled]
     for note in notes:
         warnings.warn(note, SpineFXWarning, stacklevel=2)
     return ModelInput(array=np.stack(channels).astype(np.float32), roi=roi, slices=tuple(slices),
                       intensity_ranges=ranges, config=config, notes=notes,
                       t2_slices=tuple(t2_slices))
+
+
+def _series(seq: str, vol) -> str:
+    """How an error names a series: its weighting role and, where known, its description."""
+    return f"{seq} series {vol.description!r}" if vol.description else f"{seq} series"
+
+
+def _without_t2_partner(t2, slices: list[int]) -> list[int]:
+    """T1-grid slices that :func:`spinefx.runtime.matching.align_to` marked as having no T2
+    partner (matched index -1, all NaN). Any other non-finite T2 pixel is a broken slice, not
+    a missing one, and is refused by :func:`_check_finite_roi`."""
+    matched = t2.metadata.get("matched_t2_slices")
+    if not isinstance(matched, (list, tuple)) or len(matched) != t2.n_slices:
+        return []
+    return [i for i in dict.fromkeys(slices)
+            if matched[i] < 0 and bool(np.isnan(t2.data[i]).all())]
+
+
+def _check_finite_roi(image: np.ndarray, roi: tuple[int, int, int, int], seq: str, vol,
+                      index: int) -> None:
+    """Refuse NaN/inf pixels inside the part of the ROI that lies in the image (the model
+    must never see them; padding past the edge is the only NaN the crop may hold)."""
+    x0, y0, x1, y1 = roi
+    h, w = image.shape
+    window = image[max(y0, 0):min(y1, h), max(x0, 0):min(x1, w)]
+    finite = np.isfinite(window)
+    if finite.all():
+        return
+    slice_name = (f"T2 slice matched to T1 slice {index}" if seq == "T2"
+                  else f"T1 slice {index}")
+    if not finite.any():
+        problem = f"{slice_name} has no finite pixels in the ROI (all NaN or infinite)"
+    else:
+        problem = (f"{slice_name} has {int(finite.size - finite.sum())} non-finite pixel "
+                   "values (NaN or infinite) in the ROI")
+    if seq == "T2":
+        problem += " although a T2 slice is present at that position"
+    raise RoiError(f"{_series(seq, vol)}: {problem}: a broken series?", vol.source or None)

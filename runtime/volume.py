@@ -38,6 +38,9 @@ class Volume:
         self.data = np.asarray(self.data, dtype=np.float32)
         if self.data.ndim != 3:
             raise ValueError(f"Volume data must be 3-D (slices, rows, cols), got {self.data.shape}")
+        if 0 in self.data.shape:
+            raise ValueError(f"Volume data is empty (shape {self.data.shape}): a volume needs at "
+                             "least one slice of at least one pixel")
         self.positions = np.asarray(self.positions, dtype=np.float64).reshape(-1, 3)
         if len(self.positions) != self.data.shape[0]:
             raise ValueError("one position per slice is required")
