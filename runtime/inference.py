@@ -6,8 +6,10 @@ nothing here needs autograd (see DESIGN.md, "Explanations").
 """
 from __future__ import annotations
 
+import importlib.metadata
 import logging
 import time
+import warnings
 from dataclasses import dataclass, field
 from os import PathLike
 
@@ -17,6 +19,7 @@ from PIL import Image
 from spinefx.hub.download import resolve_model  # hf:// -> a verified local folder
 
 from .cases import Case, load_volume
+from .errors import SpineFXError, SpineFXWarning
 from .matching import AlignedPair, align_pair
 from .model_files import ModelSpec, read_model_spec
 from .preprocess import Box, ModelInput, build_six_channel, resize
@@ -25,6 +28,47 @@ from .volume import Volume
 log = logging.getLogger("spinefx.runtime")
 
 PROVIDER_ORDER = ("CUDAExecutionProvider", "CPUExecutionProvider")
+
+# onnxruntime comes from exactly one of the extras: `cpu` (onnxruntime) or `gpu`
+# (onnxruntime-gpu). Both distributions write the same `onnxruntime/` folder, so with both
+# installed whichever came last wins and CUDA silently disappears.
+INSTALL_CPU = "pip install 'spinefx[cpu]'"
+INSTALL_GPU = "pip install 'spinefx[gpu]'"
+FIX_BOTH = f"pip uninstall -y onnxruntime onnxruntime-gpu && {INSTALL_GPU}"
+_RUNTIME_DISTRIBUTIONS = ("onnxruntime", "onnxruntime-gpu")
+
+
+def installed_onnxruntimes() -> list[str]:
+    """Which of the onnxruntime distributions (CPU, GPU) pip has installed."""
+    found = []
+    for name in _RUNTIME_DISTRIBUTIONS:
+        try:
+            importlib.metadata.distribution(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+        found.append(name)
+    return found
+
+
+def import_onnxruntime():
+    """The onnxruntime module, after checking how it was installed.
+
+    Missing: a :class:`SpineFXError` with the install lines. Both the CPU and the GPU
+    distribution installed: a :class:`SpineFXWarning` and a log line with the fix.
+    """
+    installed = installed_onnxruntimes()
+    if len(installed) > 1:
+        message = ("both onnxruntime and onnxruntime-gpu are installed: they share one "
+                   "onnxruntime/ folder, so the one installed last wins and CUDA may be "
+                   f"silently unavailable. Fix: {FIX_BOTH} (or {INSTALL_CPU} alone for CPU)")
+        log.warning("spinefx: %s", message)
+        warnings.warn(message, SpineFXWarning, stacklevel=3)
+    try:
+        import onnxruntime as ort  # imported here so reading files never needs it
+    except ImportError as exc:
+        raise SpineFXError(f"onnxruntime is not installed: {INSTALL_CPU} (a workstation) or "
+                           f"{INSTALL_GPU} (NVIDIA CUDA), one of the two, never both") from exc
+    return ort
 
 
 @dataclass
@@ -87,11 +131,14 @@ class Predictor:
 
     def __init__(self, model: str | PathLike | None = None, variant: str | None = None,
                  providers: list[str] | None = None, threads: int | None = None):
-        import onnxruntime as ort  # imported here so reading files never needs it
-
+        ort = import_onnxruntime()
         self.spec: ModelSpec = read_model_spec(resolve_model(model))
         self.variant, self.path, self.sha256 = self.spec.file(variant)
         available = ort.get_available_providers()
+        if "onnxruntime-gpu" in installed_onnxruntimes() and "CUDAExecutionProvider" not in \
+                available:
+            log.warning("spinefx: onnxruntime-gpu is installed but CUDA is not available "
+                        "(providers: %s); running on the CPU", ", ".join(available))
         wanted = providers or [p for p in PROVIDER_ORDER if p in available]
         options = ort.SessionOptions()
         if threads:
