@@ -96,10 +96,15 @@ def run(args: argparse.Namespace) -> int:
     box: tuple[float, float, float, float] | None = None
     center: tuple[float, float] | None = None
     if args.manifest is None and args.box:
+        from spinefx.runtime.cases import MAX_BOX_SIDE, MAX_COORDINATE
         from spinefx.runtime.service import parse_box
 
         parsed = parse_box(args.box)  # 4 finite numbers, not empty
         assert parsed is not None
+        if (max(parsed[2] - parsed[0], parsed[3] - parsed[1]) > MAX_BOX_SIDE
+                or max(abs(v) for v in parsed) > MAX_COORDINATE):
+            raise UsageError(f"--box {args.box[:60]!r} is far larger than any image "
+                             f"(a side may be at most {MAX_BOX_SIDE} px)")
         box = parsed
     if args.manifest is None and args.center:
         cx, cy = parse_numbers(args.center, 2, "--center")
@@ -130,8 +135,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"warning: {warning}", file=sys.stderr)
     p = result.prediction
     human = sys.stderr if args.json else sys.stdout
-    if args.json:
-        print(json.dumps(result.to_json(), indent=2))
+    if args.json:  # the document result.json holds, as written
+        print(json.dumps(json.loads(result.files["result"].read_text()), indent=2))
     print(f"P(malignant) = {p.probability:.3f} -> {p.label} (threshold {p.threshold:.2f}). "
           f"{DISCLAIMER}", file=human)
     for name, path in result.files.items():

@@ -100,3 +100,26 @@ def test_load_volume_refuses_devices_and_fifos(tmp_path):
     os.mkfifo(fifo)
     with pytest.raises(ImageError, match="not a regular file"):
         load_volume(fifo)
+
+
+def test_roi_resolver_refuses_boxes_far_larger_than_the_image():
+    import numpy as np
+
+    from spinefx.runtime import PreprocessConfig, RoiError
+    from spinefx.runtime.service import check_box, resolve_roi
+    from spinefx.runtime.volume import Volume
+
+    t1 = Volume.from_array(np.zeros((5, 40, 50), np.float32), weighting="T1")
+    check_box(t1, (-10, -10, 190, 150))  # 4x the larger side: padded, allowed
+    t0 = time.perf_counter()
+    for box, words in [((0, 0, 5000, 5000), ["0, 0, 5000, 5000", "far larger", "50x40"]),
+                       ((0, 0, 201, 10), ["far larger"]),
+                       ((0, 0, float("inf"), 10), ["finite"]),
+                       ((10, 10, 5, 20), ["empty"])]:
+        with pytest.raises(RoiError) as info:
+            resolve_roi(t1, PreprocessConfig(), 2, box)
+        for w in words:
+            assert w in str(info.value), str(info.value)
+    with pytest.raises(RoiError, match="far larger"):  # a centre with a huge size
+        resolve_roi(t1, PreprocessConfig(), 2, None, (10, 10), 1e300)
+    assert time.perf_counter() - t0 < 2
