@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pydicom.config
+import pydicom.valuerep
 from PIL import Image
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
@@ -38,6 +39,25 @@ SECONDARY_CAPTURE = UID("1.2.840.10008.5.1.4.1.1.7")
 _COPIED = ("SpecificCharacterSet", "PatientName", "PatientID", "PatientBirthDate", "PatientSex",
            "StudyInstanceUID", "StudyDate", "StudyTime", "StudyID", "AccessionNumber",
            "ReferringPhysicianName", "StudyDescription")
+
+
+# Type 2 attributes (may be empty): an invalid value in the source (a birth date "19XX0101")
+# is written empty, so the capture stays valid DICOM. UIDs and PatientID are copied as they
+# are: PACS matches the capture to its study by them.
+_EMPTY_IF_INVALID = ("PatientName", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
+                     "StudyID", "AccessionNumber", "ReferringPhysicianName", "StudyDescription")
+
+
+def _valid(element: pydicom.DataElement) -> bool:
+    """Whether pydicom accepts the element's value for its VR (the reason, which quotes the
+    value, is never shown)."""
+    values = element.value if element.VM > 1 else [element.value]
+    try:
+        for value in values:
+            pydicom.valuerep.validate_value(element.VR, value, pydicom.config.RAISE)
+    except (ValueError, TypeError):
+        return False
+    return True
 
 
 class _DropAll(logging.Filter):
@@ -111,7 +131,10 @@ def _secondary_capture(overlay: Image.Image, source_file: Path, summary: dict,
     for keyword in _COPIED:
         element = src.data_element(keyword) if keyword in src else None
         if element is not None:
-            ds.add(copy.deepcopy(element))  # the element as read: no re-validation, no message
+            element = copy.deepcopy(element)  # as read: no re-validation, no message
+            if keyword in _EMPTY_IF_INVALID and not _valid(element):
+                element.value = ""  # Type 2: empty is valid DICOM; the source keeps its value
+            ds.add(element)
     ds.SOPClassUID = SECONDARY_CAPTURE
     ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
     ds.SeriesInstanceUID = generate_uid()

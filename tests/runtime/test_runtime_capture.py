@@ -66,6 +66,21 @@ def test_capture_is_valid_dicom_and_keeps_the_name(source, tmp_path, charset, na
     assert "Laterality" in sc and "PatientOrientation" in sc  # Type 2C, present (empty)
 
 
+def test_capture_of_an_invalid_birth_date_is_valid_dicom(source, tmp_path) -> None:
+    exe = _dciodvfy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        src_file = _variant(source, tmp_path / "src", PatientBirthDate="19XX0101",
+                            StudyDate="2026-12-01")
+    out = write_secondary_capture(tmp_path / "sc.dcm", Image.new("RGB", (16, 16)), src_file,
+                                  SUMMARY)
+    proc = subprocess.run([exe, str(out)], capture_output=True, timeout=60)
+    report = (proc.stdout + proc.stderr).decode("utf-8", "replace")
+    assert not [line for line in report.splitlines() if line.startswith("Error")], report
+    sc = pydicom.dcmread(out)
+    assert sc.PatientBirthDate == "" and sc.StudyDate == ""
+
+
 def test_invalid_birth_date_never_reaches_a_log_a_warning_or_the_screen(source, tmp_path, capfd,
                                                                         caplog) -> None:
     bad = "19XX0101"
@@ -84,9 +99,11 @@ def test_invalid_birth_date_never_reaches_a_log_a_warning_or_the_screen(source, 
     seen = [str(w.message) for w in caught] + [r.getMessage() for r in caplog.records]
     seen += [captured.out, captured.err, caplog.text]
     assert not [text for text in seen if bad in text], seen
-    # the value itself is still copied as it was (the capture files with its study)
-    assert ds["PatientBirthDate"].value == bad
-    assert pydicom.dcmread(out)["PatientBirthDate"].value == bad
+    # Type 2: the invalid value is written empty, so the capture stays valid DICOM
+    assert ds["PatientBirthDate"].value == ""
+    sc = pydicom.dcmread(out)
+    assert sc["PatientBirthDate"].value == "" and bad.encode() not in out.read_bytes()
+    assert sc.PatientID == pydicom.dcmread(src_file).PatientID  # the rest is copied
     # and pydicom's settings and the logger are as they were
     assert not logging.getLogger("pydicom").filters
     assert pydicom.config.settings.reading_validation_mode == mode
