@@ -25,6 +25,17 @@ MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"  # the SOP class of a DICOMDIR
 
 ORIENTATION_TOLERANCE = 1e-3  # direction cosines agree to this: same orientation
 
+# What a header may claim before it is believed (a bit flip or a hostile file must not make the
+# scan loop over a billion frames or a load allocate tens of GiB).
+MAX_FRAMES = 4096                  # frames in one multi-frame file
+MAX_MATRIX = 4096                  # Rows, Columns
+MAX_SLICE_PIXELS = 16 * 2 ** 20    # Rows x Columns
+PIXEL_SPACING_RANGE_MM = (0.01, 50.0)
+SLICE_THICKNESS_RANGE_MM = (0.01, 200.0)
+MAX_COORDINATE_MM = 1e6            # |ImagePositionPatient| components
+_NATIVE_SYNTAXES = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2"}
+_FATAL = (KeyboardInterrupt, SystemExit, GeneratorExit)
+
 
 # ---------------------------------------------------------------------------------------------
 # Per-slice header records
@@ -65,6 +76,10 @@ class SeriesInfo:
     study_uid: str
     frame_of_reference_uid: str
     records: list[SliceRecord] = field(repr=False, default_factory=list)
+    # Files whose header names this series (its SeriesInstanceUID is readable) but whose other
+    # header values cannot be interpreted: (file, why). They hold slices that `records` lacks,
+    # so `load_series` refuses the series rather than renumber the slices it can read.
+    unreadable: list[tuple[Path, str]] = field(repr=False, default_factory=list)
 
     @property
     def files(self) -> list[Path]:
@@ -88,6 +103,7 @@ class SeriesInfo:
             "te_ms": self.echo_time,
             "ti_ms": self.inversion_time,
             "series_uid": self.series_uid,
+            **({"unreadable_files": len(self.unreadable)} if self.unreadable else {}),
         }
 
 
@@ -95,6 +111,8 @@ class SeriesInfo:
 class StudyScan:
     series: list[SeriesInfo]
     skipped: list[tuple[Path, str]]  # (file, why it was not used)
+    # the subset of `skipped` that is DICOM (a header was found) but could not be interpreted
+    broken: list[tuple[Path, str]] = field(default_factory=list)
 
     def find(self, key: str) -> SeriesInfo:
         """A series by SeriesInstanceUID, series number, or unique description substring."""
@@ -175,8 +193,31 @@ def _read_header(path: Path) -> pydicom.Dataset | None:
 def header_number(value, default=None):
     try:
         return float(value) if value is not None and value != "" else default
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return default
+
+
+def _fatal(exc: BaseException) -> bool:
+    """Only these may escape a per-file guard; anything else a decoder or pydicom raises
+    (pyo3's PanicException is a BaseException) is a broken file."""
+    return isinstance(exc, _FATAL)
+
+
+def _whole(ds: pydicom.Dataset, keyword: str, path: Path, low: int, high: int,
+           default: int | None = None) -> int:
+    """A header count (Rows, Columns, NumberOfFrames) that must be one whole number in
+    low..high; a DicomReadError saying which tag is wrong otherwise."""
+    value = ds.get(keyword)
+    if value is None or value == "":
+        if default is None:
+            raise DicomReadError(f"{keyword} is missing", path)
+        return default
+    number = header_number(value)
+    if number is None or not np.isfinite(number) or number != int(number):
+        raise DicomReadError(f"{keyword} is not one whole number", path)
+    if not low <= number <= high:
+        raise DicomReadError(f"implausible {keyword} {int(number)} (allowed {low}..{high})", path)
+    return int(number)
 
 
 def _floats(value, n: int):
@@ -203,14 +244,16 @@ def _orientation(value) -> tuple[float, ...] | None:
 def _spacing(value) -> tuple[float, float] | None:
     """PixelSpacing (row, col) in mm, or None when absent, zero, negative or not finite."""
     sp = _floats(value, 2)
-    if sp is None or not all(np.isfinite(v) and v > 0 for v in sp):
-        return None
+    low, high = PIXEL_SPACING_RANGE_MM
+    if sp is None or not all(np.isfinite(v) and low <= v <= high for v in sp):
+        return None  # missing or implausible (1e308 mm would overflow resampling)
     return (float(sp[0]), float(sp[1]))
 
 
 def _position(value) -> tuple[float, float, float] | None:
+    """ImagePositionPatient, or None when absent or not finite within MAX_COORDINATE_MM."""
     pos = _floats(value, 3)
-    if pos is None or not np.all(np.isfinite(pos)):
+    if pos is None or not np.all(np.isfinite(pos)) or np.abs(pos).max() >= MAX_COORDINATE_MM:
         return None
     return (float(pos[0]), float(pos[1]), float(pos[2]))
 
@@ -233,9 +276,33 @@ def _frame_value(ds: pydicom.Dataset, frame: int, group: str, attr: str):
     return None
 
 
+def _frame_count(ds: pydicom.Dataset, path: Path, rows: int, cols: int) -> int:
+    """NumberOfFrames, believed only when plausible: at most MAX_FRAMES and, for native
+    (uncompressed) pixel data, no more frames than the file has bytes for; encapsulated data
+    needs at least one 8-byte item per frame. Checked from the file size, without decoding."""
+    n_frames = _whole(ds, "NumberOfFrames", path, 1, MAX_FRAMES, default=1)
+    if n_frames > 1:
+        size = path.stat().st_size
+        ts = str(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "") or "")
+        if ts in _NATIVE_SYNTAXES or not ts:
+            bits = _whole(ds, "BitsAllocated", path, 1, 64, default=16)
+            samples = _whole(ds, "SamplesPerPixel", path, 1, 4, default=1)
+            needed = (rows * cols * n_frames * samples * bits + 7) // 8
+        else:
+            needed = 8 * n_frames
+        if size < needed:
+            raise DicomReadError(f"NumberOfFrames {n_frames} does not fit the file ({size} bytes "
+                                 f"for {needed} bytes of {rows}x{cols} frames)", path)
+    return n_frames
+
+
 def _records(ds: pydicom.Dataset, path: Path) -> list[SliceRecord]:
-    rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
-    n_frames = int(header_number(ds.get("NumberOfFrames"), 1) or 1)
+    rows = _whole(ds, "Rows", path, 1, MAX_MATRIX)
+    cols = _whole(ds, "Columns", path, 1, MAX_MATRIX)
+    if rows * cols > MAX_SLICE_PIXELS:
+        raise DicomReadError(f"implausible matrix {rows}x{cols} (more than {MAX_SLICE_PIXELS} "
+                             "pixels per slice)", path)
+    n_frames = _frame_count(ds, path, rows, cols)
     if n_frames > 1 or "PerFrameFunctionalGroupsSequence" in ds:
         out = []
         for f in range(n_frames):
@@ -267,18 +334,48 @@ def _mr_value(ds: pydicom.Dataset, keyword: str, group: str, attr: str):
     return header_number(_frame_value(ds, 0, group, attr))
 
 
-def _series_info(uid: str, headers: list[tuple[Path, pydicom.Dataset]]) -> SeriesInfo:
-    first = headers[0][1]
-    records = [r for path, ds in headers for r in _records(ds, path)]
+@dataclass
+class _Header:
+    """What one file contributes to its series, every lazy pydicom value already converted
+    (so a garbled value fails while that file alone is being read)."""
+    path: Path
+    records: list[SliceRecord]
+    fields: dict
+
+
+def _header_fields(ds: pydicom.Dataset, path: Path) -> dict:
+    tr = _mr_value(ds, "RepetitionTime", "MRTimingAndRelatedParametersSequence",
+                   "RepetitionTime")
+    te = _mr_value(ds, "EchoTime", "MREchoSequence", "EffectiveEchoTime")
+    ti = _mr_value(ds, "InversionTime", "MRModifierSequence", "InversionTimes")
+    description = str(ds.get("SeriesDescription", "") or ds.get("ProtocolName", "") or "")
+    seq = ds.get("ScanningSequence", "")
+    seq = "\\".join(seq) if isinstance(seq, (list, pydicom.multival.MultiValue)) else str(seq or "")
+    thickness = header_number(ds.get("SliceThickness"))
+    low, high = SLICE_THICKNESS_RANGE_MM
+    if thickness is not None and not (np.isfinite(thickness) and low <= thickness <= high):
+        thickness = None  # implausible: as good as missing
+    series_number = ds.get("SeriesNumber")
+    number = header_number(series_number)
+    if series_number not in (None, "") and (number is None or not np.isfinite(number)
+                                            or number != int(number) or abs(number) > 2 ** 31):
+        raise DicomReadError("SeriesNumber is not one whole number", path)
+    return {
+        "tr": tr, "te": te, "ti": ti, "description": description, "seq": seq,
+        "modality": str(ds.get("Modality", "") or ""), "thickness": thickness,
+        "series_number": None if number is None else int(number),
+        "study_uid": str(ds.get("StudyInstanceUID", "") or ""),
+        "frame_of_reference_uid": str(ds.get("FrameOfReferenceUID", "") or ""),
+        "contrast": str(ds.get("AcquisitionContrast", "") or ""),
+    }
+
+
+def _series_info(uid: str, headers: list[_Header]) -> SeriesInfo:
+    first = headers[0].fields
+    records = [r for h in headers for r in h.records]
     ori = next((r.orientation for r in records if r.orientation), None)
     plane = plane_of(ori[:3], ori[3:]) if ori else "unknown"
-    tr = _mr_value(first, "RepetitionTime", "MRTimingAndRelatedParametersSequence",
-                   "RepetitionTime")
-    te = _mr_value(first, "EchoTime", "MREchoSequence", "EffectiveEchoTime")
-    ti = _mr_value(first, "InversionTime", "MRModifierSequence", "InversionTimes")
-    description = str(first.get("SeriesDescription", "") or first.get("ProtocolName", "") or "")
-    seq = first.get("ScanningSequence", "")
-    seq = "\\".join(seq) if isinstance(seq, (list, pydicom.multival.MultiValue)) else str(seq or "")
+    tr, te, ti, description, seq = (first[k] for k in ("tr", "te", "ti", "description", "seq"))
     spacing = None
     if ori and all(r.position for r in records) and len(records) > 1:
         normal = np.cross(ori[:3], ori[3:])
@@ -286,19 +383,17 @@ def _series_info(uid: str, headers: list[tuple[Path, pydicom.Dataset]]) -> Serie
         diffs = np.diff(coords)
         diffs = diffs[diffs > 1e-3]
         spacing = float(np.median(diffs)) if len(diffs) else None
-    series_number = first.get("SeriesNumber")
     return SeriesInfo(
-        series_uid=uid, description=description, modality=str(first.get("Modality", "") or ""),
+        series_uid=uid, description=description, modality=first["modality"],
         plane=plane,
-        weighting=classify_weighting(description, seq, tr, te, ti,
-                                     str(first.get("AcquisitionContrast", "") or "")),
+        weighting=classify_weighting(description, seq, tr, te, ti, first["contrast"]),
         n_slices=len(records), rows=records[0].rows, columns=records[0].columns,
         pixel_spacing=records[0].pixel_spacing, slice_spacing=spacing,
-        slice_thickness=header_number(first.get("SliceThickness")),
+        slice_thickness=first["thickness"],
         repetition_time=tr, echo_time=te, inversion_time=ti, scanning_sequence=seq,
-        series_number=int(series_number) if series_number not in (None, "") else None,
-        study_uid=str(first.get("StudyInstanceUID", "") or ""),
-        frame_of_reference_uid=str(first.get("FrameOfReferenceUID", "") or ""),
+        series_number=first["series_number"],
+        study_uid=first["study_uid"],
+        frame_of_reference_uid=first["frame_of_reference_uid"],
         records=records,
     )
 
@@ -318,36 +413,87 @@ def _iter_files(paths: Iterable[Path]) -> Iterable[Path]:
             yield p
 
 
+def _series_uid_of(path: Path, ds: pydicom.Dataset | None) -> str:
+    """The SeriesInstanceUID of a file whose header is broken, when it can still be read (from
+    the parsed dataset, else from the elements before it); '' when not."""
+    try:
+        if ds is None:
+            with open(path, "rb") as fp:
+                ds = pydicom.filereader.read_partial(
+                    fp, stop_when=lambda tag, vr, length: tag > 0x0020000E)
+        return str(ds.get("SeriesInstanceUID", "") or "")
+    except BaseException as exc:
+        if _fatal(exc):
+            raise
+        return ""
+
+
+def _header_entry(path: Path, ds: pydicom.Dataset) -> tuple[str, _Header] | str:
+    """(series uid, what the file contributes) for an image, or why the file is not one."""
+    if _is_dicomdir(ds, path):
+        return "DICOMDIR index (not an image)"
+    if "Rows" not in ds or "Columns" not in ds:
+        sop = str(ds.get("SOPClassUID", "") or "")
+        if "Image Storage" in getattr(pydicom.uid.UID(sop), "name", ""):
+            # an image object whose header stops short: a file cut off, not a non-image object
+            raise DicomReadError("image header without Rows/Columns (the file is cut short or "
+                                 "corrupt)", path)
+        return "DICOM object without an image (no Rows/Columns)"
+    uid = str(ds.get("SeriesInstanceUID", "") or f"no-series-uid:{path.parent}")
+    return uid, _Header(path, _records(ds, path), _header_fields(ds, path))
+
+
+def _broken_reason(exc: BaseException) -> str:
+    """Why a header cannot be used, without quoting its values (they may hold PHI)."""
+    if isinstance(exc, DicomReadError):
+        return exc.problem
+    return f"DICOM header cannot be interpreted ({type(exc).__name__}: a garbled or corrupt value)"
+
+
 def scan_study(source: str | PathLike | Sequence[str | PathLike]) -> StudyScan:
     """Find every DICOM image series under a folder (or in a list of files/folders).
 
     Non-DICOM files, DICOMDIR indexes and DICOM objects without pixels are skipped and listed
-    in ``StudyScan.skipped`` with the reason. A file that *is* DICOM but cannot be parsed is
-    also listed there (scanning a study should not die on one broken file); loading a series
-    that needs it raises.
+    in ``StudyScan.skipped`` with the reason. A file that *is* DICOM but whose header cannot be
+    parsed or interpreted (corrupt values, an implausible matrix or frame count) is also listed
+    there and in ``StudyScan.broken`` (scanning a study should not die on one broken file).
+    When such a file still names its series (a readable SeriesInstanceUID), it is also listed
+    in that series' ``SeriesInfo.unreadable``: the series is incomplete, and `load_series`
+    refuses it rather than number its remaining slices differently from the archive.
     """
     roots = [Path(source)] if isinstance(source, (str, PathLike)) else [Path(s) for s in source]
     for r in roots:
         if not r.exists():
             raise DicomReadError("no such file or folder", r)
-    groups: dict[str, list[tuple[Path, pydicom.Dataset]]] = {}
+    groups: dict[str, list[_Header]] = {}
     skipped: list[tuple[Path, str]] = []
+    broken: list[tuple[Path, str]] = []
+    broken_uids: dict[str, list[tuple[Path, str]]] = {}
     for path in _iter_files(roots):
+        ds = None
         try:
             ds = _read_header(path)
-        except DicomReadError as exc:
-            skipped.append((path, exc.problem))
+            if ds is None:
+                skipped.append((path, "not a DICOM file"))
+                continue
+            entry = _header_entry(path, ds)
+        except BaseException as exc:
+            if _fatal(exc):
+                raise
+            why = _broken_reason(exc)
+            skipped.append((path, why))
+            broken.append((path, why))
+            uid = _series_uid_of(path, ds)
+            if uid:
+                broken_uids.setdefault(uid, []).append((path, why))
             continue
-        if ds is None:
-            skipped.append((path, "not a DICOM file"))
-        elif _is_dicomdir(ds, path):
-            skipped.append((path, "DICOMDIR index (not an image)"))
-        elif "Rows" not in ds or "Columns" not in ds:
-            skipped.append((path, "DICOM object without an image (no Rows/Columns)"))
+        if isinstance(entry, str):
+            skipped.append((path, entry))
         else:
-            uid = str(ds.get("SeriesInstanceUID", "") or f"no-series-uid:{path.parent}")
-            groups.setdefault(uid, []).append((path, ds))
+            groups.setdefault(entry[0], []).append(entry[1])
     series = [_series_info(uid, hdrs) for uid, hdrs in groups.items()]
+    for s in series:
+        s.unreadable = broken_uids.get(s.series_uid, [])
     series.sort(key=lambda s: (s.series_number if s.series_number is not None else 1 << 30,
                                s.description))
-    return StudyScan(series=series, skipped=skipped)
+    return StudyScan(series=series, skipped=skipped, broken=broken)

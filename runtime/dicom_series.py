@@ -17,9 +17,24 @@ from typing import Sequence
 import numpy as np
 import pydicom
 
-from .dicom import ORIENTATION_TOLERANCE, SeriesInfo, SliceRecord, header_number, scan_study
+from .dicom import (
+    MAX_MATRIX,
+    MAX_SLICE_PIXELS,
+    ORIENTATION_TOLERANCE,
+    SeriesInfo,
+    SliceRecord,
+    header_number,
+    scan_study,
+)
 from .errors import DicomReadError, SeriesError, SpineFXWarning
 from .volume import Volume, plane_of
+
+# At most this many voxels in one series (a float32 volume of 1 GiB; decoding holds one file's
+# float64 copy beside it): a header claiming more is refused before anything is allocated.
+MAX_SERIES_VOXELS = 256 * 2 ** 20
+
+_FATAL = (KeyboardInterrupt, SystemExit, GeneratorExit)
+_F32_MAX = float(np.finfo(np.float32).max)
 
 # Transfer syntax -> the package that lets pydicom decode it (named in error messages).
 DECODERS: dict[str, str] = {
@@ -41,14 +56,20 @@ DECODERS: dict[str, str] = {
 def _decode(path: Path) -> tuple[pydicom.Dataset, np.ndarray]:
     try:
         ds = pydicom.dcmread(path)
-    except Exception as exc:
+    except BaseException as exc:
+        if isinstance(exc, _FATAL):
+            raise
         raise DicomReadError(f"unreadable DICOM file ({type(exc).__name__}: {exc})", path) from exc
     if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
         raise DicomReadError("the file has no pixel data (truncated, or not an image object)", path)
     ts = str(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "") or "")
     try:
         arr = ds.pixel_array
-    except Exception as exc:
+    except BaseException as exc:
+        # a decoder written in Rust (pylibjpeg-rle) panics on a damaged segment: pyo3's
+        # PanicException derives from BaseException, so `except Exception` would let it pass
+        if isinstance(exc, _FATAL):
+            raise
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         if ts in DECODERS and ("plugin" in msg.lower() or "decod" in msg.lower()
                                or isinstance(exc, (NotImplementedError, RuntimeError))):
@@ -90,16 +111,31 @@ def load_series(source: SeriesInfo | str | PathLike | Sequence[str | PathLike],
     image series, or a list of files of one series. ``weighting`` overrides what the headers
     say. Raises :class:`SeriesError` for mixed orientations, mixed matrix sizes, duplicate
     positions, missing geometry, or fewer than ``min_slices`` slices.
+
+    Slice indices are stable: slice ``i`` of the volume is slice ``i`` of what `scan_study` /
+    `spinefx inspect` listed for the series. So a file of the series that cannot be read is an
+    error naming that file (:class:`DicomReadError`), never a slice silently dropped (which
+    would shift every later index by one): a header-level failure recorded by the scan
+    (``SeriesInfo.unreadable``, or a broken DICOM file in the folder loaded) is refused here,
+    and a file whose pixels fail to decode raises while loading. Header sizes are checked
+    before anything is allocated (``MAX_MATRIX``, ``MAX_SLICE_PIXELS``,
+    ``MAX_SERIES_VOXELS``), and pixels that are not finite after rescale are refused.
     """
     info, where = _one_series(source)
     label = f"series '{info.description or info.series_uid}'"
+    if info.unreadable:
+        path, why = info.unreadable[0]
+        raise DicomReadError(
+            f"{len(info.unreadable)} file(s) of {label} cannot be read ({why}); the series is "
+            "incomplete, so its slice numbering would not match the archive", path)
     _check_stack(info.records, label, where, min_slices)
+    _check_size(info.records, label, where)
     records, positions, row_dir, col_dir = _slice_geometry(info, label, where)
     spacing = records[0].pixel_spacing
     spacing_known = spacing is not None
     if spacing is None:
-        warnings.warn(f"{where}: {label} has no PixelSpacing; assuming 1 mm", SpineFXWarning,
-                      stacklevel=2)
+        warnings.warn(f"{where}: {label} has no PixelSpacing (missing or implausible); "
+                      "assuming 1 mm", SpineFXWarning, stacklevel=2)
         spacing = (1.0, 1.0)
     metadata = {
         "modality": info.modality, "study_uid": info.study_uid, "series_number": info.series_number,
@@ -131,7 +167,10 @@ def _one_series(source: SeriesInfo | str | PathLike | Sequence[str | PathLike]
         names = ", ".join(f"#{s.series_number} '{s.description}' ({s.n_slices} slices)"
                           for s in scan.series)
         raise SeriesError(f"holds {len(scan.series)} series ({names}); choose one", where)
-    bad = [(p, r) for p, r in scan.skipped if p.suffix.lower() in (".dcm", ".ima")]
+    # a DICOM file whose header is broken may hold a slice of this series (its name need not
+    # end in .dcm); a .dcm/.ima file that is no DICOM at all is suspicious too
+    bad = list(scan.broken) + [(p, r) for p, r in scan.skipped if (p, r) not in scan.broken
+                               and p.suffix.lower() in (".dcm", ".ima")]
     if bad:
         raise DicomReadError(f"{len(bad)} file(s) of the series are unreadable: "
                              f"{bad[0][0].name}: {bad[0][1]}", where)
@@ -145,6 +184,20 @@ def _check_stack(records: list[SliceRecord], label: str, where: Path, min_slices
     shapes = {(r.rows, r.columns) for r in records}
     if len(shapes) > 1:
         raise SeriesError(f"{label} mixes matrix sizes {sorted(shapes)}", where)
+
+
+def _check_size(records: list[SliceRecord], label: str, where: Path) -> None:
+    """Refuse what the headers claim before allocating it (a garbled Rows of 65535 would ask
+    for tens of GiB)."""
+    for r in records:
+        if not (1 <= r.rows <= MAX_MATRIX and 1 <= r.columns <= MAX_MATRIX
+                and r.rows * r.columns <= MAX_SLICE_PIXELS):
+            raise DicomReadError(f"implausible matrix {r.rows}x{r.columns} (at most "
+                                 f"{MAX_MATRIX} per side and {MAX_SLICE_PIXELS} pixels)", r.path)
+    voxels = sum(r.rows * r.columns for r in records)
+    if voxels > MAX_SERIES_VOXELS:
+        raise SeriesError(f"{label} claims {voxels} voxels ({len(records)} slices); at most "
+                          f"{MAX_SERIES_VOXELS} are loaded", where)
 
 
 def _slice_geometry(info: SeriesInfo, label: str, where: Path
@@ -175,7 +228,8 @@ def _slice_geometry(info: SeriesInfo, label: str, where: Path
         return records, positions, row_dir, col_dir
     missing = next(r for r in records if not (r.position and r.orientation))
     raise SeriesError(f"{label}: {missing.path.name} has no ImagePositionPatient / "
-                      "ImageOrientationPatient, so the slices cannot be ordered in space", where)
+                      "ImageOrientationPatient (missing, or values not plausible), so the slices "
+                      "cannot be ordered in space", where)
 
 
 def _check_spacing(records: list[SliceRecord], coords: np.ndarray, label: str,
@@ -200,17 +254,34 @@ def _read_pixels(records: list[SliceRecord]) -> np.ndarray:
     decoded: dict[Path, tuple[pydicom.Dataset, np.ndarray]] = {}
     inverted = False
     for i, r in enumerate(records):
-        if r.path not in decoded:
-            ds, arr = _decode(r.path)
-            n_frames = int(header_number(ds.get("NumberOfFrames"), 1) or 1)
-            decoded = {r.path: (ds, _to_grey(ds, arr, r.path, n_frames))}  # keep one file
-        ds, grey = decoded[r.path]
-        inverted |= str(ds.get("PhotometricInterpretation", "")) == "MONOCHROME1"
-        frame = grey[r.frame or 0]
+        try:
+            if r.path not in decoded:
+                ds, arr = _decode(r.path)
+                n_frames = int(header_number(ds.get("NumberOfFrames"), 1) or 1)
+                decoded = {r.path: (ds, _to_grey(ds, arr, r.path, n_frames))}  # keep one file
+            ds, grey = decoded[r.path]
+            inverted |= str(ds.get("PhotometricInterpretation", "")) == "MONOCHROME1"
+        except DicomReadError:
+            raise
+        except BaseException as exc:  # a lazily converted header value that is garbage
+            if isinstance(exc, _FATAL):
+                raise
+            raise DicomReadError(f"header cannot be interpreted while decoding "
+                                 f"({type(exc).__name__})", r.path) from exc
+        index = r.frame or 0
+        if not 0 <= index < len(grey):
+            raise DicomReadError(f"frame {index} is missing ({len(grey)} decoded)", r.path)
+        frame = grey[index]
         if frame.shape != (r.rows, r.columns):
             raise DicomReadError(f"pixel array {frame.shape} does not match Rows x Columns "
                                  f"{(r.rows, r.columns)}", r.path)
-        planes[i] = frame * r.slope + r.intercept
+        with np.errstate(all="ignore"):
+            values = frame * r.slope + r.intercept
+        if not (np.isfinite(values).all() and np.abs(values).max(initial=0.0) <= _F32_MAX):
+            raise DicomReadError(
+                "non-finite pixel values after rescale (NaN/inf pixels, or a RescaleSlope/"
+                "RescaleIntercept that is not finite or overflows float32)", r.path)
+        planes[i] = values
     if inverted:  # MONOCHROME1: low values display bright; flip the whole series at once
         planes = planes.max() + planes.min() - planes
     return planes

@@ -55,16 +55,23 @@ def resample_slice(src: Volume, index: int, dst: Volume, dst_index: int) -> np.n
     """Bilinearly sample slice ``index`` of ``src`` at the pixel centres of ``dst`` slice
     ``dst_index`` (projected in-plane). Outside ``src``'s field of view the result is 0."""
     rows, cols = np.mgrid[0:dst.data.shape[1], 0:dst.data.shape[2]]
-    points = dst.pixel_to_patient(dst_index, rows, cols) - src.positions[index]
-    c = points @ src.row_direction / src.pixel_spacing[1]
-    r = points @ src.column_direction / src.pixel_spacing[0]
+    with np.errstate(all="ignore"):  # absurd geometry gives inf/NaN: outside, filled below
+        points = dst.pixel_to_patient(dst_index, rows, cols) - src.positions[index]
+        c = points @ src.row_direction / src.pixel_spacing[1]
+        r = points @ src.column_direction / src.pixel_spacing[0]
     return bilinear(src.data[index], r, c)
 
 
 def bilinear(image: np.ndarray, r: np.ndarray, c: np.ndarray, fill: float = 0.0) -> np.ndarray:
-    """Sample ``image`` at fractional (r, c); points outside the image get ``fill``."""
+    """Sample ``image`` at fractional (r, c); points outside the image, and non-finite
+    coordinates (NaN, inf), get ``fill``."""
     h, w = image.shape
-    inside = (r >= -0.5) & (r <= h - 0.5) & (c >= -0.5) & (c <= w - 0.5)
+    r = np.asarray(r, dtype=np.float64)
+    c = np.asarray(c, dtype=np.float64)
+    finite = np.isfinite(r) & np.isfinite(c)
+    r = np.where(finite, r, 0.0)
+    c = np.where(finite, c, 0.0)
+    inside = finite & (r >= -0.5) & (r <= h - 0.5) & (c >= -0.5) & (c <= w - 0.5)
     r = np.clip(r, 0, h - 1)
     c = np.clip(c, 0, w - 1)
     r0 = np.minimum(np.floor(r).astype(np.int64), h - 2) if h > 1 else np.zeros_like(r, int)
