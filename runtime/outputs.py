@@ -48,16 +48,25 @@ _EMPTY_IF_INVALID = ("PatientName", "PatientBirthDate", "PatientSex", "StudyDate
                      "StudyID", "AccessionNumber", "ReferringPhysicianName", "StudyDescription")
 
 
-def _valid(element: pydicom.DataElement) -> bool:
-    """Whether pydicom accepts the element's value for its VR (the reason, which quotes the
-    value, is never shown)."""
-    values = element.value if element.VM > 1 else [element.value]
+# BodyPartExamined terms (PS3.16 CID 4031) of unpaired parts: the capture has no Laterality
+_UNPAIRED = frozenset({"SPINE", "CSPINE", "TSPINE", "LSPINE", "SSPINE", "COCCYX", "SACRUM",
+                       "WHOLESPINE", "CTSPINE", "TLSPINE", "LSSPINE", "NECK", "CHEST", "ABDOMEN",
+                       "PELVIS", "WHOLEBODY"})
+
+
+def _valid_value(vr: str, value) -> bool:
+    """Whether pydicom accepts ``value`` for ``vr`` (the reason, which quotes the value, is
+    never shown)."""
     try:
-        for value in values:
-            pydicom.valuerep.validate_value(element.VR, value, pydicom.config.RAISE)
+        pydicom.valuerep.validate_value(vr, value, pydicom.config.RAISE)
     except (ValueError, TypeError):
         return False
     return True
+
+
+def _valid(element: pydicom.DataElement) -> bool:
+    values = element.value if element.VM > 1 else [element.value]
+    return all(_valid_value(element.VR, value) for value in values)
 
 
 class _DropAll(logging.Filter):
@@ -141,7 +150,12 @@ def _secondary_capture(overlay: Image.Image, source_file: Path, summary: dict,
     ds.SeriesNumber = 9900
     ds.InstanceNumber = 1
     ds.Modality = "OT"
-    ds.Laterality = ""          # Type 2C (General Series): unknown for a spine overlay
+    # Laterality (Type 2C) is for paired body parts: absent for the spine, empty (= unknown)
+    # where the source names some other part or none we know
+    body_part = str(src.get("BodyPartExamined", "") or "SPINE").strip().upper()
+    ds.BodyPartExamined = body_part if _valid_value("CS", body_part) else "SPINE"
+    if ds.BodyPartExamined not in _UNPAIRED:
+        ds.Laterality = ""
     ds.PatientOrientation = ""  # Type 2C (General Image): the panels have no single orientation
     ds.ConversionType = "WSD"  # workstation
     ds.SeriesDescription = series_description

@@ -63,7 +63,23 @@ def test_capture_is_valid_dicom_and_keeps_the_name(source, tmp_path, charset, na
     assert str(sc.PatientName) == name
     raw = out.read_bytes()
     assert name.encode("utf-8" if charset == "ISO_IR 192" else "latin-1") in raw
-    assert "Laterality" in sc and "PatientOrientation" in sc  # Type 2C, present (empty)
+    assert "PatientOrientation" in sc  # Type 2C, present (empty)
+    assert sc.BodyPartExamined == "SPINE" and "Laterality" not in sc  # unpaired: no laterality
+    warned = [line for line in report.splitlines() if line.startswith("Warning")]
+    assert not warned, report  # measured: none left
+
+
+def test_capture_of_a_paired_or_unknown_body_part_has_an_empty_laterality(source,
+                                                                          tmp_path) -> None:
+    exe = _dciodvfy()
+    src_file = _variant(source, tmp_path / "src", BodyPartExamined="KNEE")
+    out = write_secondary_capture(tmp_path / "sc.dcm", Image.new("RGB", (16, 16)), src_file,
+                                  SUMMARY)
+    proc = subprocess.run([exe, str(out)], capture_output=True, timeout=60)
+    report = (proc.stdout + proc.stderr).decode("utf-8", "replace")
+    assert not [line for line in report.splitlines() if line.startswith("Error")], report
+    sc = pydicom.dcmread(out)
+    assert sc.BodyPartExamined == "KNEE" and sc.Laterality == ""
 
 
 def test_capture_of_an_invalid_birth_date_is_valid_dicom(source, tmp_path) -> None:
