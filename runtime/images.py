@@ -29,6 +29,21 @@ _GREY_MODES = ("1", "L", "LA", "La", "I", "F", "RGB", "RGBA", "RGBX", "RGBa")
 
 
 def _open_checked(path: Path) -> np.ndarray:
+    """One decoded frame; Pillow's own warnings (corrupt EXIF, truncated tags...) come back
+    as :class:`SpineFXWarning` naming the file."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        arr = _decode(path)
+    for w in caught:
+        if issubclass(w.category, SpineFXWarning):
+            warnings.warn(w.message, w.category, stacklevel=3)
+        else:
+            warnings.warn(f"{path}: the image reader warned: {w.message}", SpineFXWarning,
+                          stacklevel=3)
+    return arr
+
+
+def _decode(path: Path) -> np.ndarray:
     """Open, check the claimed size before decoding, then decode one frame to an array."""
     with warnings.catch_warnings():
         # Pillow warns (and past twice its limit raises) on huge claimed sizes: refuse both
@@ -45,7 +60,7 @@ def _open_checked(path: Path) -> np.ndarray:
             n_frames = getattr(im, "n_frames", 1)
             if n_frames > 1:
                 warnings.warn(f"{path}: {n_frames} frames, only the first is used",
-                              SpineFXWarning, stacklevel=3)
+                              SpineFXWarning)
             mode = im.mode
             if mode == "CMYK":
                 raise ImageError("CMYK colour JPEG: MR slices are grey; export the slice as a "
@@ -53,8 +68,7 @@ def _open_checked(path: Path) -> np.ndarray:
             im.load()
             if mode in ("P", "PA"):
                 warnings.warn(f"{path}: palette image converted through its palette to grey "
-                              "(MR slices should be plain greyscale)", SpineFXWarning,
-                              stacklevel=3)
+                              "(MR slices should be plain greyscale)", SpineFXWarning)
                 return np.asarray(im.convert("RGBA" if mode == "PA" else "RGB"))
             if not (mode in _GREY_MODES or mode.startswith("I;16")):
                 raise ImageError(f"image mode {mode!r} is not a grey or RGB image", path)
@@ -242,6 +256,8 @@ def _check_header(shape: tuple, dtype: np.dtype, slice_axis: int | None, path: P
                          "arrays are read (no structured, object, complex or text arrays)", path)
     if len(shape) != 3:
         raise ImageError(f"{what} of shape {shape} is not a 3-D volume", path)
+    if any(n < 0 for n in shape):
+        raise ImageError(f"{what} claims the impossible shape {shape}", path)
     if 0 in shape:
         raise ImageError(f"{what} of shape {shape} is empty: no slices or no pixels", path)
     n_voxels = int(np.prod(shape, dtype=object))

@@ -166,8 +166,8 @@ def build_six_channel(pair: AlignedPair, slice_index: int, box: Box | None = Non
     roi = square_roi(box, config.roi_margin)
     h, w = t1.data.shape[1:]
     if roi[2] <= 0 or roi[3] <= 0 or roi[0] >= w or roi[1] >= h:
-        raise RoiError(f"box {tuple(round(v, 1) for v in box)} lies outside the {w}x{h} image",
-                       t1.source or None)
+        raise RoiError(f"{_series('T1', t1)}: box {tuple(round(v, 1) for v in box)} lies "
+                       f"outside the {w}x{h} image", t1.source or None)
 
     try:
         slices, notes = neighbour_slices(slice_index, t1.n_slices, config.neighbours)

@@ -80,6 +80,9 @@ def test_odd_dtypes_and_empty_arrays_are_refused(tmp_path):
     np.save(tmp_path / "cplx.npy", _volume_data().astype(np.complex64))
     with pytest.raises(ImageError, match=r"cplx.npy.*dtype"):
         load_array_volume(tmp_path / "cplx.npy")
+    (tmp_path / "neg.npy").write_bytes(_npy_header((-4, 20, 20)) + b"\0" * 64)
+    with pytest.raises(ImageError, match=r"neg.npy.*impossible shape"):
+        load_array_volume(tmp_path / "neg.npy")
     np.savez(tmp_path / "empty.npz", image=np.zeros((0, 20, 20), np.float32))
     with pytest.raises(ImageError, match=r"empty.npz.*empty"):
         load_array_volume(tmp_path / "empty.npz")
@@ -98,6 +101,34 @@ def test_huge_claimed_shape_is_refused_from_the_header(tmp_path):
     (tmp_path / "wide.npy").write_bytes(_npy_header((2, 8192, 8192), "|u1"))
     with pytest.raises(ImageError, match=r"wide.npy.*too large"):
         load_array_volume(tmp_path / "wide.npy")
+
+
+@pytest.mark.parametrize("name", ["v.npz", "v.npy", "v.png", "v.tif"])
+def test_mutated_files_fail_only_as_image_errors(tmp_path, name):
+    data = _volume_data((3, 40, 32))
+    src = tmp_path / name
+    if name == "v.npz":
+        np.savez_compressed(src, image=data)
+    elif name == "v.npy":
+        np.save(src, data)
+    else:
+        Image.fromarray(data[0].astype(np.uint16 if name == "v.png" else np.float32)).save(src)
+    load = load_array_volume if name.startswith("v.np") else read_image
+    raw, rng = src.read_bytes(), np.random.default_rng(7)
+    for trial in range(40):
+        mutated = bytearray(raw[: int(rng.integers(0, len(raw)))] if trial % 2 else raw)
+        for _ in range(int(rng.integers(1, 6))):
+            mutated[int(rng.integers(0, min(len(mutated), 300)))] = int(rng.integers(0, 256))
+        bad = tmp_path / f"m{trial}_{name}"
+        bad.write_bytes(bytes(mutated))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                load(bad)
+            except ImageError as exc:
+                assert bad.name in str(exc)
+        assert all(issubclass(w.category, SpineFXWarning) for w in caught), \
+            [str(w.message) for w in caught]
 
 
 # --- item 7: empty volumes ----------------------------------------------------------------------
