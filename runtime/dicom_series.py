@@ -283,5 +283,9 @@ def _read_pixels(records: list[SliceRecord]) -> np.ndarray:
                 "RescaleIntercept that is not finite or overflows float32)", r.path)
         planes[i] = values
     if inverted:  # MONOCHROME1: low values display bright; flip the whole series at once
-        planes = planes.max() + planes.min() - planes
+        with np.errstate(all="ignore"):
+            planes = planes.max() + planes.min() - planes
+        if not np.isfinite(planes).all():
+            raise DicomReadError("non-finite pixel values after MONOCHROME1 inversion (values "
+                                 "near the float32 limit)", records[0].path)
     return planes

@@ -225,3 +225,20 @@ def test_series_info_record_whose_pixels_fail_raises(tmp_path):
     with pytest.raises(DicomReadError) as caught:
         load_series(info)
     assert paths[1].name in str(caught.value)
+
+
+def test_any_error_interpreting_a_header_is_skipped_without_quoting_it(tmp_path, monkeypatch):
+    """OSError from a garbled sequence (or anything else pydicom raises lazily) is a skip whose
+    reason never repeats the exception text: it may quote header values, PHI included."""
+    import spinefx.runtime.dicom as dicom
+
+    bad = _good_and_bad(tmp_path)
+    real = dicom._header_fields
+
+    def garbled(ds, path):
+        if path == bad:
+            raise OSError(f"garbled sequence near {PHI[0]}")
+        return real(ds, path)
+
+    monkeypatch.setattr(dicom, "_header_fields", garbled)
+    assert "OSError" in _scan_skips(tmp_path, bad)
