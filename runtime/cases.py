@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import os
 import stat
 from dataclasses import dataclass, field
 from os import PathLike
@@ -119,11 +120,12 @@ def _read_text(path: Path) -> str:
 
 
 def _is_inside(path: Path, root: Path) -> bool:
-    try:
-        path.resolve().relative_to(root.resolve())
-    except (ValueError, OSError, RuntimeError):
-        return False
-    return True
+    """Whether ``path`` names something under ``root`` as written (absolute paths and ``..``
+    that climb out are outside; a link the archive itself holds is followed as its owner
+    meant)."""
+    base = os.path.normpath(os.path.abspath(root))
+    target = os.path.normpath(os.path.abspath(path))
+    return target == base or target.startswith(base.rstrip(os.sep) + os.sep)
 
 
 def _series_path(row: dict, key: str, root: Path, where: str, allow_outside: bool,

@@ -18,7 +18,7 @@ from spinefx.runtime import cases as cases_mod
 COMMAND_EXTRA = [("export", "torch", "train", ["export", "run", "--out", "m"]),
                  ("bench", "torch", "train", ["bench", "--runs", "1"]),
                  ("evaluate", "sklearn", "train", ["evaluate", "--oof", "o.csv", "--out", "e"]),
-                 ("publish", "huggingface_hub", "hub", ["publish", "--help-not"]),
+                 ("evaluate", "matplotlib", "train", ["evaluate", "--oof", "o.csv", "--out", "e"]),
                  ("train", "torch", "train", ["train", "--manifest", "m.csv", "--out", "r"]),
                  ("demo", "gradio", "demo", ["demo"])]
 
@@ -30,7 +30,7 @@ def _without(module: str, argv: list[str], cwd: Path) -> subprocess.CompletedPro
                           cwd=cwd, timeout=120)
 
 
-@pytest.mark.parametrize("command,module,extra,argv", COMMAND_EXTRA[:2] + COMMAND_EXTRA[4:])
+@pytest.mark.parametrize("command,module,extra,argv", COMMAND_EXTRA)
 def test_missing_extra_is_one_line(command, module, extra, argv, tmp_path):
     out = _without(module, argv, tmp_path)
     assert out.returncode == 2, out.stderr
@@ -238,3 +238,23 @@ def test_size_range_is_the_manifests():
     text = Path(predict.__file__).read_text()
     lo, hi = cases_mod.SIZE_MM_RANGE
     assert re.search(rf"lo, hi = {lo}, {hi}", text)
+
+
+def test_cli_progress_only_on_a_terminal(monkeypatch):
+    import argparse
+    import io
+
+    from spinefx.cli._common import show_progress
+
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)
+    monkeypatch.setattr(sys, "stderr", io.StringIO())
+    assert show_progress(argparse.Namespace(no_progress=False)) is False  # a log file
+    monkeypatch.setattr(sys, "stderr", Tty())
+    assert show_progress(argparse.Namespace(no_progress=False)) is True
+    assert show_progress(argparse.Namespace(no_progress=True)) is False
+    monkeypatch.setenv("TQDM_DISABLE", "1")
+    assert show_progress(argparse.Namespace(no_progress=False)) is False

@@ -5,11 +5,13 @@ Light at import (argparse and the runtime's error and provenance words only).
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 
 from spinefx.runtime.errors import SpineFXError
 from spinefx.runtime.provenance import DISCLAIMER, NOT_A_DEVICE
 
-__all__ = ["DISCLAIMER", "EPILOG", "UsageError", "positive_int"]
+__all__ = ["DISCLAIMER", "EPILOG", "UsageError", "positive_int", "show_progress"]
 
 #: The line under every command's help.
 EPILOG = f"{NOT_A_DEVICE} Docs: README.md; data model: DESIGN.md."
@@ -28,3 +30,17 @@ def positive_int(text: str) -> int:
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
     return value
+
+
+def show_progress(args: argparse.Namespace) -> bool:
+    """Progress bars unless ``--no-progress``, and only where tqdm would show them by itself:
+    on a terminal, without TQDM_DISABLE (stages that turn a bar off only when told to would
+    otherwise print bars into logs)."""
+    if getattr(args, "no_progress", False):
+        return False
+    if os.environ.get("TQDM_DISABLE", "").strip().lower() not in ("", "0", "false", "no"):
+        return False
+    try:
+        return bool(sys.stderr.isatty())
+    except (AttributeError, ValueError):
+        return False

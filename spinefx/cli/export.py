@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ._common import EPILOG, positive_int
+from ._common import EPILOG, positive_int, show_progress
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     from spinefx.export.exporter import export_model
 
     path = export_model(args.run_dir, args.out, manifest=args.manifest, int8=args.int8,
-                        calib_cases=args.calib_cases, name=args.name, progress=not args.no_progress,
+                        calib_cases=args.calib_cases, name=args.name, progress=show_progress(args),
                         fp16=args.fp16, only_default=args.only_default)
     spec = json.loads(path.read_text())
     for variant, entry in spec["files"].items():

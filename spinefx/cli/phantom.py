@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ._common import EPILOG, UsageError
+from ._common import EPILOG, UsageError, show_progress
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
 
     manifest = generate_cohort(args.out, n_cases=args.cases, n_malignant=args.malignant,
                                seed=args.seed, difficulty=args.difficulty,
-                               progress=not args.no_progress)
+                               progress=show_progress(args))
     print(f"SYNTHETIC cohort: {args.cases} cases ({args.malignant} malignant), seed {args.seed}")
     print(f"manifest: {manifest}")
     if args.contact_sheet:

@@ -38,6 +38,8 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--reader", action="append", type=_reader_spec, metavar="NAME=SENS,SPEC",
                    help="a reader to simulate (repeatable; replaces the defaults)")
+    p.add_argument("--allow-outside", action="store_true",
+                   help="allow series paths outside the manifest's folder")
     p.set_defaults(run=run)
     return p
 
@@ -52,7 +54,8 @@ def run(args: argparse.Namespace) -> int:
         write_readers_csv,
     )
 
-    cases = [c for c in read_manifest(args.manifest) if c.label is not None]
+    cases = [c for c in read_manifest(args.manifest, allow_outside=args.allow_outside)
+             if c.label is not None]
     if not cases:
         raise ManifestError("no labelled cases to simulate readers on", args.manifest)
     readers = dict(args.reader) if args.reader else DEFAULT_READERS

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from ._common import EPILOG, UsageError
+from ._common import EPILOG, UsageError, show_progress
 
 DESCRIPTION = (
     "Cross-validate the paper's model (1x1 conv 6->3 + ResNet50, one malignancy logit) on a "
@@ -96,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, image_size=args.image_size, lr=args.lr, seed=args.seed,
         device=args.device, workers=args.workers, pretrained=args.pretrained,
         resume=args.resume, final=not args.no_final, max_cases=args.max_cases,
-        progress=not args.no_progress, select=args.select, patience=args.patience,
+        progress=show_progress(args), select=args.select, patience=args.patience,
         augment=not args.no_augment)
     if metrics:  # rank 0 only under torchrun
         auc = metrics["pooled"]["auc"]

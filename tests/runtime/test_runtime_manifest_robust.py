@@ -123,3 +123,11 @@ def test_roi_resolver_refuses_boxes_far_larger_than_the_image():
     with pytest.raises(RoiError, match="far larger"):  # a centre with a huge size
         resolve_roi(t1, PreprocessConfig(), 2, None, (10, 10), 1e300)
     assert time.perf_counter() - t0 < 2
+
+
+def test_a_link_the_archive_holds_is_inside(tmp_path):
+    (tmp_path / "store").mkdir()
+    path = _manifest(tmp_path, "c1,benign,t1,t1/../t1,1,1,2,3,4,,,")
+    (path.parent / "t1").symlink_to(tmp_path / "store")
+    (case,) = read_manifest(path)
+    assert case.t1 == path.parent / "t1"
