@@ -242,8 +242,9 @@ def _volume(path: Path, data: np.ndarray, **kwargs) -> Volume:
 
 
 def _check_finite(data: np.ndarray, path: Path) -> None:
-    if not np.isfinite(data).all():
-        bad = int(data.size - np.count_nonzero(np.isfinite(data)))
+    finite = np.isfinite(data)
+    if not finite.all():
+        bad = int(data.size - np.count_nonzero(finite))
         raise ImageError(f"non-finite pixel values ({bad} NaN or infinite voxels, or values "
                          "beyond the float32 range): a broken export?", path)
 
