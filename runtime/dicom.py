@@ -280,7 +280,8 @@ def _frame_count(ds: pydicom.Dataset, path: Path, rows: int, cols: int) -> int:
     """NumberOfFrames, believed only when plausible: at most MAX_FRAMES and, for native
     (uncompressed) pixel data, no more frames than the file has bytes for; encapsulated data
     needs at least one 8-byte item per frame. Checked from the file size, without decoding."""
-    n_frames = _whole(ds, "NumberOfFrames", path, 1, MAX_FRAMES, default=1)
+    # 0 is read as 1, as pydicom does (older writers put 0 in single-frame files)
+    n_frames = max(1, _whole(ds, "NumberOfFrames", path, 0, MAX_FRAMES, default=1))
     if n_frames > 1:
         size = path.stat().st_size
         ts = str(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "") or "")
