@@ -87,7 +87,7 @@ def predict_study(predictor: Predictor, study: str | PathLike | None, out_dir: s
                           size_mm, opened.default_slice, opened.default_box)
         result = analyse(predictor, opened, pair, roi)
     except SpineFXError as exc:
-        where = study if opened.kind != "files" else None
+        where = study if opened.kind != "files" else f"T1 {t1}"  # the grid the ROI is on
         raise _in_study(exc, where) from exc
     write_outputs(result, opened, out_dir, inputs, dicom=dicom, opacity=opacity)
     return result

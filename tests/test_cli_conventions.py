@@ -214,6 +214,11 @@ def test_errors_name_the_study_folder_once(model_dir, study, tmp_path, capsys):
                "--model", str(model_dir), "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err.splitlines()[-1]
     assert rc == 2 and err.startswith(f"error: {folder}: ") and "nothing-like-this" in err
+    t1_dir = study[1]
+    rc = main(["predict", "--t1", str(t1_dir), "--t2", str(study[2]), "--box", "900,0,950,9",
+               "--model", str(model_dir), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err.splitlines()[-1]
+    assert rc == 2 and err.startswith(f"error: T1 {t1_dir}: ") and "outside" in err
 
 
 def test_manifest_errors_name_the_line(model_dir, study, tmp_path, capsys):
