@@ -86,7 +86,7 @@ def prepare_inputs(cases: list[Case], config: PreprocessConfig,
     from tqdm.auto import tqdm
 
     arrays, kept, notes = [], [], []
-    for case in tqdm(cases, desc="preprocessing", unit="case", disable=not progress):
+    for case in tqdm(cases, desc="preprocessing", unit="case", disable=None if progress else True):
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", SpineFXWarning)

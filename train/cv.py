@@ -108,7 +108,7 @@ def train_cv(manifest: str | PathLike, out_dir: str | PathLike, folds: int = 10,
             save_splits(out / "splits.json", cases, fold_of, folds, seed)
         fold_results = [_run_fold(run, k, fold_of)
                         for k in tqdm(range(1, folds + 1), desc="folds", unit="fold",
-                                      disable=not run.progress)]
+                                      disable=None if run.progress else True)]
         metrics = _finish(run, manifest, fold_results)
         dd.barrier()
         return metrics if metrics is not None else {}

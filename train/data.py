@@ -92,8 +92,8 @@ def preprocess_cases(cases: Sequence[Case], config: PreprocessConfig,
     out = np.empty((len(cases), config.n_channels, config.image_size, config.image_size),
                    dtype=np.float32)
     notes = 0
-    for i, case in enumerate(tqdm(cases, desc="preprocessing", unit="case", disable=not progress,
-                                  leave=False)):
+    for i, case in enumerate(tqdm(cases, desc="preprocessing", unit="case",
+                                  disable=None if progress else True, leave=False)):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             out[i] = prepare_case(case, config).array

@@ -163,7 +163,7 @@ class TrainingRun:
             net = DistributedDataParallel(job.model, device_ids=[self.device.index]
                                           if self.device.type == "cuda" else None)
         bar = tqdm(total=epochs, initial=state["epoch"], desc=label, unit="epoch",
-                   disable=not self.progress, leave=False)
+                   disable=None if self.progress else True, leave=False)
         while state["epoch"] < epochs and not state["stopped"]:
             row = self._epoch(job, net, state)
             bar.update(1)

@@ -41,7 +41,7 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, opt: torch.optim.Optim
     loss_sum, n, data_s, compute_s = 0.0, 0, 0.0, 0.0
     step = first_step
     t = time.perf_counter()
-    bar = tqdm(loader, desc=desc, unit="batch", leave=False, disable=not progress)
+    bar = tqdm(loader, desc=desc, unit="batch", leave=False, disable=None if progress else True)
     for x, y, _ in bar:
         t_data = time.perf_counter()
         data_s += t_data - t

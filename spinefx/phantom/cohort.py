@@ -77,7 +77,9 @@ def generate_cohort(out_dir: str | PathLike, n_cases: int = 190, n_malignant: in
 
     if workers is None:
         workers = 1 if n_cases < 12 else min(os.cpu_count() or 1, 8)
-    bar = tqdm(total=n_cases, desc="phantom cohort", unit="case", disable=not progress)
+    # disable=None: tqdm shows the bar on a terminal only (and honours TQDM_DISABLE)
+    bar = tqdm(total=n_cases, desc="phantom cohort", unit="case",
+               disable=None if progress else True)
     if workers > 1 and "fork" in multiprocessing.get_all_start_methods():
         # fork: no re-import of the caller's __main__ (scripts without a main guard work)
         ctx = multiprocessing.get_context("fork")

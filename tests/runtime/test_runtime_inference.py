@@ -149,8 +149,9 @@ def test_manifest_batch_reports_a_bad_case_and_goes_on(model_dir, study, tmp_pat
         for cid, a, b in rows:
             w.writerow([cid, "malignant", a, b, case.slice, *case.box])
     out = tmp_path / "batch"
+    # the series lie outside the manifest's folder: allowed here explicitly
     assert main(["predict", "--manifest", str(manifest), "--model", str(model_dir),
-                 "--out", str(out), "--no-progress"]) == 0
+                 "--out", str(out), "--no-progress", "--allow-outside"]) == 0
     got = list(csv.DictReader(open(out / "predictions.csv")))
     assert [r["status"] for r in got] == ["ok", "error", "ok"]
     assert "missing" in got[1]["error"] and got[0]["probability"] == got[2]["probability"]
