@@ -72,7 +72,7 @@ def predict_study(predictor: Predictor, study: str | PathLike | None, out_dir: s
                   t1: str | None = None, t2: str | None = None, slice_index: int | None = None,
                   box: Box | None = None, center: tuple[float, float] | None = None,
                   size_mm: float | None = None, dicom: bool = False,
-                  opacity: float = 0.45) -> Result:
+                  opacity: float = 0.45, allow_mixed: bool = False) -> Result:
     """`spinefx predict STUDY`: strict series choice (named, or the only sagittal T1/T2),
     then the service's analysis and files (result.json, overlay.png, + the DICOM capture)."""
     inputs = [p for p in (study, t1, t2) if p and Path(p).exists()]
@@ -80,7 +80,7 @@ def predict_study(predictor: Predictor, study: str | PathLike | None, out_dir: s
     opened = open_inputs(study, t1, t2)
     try:
         pair = (SeriesPair("t1", "t2") if opened.kind == "files"
-                else opened.choose_pair(t1, t2, "strict"))
+                else opened.choose_pair(t1, t2, "strict", allow_mixed=allow_mixed))
         if dicom:
             require_dicom(opened, pair)
         roi = resolve_roi(opened.volume(pair.t1), predictor.config, slice_index, box, center,

@@ -107,6 +107,7 @@ class Study:
         self.notes = list(notes or [])
         self.truth, self.default_slice, self.default_box = truth, default_slice, default_box
         self.default_pair: SeriesPair | None = None   # the choice a front end shows first
+        self.skipped: list[tuple[Path, str]] = []       # files the scan could not use, and why
         self._aligned: dict[tuple[str, str], AlignedPair] = {}
         self._lock = threading.Lock()       # the demo serves sessions from a thread pool
         self.decoded: list[str] = []        # keys in the order they were decoded
@@ -118,8 +119,10 @@ class Study:
         scan = scan_study(source)
         entries = [entry_from_series(s, s.series_uid) for s in scan.series]
         notes = [f"{len(scan.skipped)} file(s) skipped"] if scan.skipped else []
-        return cls(entries, title=title or "study", kind="dicom", notes=notes,
-                   source=Path(source))
+        study = cls(entries, title=title or "study", kind="dicom", notes=notes,
+                    source=Path(source))
+        study.skipped = list(scan.skipped)
+        return study
 
     @classmethod
     def from_volumes(cls, volumes: dict[str, tuple[str, Volume]], title: str, kind: str,

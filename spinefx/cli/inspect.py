@@ -31,30 +31,37 @@ def _fmt(value, digits: int = 1) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from spinefx.runtime import scan_study
+    from spinefx.runtime.study import Study
 
-    scan = scan_study(args.study)
-    rows = [s.summary() for s in scan.series]
+    study = Study.open(args.study)
+    rows = [{**e.row, "series_uid": e.series_uid} for e in study.entries.values()]
+    for row in rows:
+        row.pop("status", None)
     if args.json:
-        print(json.dumps({"series": rows, "skipped": [{"file": str(p), "reason": r}
-                                                      for p, r in scan.skipped]}, indent=2))
+        print(json.dumps({"series": rows, "studies": study.n_studies,
+                          "skipped": [{"file": str(p), "reason": r}
+                                      for p, r in study.skipped]}, indent=2))
         return 0 if rows else 1
-    header = ("#", "description", "modality", "plane", "weighting", "slices", "matrix",
-              "spacing mm", "slice mm", "TR/TE ms")
+    header = ("study", "#", "description", "modality", "plane", "weighting", "slices",
+              "matrix", "spacing mm", "slice mm", "TR/TE ms", "unreadable")
     table = [header] + [(
-        _fmt(r["series_number"]), r["description"] or "-", r["modality"] or "-", r["plane"],
-        r["weighting"], str(r["slices"]), r["matrix"], _fmt(r["pixel_spacing_mm"], 2),
-        _fmt(r["slice_spacing_mm"], 1), f"{_fmt(r['tr_ms'], 0)}/{_fmt(r['te_ms'], 0)}")
+        str(r["study"]), _fmt(r["series_number"]), r["description"] or "-",
+        r["modality"] or "-", r["plane"], r["weighting"], str(r["slices"]), r["matrix"],
+        _fmt(r["pixel_spacing_mm"], 2), _fmt(r["slice_spacing_mm"], 1),
+        f"{_fmt(r['tr_ms'], 0)}/{_fmt(r['te_ms'], 0)}", str(r.get("unreadable_files") or "-"))
         for r in rows]
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     for row in table:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
-    if scan.skipped:
-        print(f"\nskipped {len(scan.skipped)} file(s):")
-        for path, reason in scan.skipped[:20]:
+    if study.n_studies > 1:
+        print(f"\n{study.n_studies} studies in this folder (the 'study' column is an anonymous "
+              "index): analyse one study at a time")
+    if study.skipped:
+        print(f"\nskipped {len(study.skipped)} file(s):")
+        for path, reason in study.skipped[:20]:
             print(f"  {path}: {reason}")
-        if len(scan.skipped) > 20:
-            print(f"  ... and {len(scan.skipped) - 20} more")
+        if len(study.skipped) > 20:
+            print(f"  ... and {len(study.skipped) - 20} more")
     if not rows:
         print(f"no DICOM image series found under {args.study}", file=sys.stderr)
         return 1

@@ -68,6 +68,9 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--opacity", type=_opacity, default=0.45, help="overlay opacity 0..1")
     p.add_argument("--dicom", action="store_true", help="also write OUT/overlay_sc.dcm")
     p.add_argument("--out", required=True, type=Path, help="output folder")
+    p.add_argument("--force-pairing", action="store_true",
+                   help="pair T1 and T2 even when their headers say they come from different "
+                        "patients or studies (the result notes it)")
     p.add_argument("--allow-outside", action="store_true",
                    help="with --manifest: allow series paths outside the manifest's folder")
     p.add_argument("--json", action="store_true",
@@ -130,7 +133,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     result = predict_study(predictor, args.study, args.out, t1=args.t1, t2=args.t2,
                            slice_index=args.slice, box=box, center=center,
-                           size_mm=args.size_mm, dicom=args.dicom, opacity=args.opacity)
+                           size_mm=args.size_mm, dicom=args.dicom, opacity=args.opacity,
+                           allow_mixed=args.force_pairing)
     for warning in result.warnings:  # also in result.json ("warnings")
         print(f"warning: {warning}", file=sys.stderr)
     p = result.prediction

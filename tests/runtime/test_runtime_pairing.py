@@ -2,6 +2,8 @@
 studies is described briefly, by an anonymous study index, never by an identifier."""
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from spinefx.runtime import SeriesError
@@ -62,3 +64,33 @@ def test_guess_takes_the_partner_from_the_same_exam(two_patients):
 def test_one_study_folder_pairs_as_before(two_patients):
     pair = Study.open(two_patients / "a").choose_pair()
     assert pair.notes == ()
+
+
+def test_inspect_shows_an_anonymous_study_column(two_patients, capsys):
+    from spinefx.cli import main
+
+    assert main(["inspect", str(two_patients)]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert lines[0].split()[0] == "study"
+    assert {line.split()[0] for line in lines[1:5]} == {"1", "2"}
+    assert "2 studies in this folder" in out
+    _no_identifiers(out)
+
+
+def test_cli_refuses_a_cross_patient_pair_unless_forced(two_patients, tmp_path, capsys):
+    from spinefx.cli import main
+    from tests.helpers.onnx_model import write_tiny_model
+
+    model = write_tiny_model(tmp_path / "model", image_size=64)
+    study = Study.open(two_patients)
+    t1 = next(e for e in study.usable if e.weighting == "T1" and e.row["study"] == 1)
+    t2 = next(e for e in study.usable if e.weighting == "T2" and e.row["study"] == 2)
+    args = ["predict", str(two_patients), "--t1", t1.series_uid, "--t2", t2.series_uid,
+            "--center", "120,120", "--model", str(model), "--no-progress"]
+    assert main(args + ["--out", str(tmp_path / "refused")]) == 2
+    assert "come from different patients" in capsys.readouterr().err
+    assert not (tmp_path / "refused" / "result.json").exists()
+    assert main(args + ["--out", str(tmp_path / "forced"), "--force-pairing"]) == 0
+    notes = json.loads((tmp_path / "forced" / "result.json").read_text())["study_notes"]
+    assert any("different patients (forced by the user)" in n for n in notes)
