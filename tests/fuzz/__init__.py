@@ -1,0 +1,1 @@
+"""Fuzz harness for the torch-free runtime's input readers (see tests/fuzz/harness.py)."""
