@@ -45,6 +45,7 @@ from spinefx.runtime import (
     build_six_channel,
     load_series,
     load_volume,
+    prepare_case,
     read_manifest,
     scan_study,
 )
@@ -131,7 +132,15 @@ def _target_e2e(case: FuzzInput):
         raise _Finding(f"non-finite model input ({int((~np.isfinite(arr)).sum())} values)")
 
 
+def _target_manifest_e2e(case: FuzzInput):
+    for c in read_manifest(case.paths[0]):
+        arr = np.asarray(prepare_case(c).array)
+        if not np.isfinite(arr).all():
+            raise _Finding(f"non-finite model input for case {c.case_id}")
+
+
 TARGETS: dict[str, Callable[[FuzzInput], None]] = {
+    "manifest_e2e": _target_manifest_e2e,
     "scan": _target_scan,
     "load_series": _target_load_series,
     "load_volume": _target_load_volume,
@@ -748,7 +757,44 @@ def _bomb_png(width: int, height: int) -> bytes:
             + chunk(b"IDAT", body) + chunk(b"IEND", b""))
 
 
-IMAGE_FAMILIES = ["image_bitflip", "image_truncate", "png_ihdr", "image_special"]
+IMAGE_FAMILIES = ["image_bitflip", "image_truncate", "png_ihdr", "image_special", "tiff_ifd",
+                  "jpeg_sof"]
+TIFF_TAGS = {256: [0, 1, 65535, 2**31 - 1, 2**32 - 1, 100000], 257: [0, 1, 65535, 2**32 - 1],
+             258: [0, 1, 3, 12, 16, 32, 64, 255], 259: [1, 5, 7, 8, 32773, 34712, 9999],
+             262: [0, 1, 2, 3, 5, 32844], 273: [0, 8, 2**32 - 1], 277: [0, 2, 3, 4, 65535],
+             278: [0, 1, 2**32 - 1], 279: [0, 1, 2**32 - 1], 284: [0, 2, 9],
+             339: [0, 1, 2, 3, 5, 6]}
+
+
+def tiff_with_tag(src: bytes, tag: int, value: int) -> bytes | None:
+    """A little-endian TIFF with IFD entry ``tag`` set to ``value`` (SHORT or LONG kept)."""
+    if src[:4] != b"II*\x00":
+        return None
+    b = bytearray(src)
+    ifd = struct.unpack_from("<I", b, 4)[0]
+    (n,) = struct.unpack_from("<H", b, ifd)
+    for i in range(n):
+        off = ifd + 2 + 12 * i
+        t, typ, count = struct.unpack_from("<HHI", b, off)
+        if t == tag:
+            if typ == 3:
+                struct.pack_into("<H", b, off + 8, value & 0xFFFF)
+            else:
+                struct.pack_into("<HI", b, off + 2, 4, value & 0xFFFFFFFF)
+            return bytes(b)
+    return None
+
+
+def jpeg_with_sof(src: bytes, height: int, width: int, components: int | None) -> bytes | None:
+    for marker in (b"\xff\xc0", b"\xff\xc1", b"\xff\xc2"):
+        i = src.find(marker)
+        if i >= 0:
+            b = bytearray(src)
+            struct.pack_into(">HH", b, i + 5, height, width)
+            if components is not None:
+                b[i + 9] = components
+            return bytes(b)
+    return None
 
 
 def gen_image(family: str, seeds: Seeds, out: Path, rng: random.Random,
@@ -764,6 +810,19 @@ def gen_image(family: str, seeds: Seeds, out: Path, rng: random.Random,
         data = png_with_ihdr(src, w, h, depth, colour, fix)
         desc = f"IHDR {w}x{h} depth {depth} colour {colour} crc {'fixed' if fix else 'stale'}"
         name = "slice.png"
+    elif family == "tiff_ifd":
+        tag_ = rng.choice(sorted(TIFF_TAGS))
+        value = rng.choice(TIFF_TAGS[tag_])
+        src = seeds.tiff.read_bytes()
+        data = tiff_with_tag(src, tag_, value) or flip_bytes(src, rng, region=256)
+        desc, name = f"TIFF tag {tag_}={value}", "slice.tif"
+    elif family == "jpeg_sof":
+        h = rng.choice((0, 1, 31, 32, 33, 4097, 65535))
+        w = rng.choice((0, 1, 32, 33, 4097, 65535))
+        comp = rng.choice((None, None, 0, 3, 4, 255))
+        src = seeds.jpeg.read_bytes()
+        data = jpeg_with_sof(src, h, w, comp) or flip_bytes(src, rng)
+        desc, name = f"JPEG SOF {w}x{h} components {comp}", "slice.jpg"
     elif family == "image_special":
         kind = rng.choice(("bomb", "rgb", "blank", "tiny", "float_tiff", "empty", "rgba"))
         name = "slice.png"
@@ -1019,7 +1078,13 @@ TEXT_CELLS = ["", " ", "\u202e", "x" * 10000, "benign", "Malignant", "MALIGNANT 
               "c1", "\t", "'", '"']
 NUMERIC_COLS = ["slice", "box_x0", "box_y0", "box_x1", "box_y1", "center_x", "center_y",
                 "size_mm"]
-MANIFEST_FAMILIES = ["manifest_values", "manifest_structure", "manifest_path"]
+MANIFEST_FAMILIES = ["manifest_values", "manifest_structure", "manifest_path", "manifest_e2e"]
+# values read_manifest accepts, chosen to stress prepare_case (edges, big boxes, odd sizes)
+PLAUSIBLE = {"slice": ["0", "1", "5", "6", "2"],
+             "box_x0": ["0", "-100", "31", "-4000", "16"], "box_y0": ["0", "-50", "31", "16"],
+             "box_x1": ["32", "96", "4000", "17", "0.5"], "box_y1": ["32", "4000", "16.2", "1"],
+             "center_x": ["0", "31.9", "-100", "16000", "16"],
+             "center_y": ["0", "31.9", "16000", "16"], "size_mm": ["5", "300", "5.01", ""]}
 
 
 def gen_manifest(family: str, seeds: Seeds, out: Path, rng: random.Random,
@@ -1050,6 +1115,16 @@ def gen_manifest(family: str, seeds: Seeds, out: Path, rng: random.Random,
             descs.append(f"{col}={val[:20]!r}")
         path.write_text(manifest_text(rows, cols), encoding="utf-8")
         desc = " ".join(descs)
+    elif family == "manifest_e2e":
+        descs = []
+        for _ in range(rng.randint(1, 4)):
+            row = rng.choice(rows)
+            col = rng.choice(sorted(PLAUSIBLE))
+            row[col] = rng.choice(PLAUSIBLE[col])
+            descs.append(f"{row['case_id']}.{col}={row[col]}")
+        path.write_text(manifest_text(rows, cols), encoding="utf-8")
+        return [FuzzInput("manifest", family, "manifest_e2e", (str(path),),
+                          (path.name, "line", "t1", "t2", "box"), " ".join(descs))]
     elif family == "manifest_structure":
         kind = rng.choice(("bom", "nul", "dup_header", "missing", "unbalanced", "cr_only",
                            "huge_field", "latin1", "utf16", "empty", "header_only", "many_cols",

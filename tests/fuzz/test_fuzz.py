@@ -31,8 +31,12 @@ FAILING_FAMILIES: dict[str, str] = {
     # (#, #, #) and data type float#". read_manifest accepts such a box (side <= 4096).
     "e2e_box": "[e2e] numpy._core._exceptions.MemoryError: Unable to allocate # GiB ...",
 }
-CI_FAMILIES = [f for f in harness.FAMILIES if f not in FAILING_FAMILIES]
+#: slow per input (prepare_case on boxes of up to 4096 px): fewer seeds in CI
+SLOW_FAMILIES = {"manifest_e2e": range(6)}
+CI_FAMILIES = [f for f in harness.FAMILIES if f not in FAILING_FAMILIES and f not in SLOW_FAMILIES]
 CI_SEEDS = range(32)
+#: generous: CI runs two workers on two shared cores; only a real hang should reach it
+CI_TIMEOUT_S = 30.0
 SHORT = settings(max_examples=20, deadline=None, derandomize=True,
                  suppress_health_check=[HealthCheck.too_slow,
                                         HealthCheck.function_scoped_fixture])
@@ -96,8 +100,12 @@ def test_harness_reports_breaches(seeds, monkeypatch):
 @pytest.mark.slow
 def test_fuzz_families(seeds, tmp_path):
     """Every passing mutation family on a fixed seed list: zero findings (~30-60 s)."""
-    report = harness.fuzz(CI_FAMILIES, CI_SEEDS, tmp_path, seeds)
+    report = harness.fuzz(CI_FAMILIES, CI_SEEDS, tmp_path, seeds, timeout=CI_TIMEOUT_S)
+    for family, family_seeds in SLOW_FAMILIES.items():
+        harness.fuzz([family], family_seeds, tmp_path, seeds, timeout=CI_TIMEOUT_S,
+                     report=report)
     assert len(report.outcomes) > 10 * len(CI_FAMILIES)
+    assert {o.case.family for o in report.outcomes} >= set(CI_FAMILIES) | set(SLOW_FAMILIES)
     assert not report.findings(), _explain(report)
 
 
@@ -159,3 +167,14 @@ def test_random_png_ihdr(seeds, tmp_path, width, height, depth, colour):
                                            colour, fix_crc=True))
     _one(harness.FuzzInput("image", "hyp_png", "load_volume", (str(path),), (path.name,),
                            f"{width}x{height} d{depth} c{colour}"))
+
+
+@SHORT
+@given(body=st.binary(max_size=2000), name=st.sampled_from(
+    ("vol.npy", "vol.npz", "vol.nii", "vol.nii.gz", "slice.png", "slice.tif", "slice.jpg",
+     "x.dcm", "noext")))
+def test_random_bytes_as_volume(tmp_path, body, name):
+    path = tmp_path / name
+    path.write_bytes(body)
+    _one(harness.FuzzInput("special", "hyp_file", "load_volume", (str(path),), (path.name,),
+                           f"{len(body)} random bytes as {name}"))
