@@ -98,11 +98,11 @@ def normalise_detail(detail: str) -> str:
 
 
 def _target_scan(case: FuzzInput):
-    scan_study(case.paths[0])
+    scan_study(case.extra["list"] if "list" in case.extra else case.paths[0])
 
 
 def _target_load_series(case: FuzzInput):
-    load_series(case.paths[0])
+    load_series(case.extra["list"] if "list" in case.extra else case.paths[0])
 
 
 def _target_load_volume(case: FuzzInput):
@@ -471,6 +471,10 @@ def mutate_dicom_file(path: Path, family: str, rng: random.Random) -> str | None
             body = b"\x00" * 128 + b"DICM" + body
         path.write_bytes(body)
         return f"random bytes {path.name}"
+    if family == "dicom_deep_sq":
+        depth = rng.choice((10, 500, 3000, 20000))
+        return f"nested SQ depth {depth} in {path.name}" if insert_deep_sequence(
+            path, depth, defined=rng.random() < 0.3) else None
     ds = _read(path)
     if family == "dicom_header":
         keyword = rng.choice(sorted(HEADER_VALUES))
@@ -526,7 +530,31 @@ def mutate_dicom_file(path: Path, family: str, rng: random.Random) -> str | None
 
 
 DICOM_FAMILIES = ["dicom_bitflip", "dicom_truncate", "dicom_random", "dicom_header", "dicom_vr",
-                  "dicom_pixeldata", "dicom_ts"]
+                  "dicom_pixeldata", "dicom_ts", "dicom_deep_sq"]
+
+
+def insert_deep_sequence(path: Path, depth: int, defined: bool = False) -> bool:
+    """Insert (0008,1115) nested ``depth`` levels deep (explicit VR little endian) right
+    after the file meta group: a recursion bomb for a recursive sequence parser."""
+    data = path.read_bytes()
+    if data[128:132] != b"DICM" or data[132:136] != b"\x02\x00\x00\x00":
+        return False
+    start = 132 + 12 + struct.unpack_from("<I", data, 140)[0]
+    sq_head = struct.pack("<HH", 0x0008, 0x1115) + b"SQ\x00\x00"
+    item = struct.pack("<HH", 0xFFFE, 0xE000)
+    if defined:
+        body = b""
+        for _ in range(depth):
+            inner = item + struct.pack("<I", len(body)) + body
+            body = sq_head + struct.pack("<I", len(inner)) + inner
+        blob = body
+    else:
+        open_ = sq_head + b"\xff\xff\xff\xff" + item + b"\xff\xff\xff\xff"
+        close = (struct.pack("<HHI", 0xFFFE, 0xE00D, 0)
+                 + struct.pack("<HHI", 0xFFFE, 0xE0DD, 0))
+        blob = open_ * depth + close * depth
+    path.write_bytes(data[:start] + blob + data[start:])
+    return True
 
 
 def gen_dicom(family: str, seeds: Seeds, out: Path, rng: random.Random,
@@ -729,6 +757,32 @@ def gen_special_file(family: str, seeds: Seeds, out: Path, rng: random.Random,
         path = d / "series"
         path.mkdir()
     return [FuzzInput("special", family, "load_volume", (str(path),), (path.name,), kind)]
+
+
+def gen_study_path(family: str, seeds: Seeds, out: Path, rng: random.Random,
+                   tag: str) -> list[FuzzInput]:
+    """What scan_study / load_series are pointed at: nothing, a file, a device, a FIFO."""
+    d = _fresh(out, f"{family}-{tag}")
+    kind = rng.choice(("fifo", "devzero")) if family == "study_path_device" else rng.choice((
+        "missing", "one_file", "empty_dir", "junk_file", "file_list", "dup_list"))
+    path = d / "study"
+    if kind == "one_file":
+        shutil.copy2(next(iter(sorted(seeds.t1_dir.iterdir()))), path)
+    elif kind == "devzero":
+        path.symlink_to("/dev/zero")
+    elif kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "empty_dir":
+        path.mkdir()
+    elif kind == "junk_file":
+        path.write_bytes(b"\x00" * 128 + b"DICM" + b"\xff" * 64)
+    elif kind in ("file_list", "dup_list"):
+        folder, files = _copy_series(seeds.t1_dir, d, "study")
+        chosen = files[:3] if kind == "file_list" else [files[0]] * 3 + [d / "nowhere.dcm"]
+        return [FuzzInput("dicom", family, t, (), (folder.name, "nowhere.dcm"), kind,
+                          {"list": [str(f) for f in chosen]}) for t in ("scan", "load_series")]
+    return [FuzzInput("dicom", family, t, (str(path),), (path.name,), kind)
+            for t in ("scan", "load_series")]
 
 
 # ----------------------------------------------------------------------------- image files
@@ -1188,10 +1242,14 @@ def gen_manifest(family: str, seeds: Seeds, out: Path, rng: random.Random,
 
 # ------------------------------------------------------------------------------ end to end
 
-E2E_FAMILIES = ["e2e_values", "e2e_dicom", "e2e_shapes", "e2e_box", "e2e_center"]
+E2E_FAMILIES = ["e2e_values", "e2e_dicom", "e2e_shapes", "e2e_box", "e2e_center",
+                "e2e_huge_box"]
+#: boxes far larger than the 32x32 image (what a direct build_six_channel caller may pass)
+HUGE_BOXES = [(-4000, -4000, 4000, 4000), (-2000, -2000, 6000, 6000), (0, 0, 12000, 12000),
+              (-6000, 10, 6000, 20)]
 BOXES = [SEED_BOX, (0, 0, 32, 32), (-10, -10, 5, 5), (30, 30, 40, 40), (0, 0, 1, 1),
          (16, 16, 16.5, 16.5), (1e4, 1e4, 1e4 + 5, 1e4 + 5), (24, 24, 8, 8), (31, 0, 32, 1),
-         (-4000, -4000, 4000, 4000), (0.2, 0.2, 0.4, 0.4)]
+         (-200, -200, 200, 200), (0.2, 0.2, 0.4, 0.4), (-1, -1, 33, 33)]
 
 
 E2E_EXTRA = {
@@ -1279,8 +1337,8 @@ def gen_e2e(family: str, seeds: Seeds, out: Path, rng: random.Random,
                            "size_mm": size_mm})]
     else:
         t1p = seeds.t1_dir
-        box = rng.choice(BOXES)
-        k = rng.choice((0, 1, 2, 5, 6, -1, 100))
+        box = rng.choice(BOXES if family == "e2e_box" else HUGE_BOXES)
+        k = rng.choice((0, 1, 2, 5, 6, -1, 100) if family == "e2e_box" else (1, 2, 3))
         desc = f"box {box} k={k}"
     names = (Path(t1p).name, Path(t2).name, "box")
     return [FuzzInput("e2e", family, "e2e", (str(t1p), t2), names, desc,
@@ -1296,6 +1354,8 @@ GENERATORS["dicom_codec"] = gen_codec
 GENERATORS["dicom_enhanced"] = gen_enhanced
 GENERATORS["dicom_folder"] = gen_folder
 GENERATORS["special_file"] = gen_special_file
+GENERATORS["study_path"] = gen_study_path
+GENERATORS["study_path_device"] = gen_study_path
 for _fam in IMAGE_FAMILIES:
     GENERATORS[_fam] = gen_image
 for _fam in NIFTI_FAMILIES:

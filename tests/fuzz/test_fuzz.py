@@ -25,11 +25,19 @@ from tests.fuzz import harness
 # Families with open findings (signature: exception type + first line), as measured by
 # `python benchmarks/fuzz.py --minutes 3` at the time this file was last changed:
 FAILING_FAMILIES: dict[str, str] = {
-    # build_six_channel(pair, k, box=(-4000, -4000, 4000, 4000)) on a 32x32 image: the crop is
-    # allocated at the box's size (no bound relative to the image) -> under a 3 GiB limit
-    # "numpy._core._exceptions.MemoryError: Unable to allocate # GiB for an array with shape
-    # (#, #, #) and data type float#". read_manifest accepts such a box (side <= 4096).
-    "e2e_box": "[e2e] numpy._core._exceptions.MemoryError: Unable to allocate # GiB ...",
+    # build_six_channel(align_pair(t1, t2), k, box=(-4000, -4000, 4000, 4000)) (and the other
+    # HUGE_BOXES) on a 32x32 series: the ROI crop is allocated at the box's size, with no bound
+    # relative to the image, so under the harness's 3 GiB address-space limit it fails with a
+    # bare MemoryError, not a RoiError. (read_manifest and the service's check_box bound boxes
+    # before this point; the direct runtime API does not.) NOT FIXED.
+    "e2e_huge_box": "[e2e] numpy._core._exceptions.MemoryError: Unable to allocate # GiB for an "
+                    "array with shape (#, #, #) and data type float#",
+    # scan_study(path) and load_series(path) where path itself is a FIFO (named pipe, no
+    # writer: open() blocks forever) or a symlink to /dev/zero (read without end): both hang
+    # past the per-input timeout. (A FIFO or /dev/zero link *inside* a study folder is skipped
+    # fine, and load_volume refuses both.) NOT FIXED.
+    "study_path_device": "[scan] Timeout: no result within # s  and  "
+                         "[load_series] Timeout: no result within # s",
 }
 #: slow per input (prepare_case on boxes of up to 4096 px): fewer seeds in CI
 SLOW_FAMILIES = {"manifest_e2e": range(6)}
