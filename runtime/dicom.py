@@ -466,6 +466,8 @@ def scan_study(source: str | PathLike | Sequence[str | PathLike]) -> StudyScan:
     for r in roots:
         if not r.exists():
             raise DicomReadError("no such file or folder", r)
+        if not (r.is_dir() or r.is_file()):  # a pipe would block, /dev/zero never end
+            raise DicomReadError("not a regular file or folder (a device, pipe or socket)", r)
     groups: dict[str, list[_Header]] = {}
     skipped: list[tuple[Path, str]] = []
     broken: list[tuple[Path, str]] = []

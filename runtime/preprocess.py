@@ -22,7 +22,10 @@ from PIL import Image
 from .errors import ConfigError, RoiError, SpineFXWarning
 from .matching import AlignedPair
 
-Box = tuple[float, float, float, float]  # x0, y0, x1, y1 in T1 pixels (x = column, y = row)
+Box = tuple[float, float, float, float]
+#: a box side may be at most this many times the image's larger dimension (ROIs that cross the
+#: edge are padded, but a crop is allocated at the box's size)
+MAX_BOX_FACTOR = 4  # x0, y0, x1, y1 in T1 pixels (x = column, y = row)
 
 
 @dataclass(frozen=True)
@@ -163,8 +166,16 @@ def build_six_channel(pair: AlignedPair, slice_index: int, box: Box | None = Non
     if box is None:
         assert center is not None  # exactly one of box / center, checked above
         box = box_from_center(center, size_mm or config.default_size_mm, t1.pixel_spacing)
-    roi = square_roi(box, config.roi_margin)
     h, w = t1.data.shape[1:]
+    if not all(np.isfinite(box)):
+        raise RoiError(f"{_series('T1', t1)}: box {tuple(box)!r} is not finite"[:200],
+                       t1.source or None)
+    side = max(box[2] - box[0], box[3] - box[1])
+    if side > MAX_BOX_FACTOR * max(h, w):  # the crop is allocated at the box's size
+        raise RoiError(f"{_series('T1', t1)}: box side {side:.0f} px is far larger than the "
+                       f"{w}x{h} image (at most {MAX_BOX_FACTOR * max(h, w)} px)",
+                       t1.source or None)
+    roi = square_roi(box, config.roi_margin)
     if roi[2] <= 0 or roi[3] <= 0 or roi[0] >= w or roi[1] >= h:
         raise RoiError(f"{_series('T1', t1)}: box {tuple(round(v, 1) for v in box)} lies "
                        f"outside the {w}x{h} image", t1.source or None)

@@ -26,7 +26,7 @@ from .inference import Prediction, Predictor
 from .matching import AlignedPair
 from .outputs import atomic_write_png, check_output_folder, write_secondary_capture
 from .overlay import render_overlay
-from .preprocess import Box, PreprocessConfig, box_from_center
+from .preprocess import MAX_BOX_FACTOR, Box, PreprocessConfig, box_from_center
 from .provenance import DISCLAIMER, SYNTHETIC_CAPTION
 from .study import PairPolicy, SeriesPair, Study
 from .volume import Volume
@@ -90,7 +90,6 @@ def check_slice(t1: Volume, k: Any) -> int:
 
 
 #: A box side may be at most this many times the image's larger dimension.
-MAX_BOX_FACTOR = 4
 
 
 def check_box(t1: Volume, box: Box) -> None:
