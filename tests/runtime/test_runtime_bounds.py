@@ -39,3 +39,20 @@ def test_a_pipe_or_device_as_the_study_path_is_refused(tmp_path, kind):
     for load in (scan_study, load_series):
         with pytest.raises(DicomReadError, match="not a regular file or folder"):
             load(path)
+
+
+def test_prediction_files_are_readable_by_other_users(tmp_path):
+    """A PACS-push service running as another user must be able to read the outputs."""
+    import stat
+
+    from spinefx.phantom import write_phantom_study
+    from spinefx.runtime.inference import Predictor
+    from spinefx.runtime.predict import predict_study
+    from tests.helpers.onnx_model import write_tiny_model
+
+    _, _, case = write_phantom_study(tmp_path / "study", seed=3, label="malignant")
+    predictor = Predictor(write_tiny_model(tmp_path / "model", image_size=64))
+    result = predict_study(predictor, tmp_path / "study", tmp_path / "out",
+                           slice_index=case.slice, box=case.box, dicom=True)
+    for path in result.files.values():
+        assert stat.S_IMODE(path.stat().st_mode) == 0o644, path.name
