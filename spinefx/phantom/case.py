@@ -16,6 +16,7 @@ from spinefx.runtime.volume import Volume
 
 from .anatomy import Canvas, Grid, render_slice
 from .appearance import LABELS, draw_features
+from .confounders import Confounders, draw_confounders, paint_confounders
 from .fields import lattice, upsample
 from .lesion import Lesion, apply_fracture, draw_lesion, draw_level, paint_lesion
 from .physics import CasePhysics, acquire, bias_field, clean_signal, downsample_mask, draw_physics
@@ -81,14 +82,15 @@ def render_case(seed: int, label: str, difficulty: float = 1.0, **overrides) -> 
     per aspect mean a forced feature leaves the rest of the case as the seed would draw it.
     """
     _check_request(label, overrides)
-    streams = [np.random.default_rng(s) for s in np.random.SeedSequence(int(seed)).spawn(6)]
-    r_feat, r_acq, r_spine, r_lesion, r_phys, r_noise = streams
+    streams = [np.random.default_rng(s) for s in np.random.SeedSequence(int(seed)).spawn(7)]
+    r_feat, r_acq, r_spine, r_lesion, r_phys, r_noise, r_conf = streams
     flags = draw_features(r_feat, label, difficulty,
                           {k: v for k, v in overrides.items() if k in FEATURE_KEYS})
     acq = _draw_acquisition(r_acq, overrides)
     lesion = draw_lesion(r_lesion, label, flags, acq.level, difficulty)
     grid = Grid(MATRIX, MATRIX, acq.ps)
     scene = _draw_scene(acq, grid, lesion, r_spine, r_phys, r_noise)
+    scene.confounders = draw_confounders(r_conf, scene.spec, lesion)
     grids = _grids(grid, acq.t2_scale)
     out, lesion_mask, vertebra_mask = _render(scene, grids)
 
@@ -178,6 +180,7 @@ class _Scene:
     own: list[np.ndarray]   # (one per slice)
     back: float             # AP position of the back's skin, for the coil bias
     rng: np.random.Generator  # acquisition noise (the texture stream, after its lattices)
+    confounders: Confounders = field(default_factory=Confounders)
 
 
 def _draw_scene(acq: _Acquisition, grid: Grid, lesion: Lesion, r_spine: np.random.Generator,
@@ -230,6 +233,7 @@ def _render_grid(scene: _Scene, g: Grid, series: tuple[str, ...],
     for i, x in enumerate(scene.x_spine):
         strip, geo = render_slice(cv, float(x))
         vert = cv.to_image(paint_lesion(strip, cv, geo, scene.lesion), _NO_MASK(cv))
+        paint_confounders(strip, cv, geo, scene.confounders)
         labels = cv.to_image(strip)
         tex = upsample(0.6 * scene.shared + 0.8 * scene.own[i], cv.shape)
         for s in series:

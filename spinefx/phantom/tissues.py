@@ -45,6 +45,13 @@ class Tissue(IntEnum):
     HAEMATOMA = 24      # thin smooth paraspinal rim of a benign fracture
     SKIP = 25           # further metastases in other vertebrae
     MEDIASTINUM = 26    # heart and great vessels above the diaphragm (pulsation: textured)
+    # --- benign confounders (both classes, see confounders.py) ----------------------------
+    HAEMANGIOMA = 27    # vertebral haemangioma: bright on T1 and T2
+    MODIC1 = 28         # Modic type 1 endplate change (oedema): dark T1, bright T2
+    MODIC2 = 29         # Modic type 2 (fatty): bright T1, intermediate-bright T2
+    MODIC3 = 30         # Modic type 3 (sclerosis): dark on every sequence
+    FOCAL_FAT = 31      # focal fatty marrow: bright T1, fat-like T2 (dark with fat saturation)
+    SCHMORL = 32        # Schmorl node: disc material herniated through an endplate
 
 
 N_TISSUES = len(Tissue)
@@ -79,6 +86,12 @@ TISSUE_SIGNAL: dict[Tissue, tuple[float, float, float]] = {
     Tissue.HAEMATOMA: (720.0, 1100.0, 0.08),
     Tissue.SKIP: (380.0, 1150.0, 0.08),
     Tissue.MEDIASTINUM: (520.0, 330.0, 0.25),
+    Tissue.HAEMANGIOMA: (1450.0, 1300.0, 0.15),
+    Tissue.MODIC1: (520.0, 1150.0, 0.10),
+    Tissue.MODIC2: (1450.0, 900.0, 0.08),
+    Tissue.MODIC3: (180.0, 150.0, 0.10),
+    Tissue.FOCAL_FAT: (1550.0, 1000.0, 0.05),
+    Tissue.SCHMORL: (450.0, 900.0, 0.08),
 }
 assert set(TISSUE_SIGNAL) == set(Tissue)
 
