@@ -20,7 +20,7 @@ from .confounders import Confounders, draw_confounders, paint_confounders
 from .fields import lattice, upsample
 from .lesion import Lesion, apply_fracture, draw_lesion, draw_level, paint_lesion
 from .physics import CasePhysics, acquire, bias_field, clean_signal, downsample_mask, draw_physics
-from .spine import LESION_LEVELS, SpineSpec, draw_spine
+from .spine import LESION_LEVELS, LEVEL_NAMES, SpineSpec, draw_spine
 from .tissues import LESION_MARROW, member_lut
 
 LESION_LUT = member_lut(LESION_MARROW)
@@ -62,6 +62,23 @@ class PhantomCase:
         return int(self.t1.shape[0])
 
     @property
+    def level_names(self) -> tuple[str, ...]:
+        """Names of the levels the ``bodies`` / ``discs`` label maps count (value i + 1 =
+        ``level_names[i]``; a disc is numbered after the body above it)."""
+        return LEVEL_NAMES
+
+    def masks(self, series: str = "t1") -> dict[str, np.ndarray]:
+        """Every mask of the case on one series' grid (uint8, (slices, rows, cols)):
+        ``lesion``, ``vertebra`` (the fractured body), ``bodies`` and ``discs`` (label maps,
+        see :attr:`level_names`). CONTRACT STUB: bodies/discs are filled in by the v2 renderer."""
+        if series not in ("t1", "t2"):
+            raise ValueError(f"series must be 't1' or 't2', got {series!r}")
+        level = LEVEL_NAMES.index(self.level) + 1
+        bodies = (self.vertebra_mask * level).astype(np.uint8)
+        return {"lesion": self.lesion_mask, "vertebra": self.vertebra_mask, "bodies": bodies,
+                "discs": np.zeros_like(bodies)}
+
+    @property
     def t2_same_grid(self) -> bool:
         return self.t2.shape == self.t1.shape and self.t2_pixel_spacing == self.pixel_spacing
 
@@ -87,7 +104,7 @@ def render_case(seed: int, label: str, difficulty: float = 1.0, **overrides) -> 
     flags = draw_features(r_feat, label, difficulty,
                           {k: v for k, v in overrides.items() if k in FEATURE_KEYS})
     acq = _draw_acquisition(r_acq, overrides)
-    lesion = draw_lesion(r_lesion, label, flags, acq.level, difficulty)
+    lesion = draw_lesion(r_lesion, flags, acq.level)
     grid = Grid(MATRIX, MATRIX, acq.ps)
     scene = _draw_scene(acq, grid, lesion, r_spine, r_phys, r_noise)
     scene.confounders = draw_confounders(r_conf, scene.spec, lesion)

@@ -2,9 +2,9 @@
 
 :func:`draw_lesion` turns the 15 flags into concrete shapes. It always consumes the same
 random numbers whatever the flags, so forcing one feature on a seed changes only that feature's
-appearance. Besides the flags, one class-conditional quantity is drawn: the lesion's signal
-(T1 ratio to normal marrow; oedema of a benign fracture tends to be a little less dark than
-tumour). Its class difference shrinks with ``difficulty`` like the feature probabilities.
+appearance. It never sees the label: every class-dependent draw is a feature flag from
+:mod:`spinefx.phantom.appearance`'s table, so the lesion's signal (T1 ratio to normal marrow)
+has one distribution for both classes.
 
 Every feature that is on is visible (see :func:`paint_lesion`):
 
@@ -32,7 +32,6 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .anatomy import CORTEX, Canvas, Region, SliceGeometry, box_sdf, paint_bone
-from .appearance import LABELS, class_gap
 from .fields import SmoothField
 from .spine import LESION_LEVELS, LEVEL_NAMES, Levels
 from .tissues import SOFT, member_lut
@@ -87,14 +86,7 @@ def draw_level(rng: np.random.Generator) -> str:
     return str(names[rng.choice(len(names), p=list(LESION_LEVELS.values()))])
 
 
-def draw_lesion(rng: np.random.Generator, label: str, flags: dict[str, int], level: str,
-                difficulty: float) -> Lesion:
-    gap = class_gap(difficulty)
-    sign = 1.0 if label == LABELS[1] else -1.0  # malignant +1, benign -1
-
-    def conditional(mid: float, half_gap: float, sd: float, lo: float, hi: float) -> float:
-        return float(np.clip(rng.normal(mid + sign * half_gap * gap, sd), lo, hi))
-
+def draw_lesion(rng: np.random.Generator, flags: dict[str, int], level: str) -> Lesion:
     i = ARCH_LEVELS.index(level)
     offsets = [o for o in (-3, -2, -1, 1, 2, 3) if 0 <= i + o < len(ARCH_LEVELS)]
     picks = rng.permutation(offsets)
@@ -120,7 +112,7 @@ def draw_lesion(rng: np.random.Generator, label: str, flags: dict[str, int], lev
         x_c=rng.uniform(-4, 4), rx=rng.uniform(12, 20),
         pattern=pattern,
         depth_frac=rng.uniform(0.3, 0.5) if pattern == "spared" else rng.uniform(0.5, 0.7),
-        t1_ratio=conditional(0.45, -0.06, 0.07, 0.22, 0.7),  # tumour a bit darker than oedema
+        t1_ratio=float(np.clip(rng.normal(0.45, 0.09), 0.22, 0.7)),  # same for both classes
         t2_ratio=t2_base + (0.3 if hetero else 0.0),
         bright_t2=rng.uniform(2.0, 2.5),
         patch_thr=rng.uniform(-0.2, 0.3),
