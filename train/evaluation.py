@@ -69,6 +69,7 @@ from .oof import (  # noqa: F401 (read_oof, as_oof: this module's API before oof
     read_oof,
 )
 from .readers import read_readers_csv
+from .run_folder import manifest_permission
 
 DEFAULT_THRESHOLD = 0.5
 DEFAULT_BOOTSTRAP = 2000
@@ -185,10 +186,15 @@ def feature_analysis(cases: list) -> dict:
     }
 
 
-def _manifest_cases(manifest: str | PathLike, oof: OOFPredictions) -> tuple[list, list[str]]:
+def _manifest_cases(manifest: str | PathLike, oof: OOFPredictions,
+                    allow_outside: bool = False) -> tuple[list, list[str]]:
     """The manifest's cases, checked against the predictions' labels, and notes for the
-    report (predicted cases the manifest lacks)."""
-    cases = read_manifest(manifest)
+    report (predicted cases the manifest lacks). Series outside the manifest's folder:
+    ``allow_outside``, or the permission of the run beside the predictions when it was
+    trained on this manifest (:func:`spinefx.train.run_folder.manifest_permission`)."""
+    run_dir = Path(oof.path).parent if oof.path is not None else None
+    permission = manifest_permission(run_dir, manifest, allow_outside)
+    cases = read_manifest(manifest, allow_outside=permission)
     by_id = {c.case_id: c for c in cases}
     for cid, i in oof.index().items():
         c = by_id.get(cid)
@@ -235,8 +241,11 @@ def _draw_figures(out: Path, oof: OOFPredictions, calls: np.ndarray, thr_text: s
 def evaluate(oof_csv: str | PathLike, out_dir: str | PathLike,
              readers_csv: str | PathLike | None = None, manifest: str | PathLike | None = None,
              threshold: float | None = None, *, n_bins: int = 10,
-             bootstrap: int = DEFAULT_BOOTSTRAP, seed: int = 0) -> dict:
-    """Run the analysis, write ``evaluation.json`` / ``evaluation.md`` / PNGs; return the JSON."""
+             bootstrap: int = DEFAULT_BOOTSTRAP, seed: int = 0,
+             allow_outside: bool = False) -> dict:
+    """Run the analysis, write ``evaluation.json`` / ``evaluation.md`` / PNGs; return the JSON.
+    ``allow_outside``: the manifest's series may lie outside its folder (see
+    :func:`_manifest_cases`)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     oof = read_oof(oof_csv)
@@ -251,7 +260,8 @@ def evaluate(oof_csv: str | PathLike, out_dir: str | PathLike,
     # the one rule: cohort.json beside the manifest, or the run folder's records, say synthetic
     synthetic = (manifest_provenance(manifest).synthetic
                  or folder_provenance(Path(oof_csv).parent).synthetic)
-    cases, notes = _manifest_cases(manifest, oof) if manifest is not None else (None, [])
+    cases, notes = (_manifest_cases(manifest, oof, allow_outside) if manifest is not None
+                    else (None, []))
     table = (read_readers_csv(readers_csv, known_cases=oof.case_id)
              if readers_csv is not None else None)
     readers = compare_with_readers(oof, thr_cases, table) if table is not None else []

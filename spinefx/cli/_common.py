@@ -11,7 +11,8 @@ import sys
 from spinefx.runtime.errors import SpineFXError
 from spinefx.runtime.provenance import DISCLAIMER, NOT_A_DEVICE
 
-__all__ = ["DISCLAIMER", "EPILOG", "UsageError", "positive_int", "show_progress"]
+__all__ = ["DISCLAIMER", "EPILOG", "UsageError", "add_allow_outside", "positive_int",
+           "show_progress"]
 
 #: The line under every command's help.
 EPILOG = f"{NOT_A_DEVICE} Docs: README.md; data model: DESIGN.md."
@@ -30,6 +31,17 @@ def positive_int(text: str) -> int:
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
     return value
+
+
+def add_allow_outside(p: argparse.ArgumentParser, which: str = "the manifest",
+                      note: str = "") -> None:
+    """``--allow-outside``: series paths of ``which`` may lie outside its folder (absolute
+    paths, ``..``), as an institution's own manifest often has them
+    (:func:`spinefx.runtime.read_manifest` refuses them otherwise). ``note``: what else the
+    permission means for this command."""
+    p.add_argument("--allow-outside", action="store_true",
+                   help=f"allow series paths of {which} outside its folder (absolute paths or "
+                        f"'..'; refused otherwise){note}")
 
 
 def show_progress(args: argparse.Namespace) -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ._common import EPILOG, UsageError
+from ._common import EPILOG, UsageError, add_allow_outside
 
 # The stage's values (spinefx.train.evaluation; tests/test_cli.py keeps them equal), spelled
 # here so that `spinefx evaluate --help` loads no stage.
@@ -51,6 +51,8 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                         f"{DEFAULT_BOOTSTRAP}; 0 = DeLong/Wilson only)")
     p.add_argument("--bins", type=int, default=10, help="equal-width calibration bins (10)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    add_allow_outside(p, "--manifest", " (not needed for the manifest the run beside --oof "
+                      "was trained on with --allow-outside: its run.json grants it)")
     p.set_defaults(run=run)
     return p
 
@@ -72,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
 
     result = evaluate(args.oof, args.out, readers_csv=args.readers, manifest=args.manifest,
                       threshold=args.threshold, n_bins=args.bins, bootstrap=args.bootstrap,
-                      seed=args.seed)
+                      seed=args.seed, allow_outside=args.allow_outside)
     pooled = result["model"]["pooled"]
     thr = result["threshold"]["value"]
     for label in result["labels"]:

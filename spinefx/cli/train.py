@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from ._common import EPILOG, UsageError, show_progress
+from ._common import EPILOG, UsageError, add_allow_outside, show_progress
 
 DESCRIPTION = (
     "Cross-validate the paper's model (1x1 conv 6->3 + ResNet50, one malignancy logit) on a "
@@ -69,6 +69,8 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                    help="early stopping: epochs without validation improvement (0 = off)")
     p.add_argument("--no-augment", action="store_true", help="train without augmentation")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_allow_outside(p, "--manifest", "; run.json records it, and --resume, `spinefx "
+                      "evaluate` and `spinefx export` then allow it for this same manifest")
     return p
 
 
@@ -91,13 +93,16 @@ def run(args: argparse.Namespace) -> int:
 
     from spinefx.train.cv import train_cv
 
+    # given only when asked: train_cv takes allow_outside once cv.py threads it to
+    # run_folder.prepare_inputs (without it, a plain run must keep working)
+    permission = {"allow_outside": True} if args.allow_outside else {}
     metrics = train_cv(
         args.manifest, args.out, folds=args.folds, epochs=args.epochs,
         batch_size=args.batch_size, image_size=args.image_size, lr=args.lr, seed=args.seed,
         device=args.device, workers=args.workers, pretrained=args.pretrained,
         resume=args.resume, final=not args.no_final, max_cases=args.max_cases,
         progress=show_progress(args), select=args.select, patience=args.patience,
-        augment=not args.no_augment)
+        augment=not args.no_augment, **permission)
     if metrics:  # rank 0 only under torchrun
         auc = metrics["pooled"]["auc"]
         tag = "SYNTHETIC phantom cohort: " if metrics.get("synthetic") else ""
