@@ -36,6 +36,7 @@ from spinefx.runtime.files import atomic_write_json
 from spinefx.runtime.model_files import FORMAT, MODEL_JSON
 from spinefx.runtime.provenance import NOT_A_DEVICE
 from spinefx.train.model import SpineFxNet, load_model
+from spinefx.train.run_folder import manifest_permission
 
 from .onnx_export import (
     CAM_NAME,
@@ -111,11 +112,12 @@ def _gate_manifest(manifest: str | PathLike | None, run_dir: Path, config: dict,
 
 
 def _gate_cases(manifest_path: Path, prep: PreprocessConfig, n_cases: int | None, seed: int,
-                progress: bool, log) -> tuple[np.ndarray, list[Case], list[str]]:
+                progress: bool, log, allow_outside: bool = False
+                ) -> tuple[np.ndarray, list[Case], list[str]]:
     """The manifest's cases in stratified order (the first ``n_cases`` of them, if given),
     preprocessed; a case that fails is skipped with a warning naming ``export_model``'s
-    caller."""
-    cases = read_manifest(manifest_path)
+    caller. ``allow_outside``: series may lie outside the manifest's folder."""
+    cases = read_manifest(manifest_path, allow_outside=allow_outside)
     order = [cases[i] for i in stratified_order(cases, seed)]
     if n_cases is not None:
         order = order[:n_cases]
@@ -166,14 +168,16 @@ def export_model(run_dir: str | PathLike, out_dir: str | PathLike,
                  auc_drop_bound: float = AUC_DROP_BOUND,
                  prob_diff_bound: float = PROB_DIFF_BOUND, seed: int = 0,
                  progress: bool = False, log=print, fp16: bool = False,
-                 only_default: bool = False) -> Path:
+                 only_default: bool = False, allow_outside: bool = False) -> Path:
     """Export the run in ``run_dir`` to ``out_dir`` (see the module docstring); returns the
     path of ``model.json``. Raises :class:`ParityError` when the fp32 graph fails a gate (nothing
     is written) and :class:`ExportError` for unusable inputs. A refused int8 model is not an
     error: the fp32 model is written, ``model.json["int8"]`` says why (``passed: false``).
     ``fp16`` adds float16-stored weights (half the file, float32 arithmetic), gated the same
     way; the default variant is int8 if it passed, else fp16 if it passed, else fp32.
-    ``only_default`` keeps only the default variant's file (a lean bundle)."""
+    ``only_default`` keeps only the default variant's file (a lean bundle). ``allow_outside``:
+    the gate manifest's series may lie outside its folder; the training manifest of a run
+    trained with that permission has it already (its ``run.json`` records it)."""
 
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     log = log or (lambda *a, **k: None)
@@ -189,10 +193,11 @@ def export_model(run_dir: str | PathLike, out_dir: str | PathLike,
     except (OSError, RuntimeError, ValueError) as exc:
         raise ExportError(f"cannot load the model: {str(exc).splitlines()[0]}", run_dir) from None
     manifest_path = _gate_manifest(manifest, run_dir, config, metrics)
+    permission = manifest_permission(run_dir, manifest_path, allow_outside)
     # the gates of the reduced variants judge every case; fp32's parity needs only the first
     inputs, kept, notes = _gate_cases(manifest_path, model.preprocess_config,
                                       None if (int8 or fp16) else parity_cases, seed, progress,
-                                      log)
+                                      log, permission)
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".spinefx-export-", dir=out_dir.parent))

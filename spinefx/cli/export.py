@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ._common import EPILOG, positive_int, show_progress
+from ._common import EPILOG, add_allow_outside, positive_int, show_progress
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -28,6 +28,8 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--manifest", type=Path, default=None,
                    help="manifest whose cases feed the gates and int8 calibration "
                         "(default: the training manifest the run recorded)")
+    add_allow_outside(p, "the gate manifest", " (not needed for the training manifest of a "
+                      "run trained with --allow-outside: its run.json grants it)")
     p.add_argument("--int8", action="store_true",
                    help="also write a static int8 (QDQ, per-channel) model if it passes its gate")
     p.add_argument("--calib-cases", type=positive_int, default=32,
@@ -55,7 +57,8 @@ def run(args: argparse.Namespace) -> int:
 
     path = export_model(args.run_dir, args.out, manifest=args.manifest, int8=args.int8,
                         calib_cases=args.calib_cases, name=args.name, progress=show_progress(args),
-                        fp16=args.fp16, only_default=args.only_default)
+                        fp16=args.fp16, only_default=args.only_default,
+                        allow_outside=args.allow_outside)
     spec = json.loads(path.read_text())
     for variant, entry in spec["files"].items():
         print(f"{variant}: {args.out / entry['path']} ({entry['bytes'] / 2**20:.1f} MiB, "
