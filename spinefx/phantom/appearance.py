@@ -36,8 +36,11 @@ that the flags stay anatomically consistent and the marginals stay exact:
 Difficulty: with ``m = (P(benign) + P(malignant)) / 2`` each class probability becomes
 ``m + (p - m) * max(0, 2 - difficulty)``, clipped to [0, 1]. So ``difficulty=0`` doubles the
 class gap (easy, nearly deterministic features), ``1`` is the table, ``2`` or more gives both
-classes the same feature distribution (the label is then only weakly visible through the
-lesion signal, which the same knob also blends, see :func:`class_gap`).
+classes the same feature distribution, and then one distribution of cases: the 15 flags are
+the **only** class-dependent draws of the phantom (see :func:`class_gap`). The lesion's own
+parameters (its signal included) depend on the flags, never on the label, and the benign
+confounders are drawn from :data:`spinefx.phantom.confounders.CONFOUNDER_RATES`, identical for
+both classes; ``tests/phantom/test_phantom_table.py`` checks both structurally and by the draws.
 """
 from __future__ import annotations
 
@@ -75,7 +78,8 @@ IMPLIES = (("encasing_epidural_mass", "epidural_mass"),)
 
 
 def class_gap(difficulty: float) -> float:
-    """Factor on every class difference: 2 at difficulty 0, 1 at 1, 0 from 2 on."""
+    """Factor on the class difference of the feature table (the only class difference):
+    2 at difficulty 0, 1 at 1, 0 from 2 on."""
     if not np.isfinite(difficulty) or difficulty < 0:
         raise ValueError(f"difficulty must be a finite number >= 0, got {difficulty!r}")
     return max(0.0, 2.0 - float(difficulty))
