@@ -6,8 +6,12 @@ produce is labelled SYNTHETIC.
 
 - :func:`render_case` -> :class:`PhantomCase`: one case in memory (~0.1-0.2 s).
 - :func:`write_case_dicom` / :func:`write_phantom_study`: a case as two DICOM series.
-- :func:`generate_cohort`: a whole cohort with ``manifest.csv`` and ``cohort.json``.
-- :func:`write_contact_sheet`: PNG overview of a cohort, read back via the runtime.
+- :func:`generate_cohort`: a whole cohort with ``manifest.csv``, ``cohort.json`` and every
+  case's ``masks.npz``; several cases per patient as an option.
+- :func:`iter_cases`: the same cohort streamed in memory (no DICOM written), for training on
+  thousands of cases; :func:`plan_cohort`: its seeds, labels and patients.
+- :func:`write_contact_sheet`: PNG overview of a cohort, read back via the runtime;
+  :func:`write_comparison_sheet`: phantoms at variation 0 and 1 beside real spine MRI.
 - :data:`PROBABILITIES`: the class-conditional feature table (see
   :mod:`spinefx.phantom.appearance`).
 
@@ -20,12 +24,20 @@ from .appearance import (
     probability_table_markdown,
 )
 from .case import PhantomCase, render_case
-from .cohort import MANIFEST_COLUMNS, CohortExistsError, generate_cohort, is_cohort
-from .contact_sheet import write_contact_sheet
+from .cohort import (
+    MANIFEST_COLUMNS,
+    PHANTOM_VERSION,
+    CohortExistsError,
+    generate_cohort,
+    is_cohort,
+)
+from .contact_sheet import write_comparison_sheet, write_contact_sheet
 from .dicom_writer import write_case_dicom, write_phantom_study
+from .stream import CasePlan, iter_cases, plan_cohort
 
 __all__ = [
-    "MANIFEST_COLUMNS", "PROBABILITIES", "CohortExistsError", "PhantomCase", "draw_features",
-    "feature_probabilities", "generate_cohort", "is_cohort", "probability_table_markdown",
-    "render_case", "write_case_dicom", "write_contact_sheet", "write_phantom_study",
+    "MANIFEST_COLUMNS", "PHANTOM_VERSION", "PROBABILITIES", "CasePlan", "CohortExistsError",
+    "PhantomCase", "draw_features", "feature_probabilities", "generate_cohort", "is_cohort",
+    "iter_cases", "plan_cohort", "probability_table_markdown", "render_case",
+    "write_case_dicom", "write_comparison_sheet", "write_contact_sheet", "write_phantom_study",
 ]

@@ -6,22 +6,27 @@ Layout (paths in the manifest are relative to its folder)::
     out_dir/cohort.json
     out_dir/cases/case_0001/t1/<hash>.dcm ...
     out_dir/cases/case_0001/t2/<hash>.dcm ...
-    out_dir/cases/case_0001/masks.npz        # lesion, vertebra: uint8 (slices, rows, cols), T1 grid
+    out_dir/cases/case_0001/masks.npz
 
-Cases are independent (each has its own seed derived from the cohort seed and its index), so
-they are rendered in parallel worker processes and the result does not depend on the number
-of workers.
+``masks.npz`` (uint8 (slices, rows, cols) on the T1 grid, ``np.load(..., allow_pickle=False)``):
+``lesion`` (abnormal marrow of the fractured body), ``vertebra`` (the fractured body),
+``bodies`` and ``discs`` (label maps: value i + 1 = ``level_names[i]``, a disc numbered after the
+body above it), ``level_names`` (fixed-width unicode); when the T2 series has its own grid also
+``t2_lesion``, ``t2_vertebra``, ``t2_bodies``, ``t2_discs`` on that grid.
+
+The plan of seeds, labels and patients is :func:`spinefx.phantom.stream.plan_cohort`, shared with
+the in-memory stream (:func:`spinefx.phantom.stream.iter_cases`). Cases are independent (each
+has its own seed), so they are rendered in parallel worker processes and the result does not
+depend on the number of workers.
 """
 from __future__ import annotations
 
 import csv
-import multiprocessing
-import os
 import shutil
 import zipfile
-from concurrent.futures import ProcessPoolExecutor
 from os import PathLike
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
@@ -32,16 +37,27 @@ from spinefx.runtime.features import FEATURE_KEYS
 from spinefx.runtime.files import atomic_write_csv, atomic_write_json, read_json
 from spinefx.runtime.provenance import is_synthetic_record
 
+from . import appearance, confounders
 from .appearance import PROBABILITIES, feature_probabilities
-from .case import T2_OTHER_GRID_P, T2_SCALES, render_case
+from .case import T2_OTHER_GRID_P, T2_SCALES, PhantomCase
 from .dicom_writer import write_case_dicom
+from .stream import (
+    CasePlan,
+    case_row,
+    check_cohort_request,
+    default_workers,
+    ordered_map,
+    plan_cohort,
+    render_planned,
+)
 
 GENERATOR = "spinefx.phantom"
-PHANTOM_VERSION = 1  # bump when the same seed would render different images
+PHANTOM_VERSION = 2  # bump when the same seed would render different images
 MANIFEST_COLUMNS: tuple[str, ...] = (
     "case_id", "label", "t1", "t2", "slice", "box_x0", "box_y0", "box_x1", "box_y1", "level",
     "mask", *FEATURE_KEYS, "patient_id",
 )
+MASK_NAMES = ("lesion", "vertebra", "bodies", "discs")
 
 
 class CohortExistsError(SpineFXError, ValueError):
@@ -50,86 +66,100 @@ class CohortExistsError(SpineFXError, ValueError):
 
 def generate_cohort(out_dir: str | PathLike, n_cases: int = 190, n_malignant: int = 50,
                     seed: int = 0, difficulty: float = 1.0, progress: bool = True,
-                    workers: int | None = None) -> Path:
+                    workers: int | None = None, variation: float = 1.0,
+                    cases_per_patient: int = 1) -> Path:
     """Write a synthetic cohort and return the path of its ``manifest.csv``.
 
     Exactly ``n_malignant`` cases are malignant, the rest benign, in seeded random order.
-    ``out_dir`` must be missing, empty or a previous phantom cohort (which is replaced);
-    anything else raises :class:`CohortExistsError`. ``workers`` defaults to the CPU count
-    (1 for small cohorts, where starting processes costs more than it saves).
+    ``cases_per_patient`` > 1: patients with that many cases (distinct fractured levels, one
+    spine); the label is the patient's (see :mod:`spinefx.phantom.stream`). ``variation``: 0 =
+    the nominal (v1-like) look, 1 = full randomisation. ``out_dir`` must be missing, empty or a
+    previous phantom cohort (which is replaced); anything else raises
+    :class:`CohortExistsError`. ``workers`` defaults to the CPU count (1 for small cohorts).
     """
-    if n_cases < 1:
-        raise ValueError(f"n_cases must be >= 1, got {n_cases}")
-    if not 0 <= n_malignant <= n_cases:
-        raise ValueError(f"n_malignant must be within 0..n_cases ({n_cases}), got {n_malignant}")
-    feature_probabilities("benign", difficulty)  # validates difficulty before touching disk
+    check_cohort_request(n_cases, n_malignant, difficulty, variation, cases_per_patient)
+    plans = plan_cohort(seed, n_cases, n_malignant, cases_per_patient)
     out = Path(out_dir)
     _prepare(out)
 
-    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x5EED]))
-    malignant = set(rng.permutation(n_cases)[:n_malignant].tolist())
-    width = max(4, len(str(n_cases)))
-    jobs = []
-    for i in range(n_cases):
-        case_seed = int(np.random.SeedSequence([int(seed), i]).generate_state(1)[0])
-        label = "malignant" if i in malignant else "benign"
-        jobs.append((str(out), f"case_{i + 1:0{width}d}", case_seed, label, float(difficulty)))
-
-    if workers is None:
-        workers = 1 if n_cases < 12 else min(os.cpu_count() or 1, 8)
+    jobs = [(str(out), plan, float(difficulty), float(variation)) for plan in plans]
+    n_workers = default_workers(n_cases) if workers is None else max(1, int(workers))
     # disable=None: tqdm shows the bar on a terminal only (and honours TQDM_DISABLE)
-    bar = tqdm(total=n_cases, desc="phantom cohort", unit="case",
-               disable=None if progress else True)
-    if workers > 1 and "fork" in multiprocessing.get_all_start_methods():
-        # fork: no re-import of the caller's __main__ (scripts without a main guard work)
-        ctx = multiprocessing.get_context("fork")
-        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-            rows = []
-            for row in pool.map(_make_case, jobs, chunksize=2):
-                rows.append(row)
-                bar.update()
-    else:
+    with tqdm(total=n_cases, desc="phantom cohort", unit="case",
+              disable=None if progress else True) as bar:
         rows = []
-        for job in jobs:
-            rows.append(_make_case(job))
+        for row in ordered_map(_make_case, jobs, n_workers):
+            rows.append(row)
             bar.update()
-    bar.close()
 
     manifest = atomic_write_csv(out / "manifest.csv", MANIFEST_COLUMNS, rows)
-    info = {
+    info = _cohort_info(plans, seed, n_malignant, difficulty, variation, cases_per_patient)
+    info["manifest"] = manifest.name
+    atomic_write_json(out / "cohort.json", info)   # last: its presence marks a complete cohort
+    return manifest
+
+
+def _cohort_info(plans: list[CasePlan], seed: int, n_malignant: int, difficulty: float,
+                 variation: float, cases_per_patient: int) -> dict[str, Any]:
+    """cohort.json: the parameters, the tables of every class-dependent draw, the plan."""
+    return {
         "generator": GENERATOR,
         "generator_version": PHANTOM_VERSION,
         "spinefx_version": __version__,
         "synthetic": True,
         "seed": int(seed),
-        "n_cases": n_cases,
-        "n_malignant": n_malignant,
+        "n_cases": len(plans),
+        "n_malignant": int(n_malignant),
+        "n_patients": len({p.patient_id for p in plans}),
+        "cases_per_patient": int(cases_per_patient),
+        "label_unit": "patient",  # every case of a patient has the patient's label
         "difficulty": float(difficulty),
-        "manifest": manifest.name,
+        "variation": float(variation),
         "probabilities": {k: {"benign": b, "malignant": m} for k, (b, m) in PROBABILITIES.items()},
         "probabilities_at_difficulty": {
             label: feature_probabilities(label, difficulty) for label in ("benign", "malignant")},
+        "tables": _tables(),
         "t2_other_grid": {"share": T2_OTHER_GRID_P, "spacing_factors": list(T2_SCALES)},
+        # enough to render any case again in memory: render_case(seed, label, difficulty,
+        # variation=..., patient_seed=..., level=...) (level None: the seed draws it)
+        "plan": [{"case_id": p.case_id, "patient_id": p.patient_id, "seed": p.seed,
+                  "patient_seed": p.patient_seed, "level": p.level} for p in plans],
         "note": "SYNTHETIC phantom images for testing and demonstration; not patient data.",
     }
-    atomic_write_json(out / "cohort.json", info)   # last: its presence marks a complete cohort
-    return manifest
 
 
-def _make_case(job: tuple[str, str, int, str, float]) -> dict:
-    out, case_id, case_seed, label, difficulty = job
-    case = render_case(case_seed, label, difficulty)
-    rel = Path("cases") / case_id
+def _tables() -> dict[str, str]:
+    """The Markdown tables of every class-dependent draw (the README shows the same)."""
+    tables = {"features": appearance.probability_table_markdown()}
+    confounder_table = getattr(confounders, "confounder_table_markdown", None)
+    if confounder_table is not None:  # TRANSITIONAL: until the confounder table lands
+        tables["confounders"] = confounder_table()
+    return tables
+
+
+def _make_case(job: tuple[str, CasePlan, float, float]) -> dict[str, Any]:
+    out, plan, difficulty, variation = job
+    case = render_planned(plan, difficulty, variation)
+    rel = Path("cases") / plan.case_id
     folder = Path(out) / rel
-    write_case_dicom(case, folder, case_id)
-    save_npz(folder / "masks.npz", lesion=case.lesion_mask, vertebra=case.vertebra_mask)
-    x0, y0, x1, y1 = case.box
-    row = {"case_id": case_id, "label": label, "t1": (rel / "t1").as_posix(),
-           "t2": (rel / "t2").as_posix(), "slice": case.slice, "box_x0": x0, "box_y0": y0,
-           "box_x1": x1, "box_y1": y1, "level": case.level,
-           "mask": (rel / "masks.npz").as_posix(), "patient_id": case_id}
-    row.update(case.features)
+    write_case_dicom(case, folder, plan.case_id)
+    save_npz(folder / "masks.npz", **mask_arrays(case))
+    row = case_row(plan, case)
+    row.update({"t1": (rel / "t1").as_posix(), "t2": (rel / "t2").as_posix(),
+                "mask": (rel / "masks.npz").as_posix()})
     return row
+
+
+def mask_arrays(case: PhantomCase) -> dict[str, np.ndarray]:
+    """What ``masks.npz`` holds (see the module docstring)."""
+    t1 = case.masks("t1")
+    arrays = {name: np.asarray(t1[name], dtype=np.uint8) for name in MASK_NAMES}
+    arrays["level_names"] = np.array(case.level_names, dtype=np.str_)  # '<U3': no pickle
+    if not case.t2_same_grid:
+        t2 = case.masks("t2")
+        arrays.update({f"t2_{name}": np.asarray(t2[name], dtype=np.uint8)
+                       for name in MASK_NAMES})
+    return arrays
 
 
 def save_npz(path: Path, **arrays: np.ndarray) -> None:

@@ -4,7 +4,7 @@ A cohort case costs ~0.85 s (render, DICOM, masks), a case rendered in memory ~0
 
 - :class:`CohortCache` (the session fixture ``phantom_cohorts`` of tests/conftest.py): every
   cohort the tests need, keyed by its generator parameters (``n_cases``, ``n_malignant``,
-  ``seed``, ``difficulty``), generated once per session with
+  ``seed``, ``difficulty``, ``cases_per_patient``), generated once per session with
   :func:`spinefx.phantom.generate_cohort` under the session's temporary folder; every folder
   that asks for the same parameters gets the same manifest. Cached cohorts are read-only: a test
   that edits a manifest or writes into the cohort takes a :meth:`CohortCache.private_copy`.
@@ -29,22 +29,25 @@ class CohortCache:
         self._manifests: dict[tuple, Path] = {}
 
     def manifest(self, n_cases: int, n_malignant: int, seed: int = 0,
-                 difficulty: float = 1.0) -> Path:
+                 difficulty: float = 1.0, cases_per_patient: int = 1) -> Path:
         """The ``manifest.csv`` of the cohort with these parameters (shared: do not modify)."""
-        key = (int(n_cases), int(n_malignant), int(seed), float(difficulty))
+        key = (int(n_cases), int(n_malignant), int(seed), float(difficulty),
+               int(cases_per_patient))
         if key not in self._manifests:
             from spinefx.phantom import generate_cohort
 
-            folder = self.root / "n{}-m{}-seed{}-d{}".format(*key)
+            folder = self.root / "n{}-m{}-seed{}-d{}".format(*key[:4])
+            if key[4] != 1:
+                folder = folder.with_name(f"{folder.name}-k{key[4]}")
             self._manifests[key] = generate_cohort(folder, n_cases=key[0], n_malignant=key[1],
                                                    seed=key[2], difficulty=key[3],
-                                                   progress=False)
+                                                   cases_per_patient=key[4], progress=False)
         return self._manifests[key]
 
     def private_copy(self, dest: Path, n_cases: int, n_malignant: int, seed: int = 0,
-                     difficulty: float = 1.0) -> Path:
+                     difficulty: float = 1.0, cases_per_patient: int = 1) -> Path:
         """A copy of that cohort in ``dest`` (the caller's to change); its manifest path."""
-        source = self.manifest(n_cases, n_malignant, seed, difficulty)
+        source = self.manifest(n_cases, n_malignant, seed, difficulty, cases_per_patient)
         shutil.copytree(source.parent, dest)
         return Path(dest) / source.name
 
