@@ -214,8 +214,8 @@ def _draw_osteophytes(rng: np.random.Generator, disc_ok: np.ndarray, degenerate:
         for s, (level, top) in enumerate(((int(j), False), (int(j) + 1, True))):
             if hit[j, s] < p_corner or (forced == j and s == 0):
                 a = p[j, s]
-                out.append(Osteophyte(level, top, -6 + 12 * a[0], 8 + 8 * a[1], 2.0 + 4.0 * a[2],
-                                      1.6 + 1.4 * a[3], 0.5 + 1.5 * a[4]))
+                out.append(Osteophyte(level, top, -6 + 12 * a[0], 8 + 8 * a[1], 3.0 + 4.0 * a[2],
+                                      2.0 + 2.0 * a[3], 0.5 + 1.5 * a[4]))
     return out
 
 
@@ -252,7 +252,7 @@ def _paint_blob(strip: np.ndarray, cv: Canvas, geo: SliceGeometry, b: Blob) -> N
     ball = (du * du + dv * dv < rr * rr) & (rg.k == b.level) & (lab == T.MARROW)
     lab[ball] = b.tissue
     if b.tissue == T.HAEMANGIOMA:  # coarse trabeculae: dark dots on a ~3 mm lattice
-        dots = np.sin(1.9 * rg.u + b.x) * np.sin(1.9 * rg.v + geo.x) > 0.8
+        dots = np.sin(1.9 * rg.u + b.x) * np.sin(1.9 * rg.v + geo.x) > 0.85
         lab[ball & dots] = T.CORTEX
 
 

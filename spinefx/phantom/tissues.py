@@ -86,7 +86,7 @@ TISSUE_SIGNAL: dict[Tissue, tuple[float, float, float]] = {
     Tissue.HAEMATOMA: (720.0, 1100.0, 0.08),
     Tissue.SKIP: (380.0, 1150.0, 0.08),
     Tissue.MEDIASTINUM: (520.0, 330.0, 0.25),
-    Tissue.HAEMANGIOMA: (1450.0, 1300.0, 0.15),
+    Tissue.HAEMANGIOMA: (1500.0, 1350.0, 0.12),  # fat and vascular lakes: above marrow on both
     Tissue.MODIC1: (520.0, 1150.0, 0.10),
     Tissue.MODIC2: (1450.0, 900.0, 0.08),
     Tissue.MODIC3: (180.0, 150.0, 0.10),
