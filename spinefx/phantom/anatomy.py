@@ -20,13 +20,13 @@ from .tissues import Tissue as T
 from .tissues import member_lut
 
 SUPER = 2            # sub-samples per pixel and axis
-CORNER = 2.5         # mm, rounding of vertebral body corners
+CORNER = 2.5         # mm, v1 rounding of vertebral body corners (now per level: Levels.corner)
 CORTEX = 1.4         # mm, cortical shell of bodies
 PE_CORTEX = 1.1      # mm, cortical shell of posterior elements
 # labels a canal / soft-tissue fill must not overwrite
 HARD = member_lut(np.array([T.CORTEX, T.MARROW, T.ANNULUS, T.NUCLEUS, T.NUCLEUS_DEGEN]))
-_FIELDS = ("u", "v", "k", "j", "cu", "hu", "qu", "bulge", "in_disc", "disc_c", "disc_h",
-           "canal_front", "canal_ap", "canal_hw", "sacral")
+_FIELDS = ("u", "v", "k", "j", "cu", "hu", "qu", "rc", "bulge", "waist", "in_disc", "disc_c",
+           "disc_h", "canal_front", "canal_ap", "canal_hw", "sacral")
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,7 @@ class Grid:
         return (self.rows * self.spacing, self.cols * self.spacing)
 
 
-def box_sdf(qu: np.ndarray, qv: np.ndarray, radius: float) -> np.ndarray:
+def box_sdf(qu: np.ndarray, qv: np.ndarray, radius: float | np.ndarray) -> np.ndarray:
     """Signed distance of a rounded box given ``|p - centre| - (half_size - radius)`` per axis."""
     outside = np.sqrt(np.maximum(qu, 0) ** 2 + np.maximum(qv, 0) ** 2)
     return outside + np.minimum(np.maximum(qu, qv), 0) - radius
@@ -58,7 +58,9 @@ class Region:
     cu: np.ndarray
     hu: np.ndarray
     qu: np.ndarray
+    rc: np.ndarray
     bulge: np.ndarray
+    waist: np.ndarray
     in_disc: np.ndarray
     disc_c: np.ndarray
     disc_h: np.ndarray
@@ -118,21 +120,30 @@ class Canvas:
         self.k = k = np.searchsorted(bounds, u).astype(np.intp)
         self.j = j = np.clip(np.searchsorted(lv.u_mid, u) - 1, 0, len(lv.names) - 2).astype(np.intp)
 
-        # Deformed endplates (x-independent): depression profiles over the AP position.
+        # Endplates (x-independent) over the AP position: the normal shape (physiological
+        # wedge, half per endplate, on the shorter wall's side; central concavity) plus the
+        # fracture's depressions (wedge_*, concave_*, set by lesion.apply_fracture).
         D = lv.depth[k]
         vh = np.clip((v + D / 2) / D, 0, 1)
         bowl = 4 * vh * (1 - vh)
-        top = lv.u_top[k] + lv.wedge_top[k] * (1 - vh) + (lv.concave_top[k] + 0.6) * bowl
-        bot = lv.u_bot[k] - lv.wedge_bot[k] * (1 - vh) - (lv.concave_bot[k] + 0.6) * bowl
+        pw = lv.phys_wedge[k] / 2
+        slope = np.where(pw > 0, pw * (1 - vh), -pw * vh)
+        top = (lv.u_top[k] + lv.wedge_top[k] * (1 - vh) + slope
+               + (lv.concave_top[k] + lv.concavity[k]) * bowl)
+        bot = (lv.u_bot[k] - lv.wedge_bot[k] * (1 - vh) - slope
+               - (lv.concave_bot[k] + lv.concavity[k]) * bowl)
         self.cu = ((top + bot) / 2).astype(np.float32)
         self.hu = np.maximum((bot - top) / 2, 0.5).astype(np.float32)
-        self.qu = (np.abs(u - self.cu) - (self.hu - CORNER)).astype(np.float32)
+        self.rc = np.minimum(lv.corner[k], self.hu).astype(np.float32)
+        self.qu = (np.abs(u - self.cu) - (self.hu - self.rc)).astype(np.float32)
         along = np.clip(1 - ((u - self.cu) / self.hu) ** 2, 0, 1)  # 0 at the endplates
         self.bulge = (lv.bulge[k] * along).astype(np.float32)
+        self.waist = (lv.waist[k] * along).astype(np.float32)  # anterior wall concavity
 
         # Discs: sub-pixels close enough to the gap between two bodies.
-        dep_b = lv.wedge_bot + lv.concave_bot + 3.0
-        dep_t = lv.wedge_top + lv.concave_top + 3.0
+        normal = lv.concavity + np.abs(lv.phys_wedge) / 2 + 2.4
+        dep_b = lv.wedge_bot + lv.concave_bot + normal
+        dep_t = lv.wedge_top + lv.concave_top + normal
         self.in_disc = (u > lv.u_bot[j] - dep_b[j]) & (u < lv.u_top[j + 1] + dep_t[j + 1])
         self.disc_c = ((lv.u_bot[j] + lv.u_top[j + 1]) / 2).astype(np.float32)
         self.disc_h = (lv.u_top[j + 1] - lv.u_bot[j]).astype(np.float32)
@@ -219,11 +230,12 @@ class SliceGeometry:
     def sdf(self, rg: Region) -> np.ndarray:
         """Signed distance to the body outline of each sub-pixel's own level."""
         k = rg.k
-        va = self.v_front[k]
-        vp = self.v_back[k] + rg.bulge * self.xf[k]
-        qv = np.abs(rg.v - (va + vp) / 2) - ((vp - va) / 2 - CORNER)
-        d = box_sdf(rg.qu, qv, CORNER)
-        d[self.xf[k] < 0.3] = 1e3  # the slice misses this body
+        xf = self.xf[k]
+        va = self.v_front[k] + rg.waist * xf
+        vp = self.v_back[k] + rg.bulge * xf
+        qv = np.abs(rg.v - (va + vp) / 2) - ((vp - va) / 2 - rg.rc)
+        d = box_sdf(rg.qu, qv, rg.rc)
+        d[xf < 0.3] = 1e3  # the slice misses this body
         return d
 
 
