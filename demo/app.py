@@ -233,16 +233,17 @@ def _wire_api(ctx: DemoContext, ui: UI) -> None:
 def build_app(model: str | PathLike | None = None, cases_dir: str | PathLike | None = None,
               *, cache_dir: str | PathLike | None = None, concurrency: int | None = None,
               temp_dir: str | PathLike | None = None,
-              upload_grace_s: float | None = None) -> gr.Blocks:
+              upload_grace_s: float | None = None, allow_outside: bool = False) -> gr.Blocks:
     """The demo app. ``model``: a model folder (None = the bundled model; if it is missing the
     page says so and everything but prediction works). ``cases_dir``: an instructor's folder
-    with manifest.csv for teaching mode (None = the bundled SYNTHETIC teaching set)."""
+    with manifest.csv for teaching mode (None = the bundled SYNTHETIC teaching set);
+    ``allow_outside``: its series may lie outside that folder."""
     concurrency = int(concurrency or os.environ.get("SPINEFX_DEMO_CONCURRENCY")
                       or DEFAULT_CONCURRENCY)
     if upload_grace_s is None:
         upload_grace_s = float(os.environ.get("SPINEFX_DEMO_UPLOAD_GRACE_S", 20))
     ctx = DemoContext.create(model, cases_dir, cache_dir, concurrency, temp_dir,
-                             [gr.utils.get_upload_folder()], upload_grace_s)
+                             [gr.utils.get_upload_folder()], upload_grace_s, allow_outside)
     ui: UI = {}
     with gr.Blocks(title=APP_TITLE, delete_cache=(600, 3600), analytics_enabled=False) as app:
         app.spinefx_context = ctx           # for tests and tools

@@ -140,15 +140,17 @@ class Library:
     """Examples and the teaching set, built lazily and shared by every session."""
 
     def __init__(self, cache_dir: str | PathLike | None = None,
-                 cases_dir: str | PathLike | None = None):
+                 cases_dir: str | PathLike | None = None, allow_outside: bool = False):
+        """``allow_outside``: the instructor manifest's series may lie outside its folder
+        (absolute paths, as a department's own archive often has them)."""
         self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
         self.real_dir = real_spine_dir()
         self._lock = threading.Lock()
         self._teaching: list[Case] | None = None
         self.instructor_manifest = _find_manifest(cases_dir) if cases_dir else None
         if self.instructor_manifest is not None:
-            self._teaching = _check_teaching(read_manifest(self.instructor_manifest),
-                                             self.instructor_manifest)
+            cases = read_manifest(self.instructor_manifest, allow_outside=allow_outside)
+            self._teaching = _check_teaching(cases, self.instructor_manifest)
         self._volumes: OrderedDict[tuple, Any] = OrderedDict()   # example volumes, studies
 
     # -- examples ----------------------------------------------------------------------------

@@ -8,7 +8,7 @@ import argparse
 import os
 from pathlib import Path
 
-from ._common import DISCLAIMER, EPILOG, UsageError
+from ._common import DISCLAIMER, EPILOG, UsageError, add_allow_outside
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -29,6 +29,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--cases", type=Path, default=None,
                    help="teaching case library: a folder with manifest.csv (default: a bundled "
                         "SYNTHETIC set generated on first use)")
+    add_allow_outside(p, "the --cases manifest")
     p.add_argument("--concurrency", type=int, default=None,
                    help="predictions running at once (default 2, or $SPINEFX_DEMO_CONCURRENCY)")
     p.add_argument("--cache", type=Path, default=None,
@@ -46,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     if args.port is not None and not 0 < args.port < 65536:
         raise UsageError(f"--port must be 1-65535, got {args.port}")
     app = build_app(model=args.model, cases_dir=args.cases, cache_dir=args.cache,
-                    concurrency=args.concurrency)
+                    concurrency=args.concurrency, allow_outside=args.allow_outside)
     print(f"spinefx demo on http://{args.host}:{args.port}  (Ctrl+C to stop). {DISCLAIMER}")
     launch(app, host=args.host, port=args.port)
     return 0
