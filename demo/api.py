@@ -13,7 +13,7 @@ from spinefx.runtime.provenance import DISCLAIMER
 from spinefx.runtime.service import Result, parse_box, parse_point
 from spinefx.runtime.study import Study
 
-from .context import DemoContext, api_guard, upload_paths
+from .context import DemoContext, about_study, api_guard, upload_paths, upload_title
 from .ingest import load_dicom_upload, load_image_upload
 from .read_handlers import pair_of
 from .service import predict
@@ -27,11 +27,13 @@ def _finish(ctx: DemoContext, result: Result) -> tuple[dict, str | None]:
 
 def _predict(ctx: DemoContext, study: Study, t1_series: Any, t2_series: Any, slice_index: Any,
              box: Any, center: Any, size_mm: Any) -> tuple[dict, str | None]:
-    pair = pair_of(study, str(t1_series or "").strip(), str(t2_series or "").strip())
-    roi_box: Box | None = parse_box(box)
-    point = parse_point(center)
-    k = None if slice_index is None else int(slice_index)
-    return _finish(ctx, predict(ctx.model, study, pair, k, roi_box, point, size_mm or None))
+    with about_study(study):  # a series choice or ROI that fails says which study
+        pair = pair_of(study, str(t1_series or "").strip(), str(t2_series or "").strip())
+        roi_box: Box | None = parse_box(box)
+        point = parse_point(center)
+        k = None if slice_index is None else int(slice_index)
+        result = predict(ctx.model, study, pair, k, roi_box, point, size_mm or None)
+    return _finish(ctx, result)
 
 
 @api_guard
@@ -45,7 +47,8 @@ def predict_case(ctx: DemoContext, files: Any, t1_series: Any, t2_series: Any,
     paths = upload_paths(files)
     ctx.janitor.hold(paths)
     try:
-        study = load_dicom_upload(paths, ctx.work)
+        study = load_dicom_upload(paths, ctx.work,
+                                  title=upload_title(paths, "uploaded DICOM study"))
     finally:
         ctx.janitor.release(paths)
     return _predict(ctx, study, t1_series, t2_series, slice_index, box, center, size_mm)
@@ -61,7 +64,8 @@ def predict_images(ctx: DemoContext, t1_images: Any, t2_images: Any, pixel_spaci
     p1, p2 = upload_paths(t1_images), upload_paths(t2_images)
     ctx.janitor.hold(p1 + p2)
     try:
-        study = load_image_upload(p1, p2, pixel_spacing_mm or None)
+        study = load_image_upload(p1, p2, pixel_spacing_mm or None,
+                                  title=upload_title(p1 + p2, "uploaded image slices"))
     finally:
         ctx.janitor.release(p1 + p2)
     return _predict(ctx, study, "", "", slice_index, box, center, size_mm)
@@ -72,7 +76,9 @@ def predict_example(ctx: DemoContext, example: Any) -> tuple:
     """Run one bundled example by key (see /model_info for the keys)."""
     ctx.model.require()
     study = ctx.library.load_example(str(example or "").strip())
-    return _finish(ctx, predict(ctx.model, study, pair_of(study, None, None), None))
+    with about_study(study):
+        result = predict(ctx.model, study, pair_of(study, None, None), None)
+    return _finish(ctx, result)
 
 
 def model_info(ctx: DemoContext) -> dict:

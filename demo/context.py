@@ -15,6 +15,8 @@ import shutil
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from os import PathLike
 from pathlib import Path
@@ -95,11 +97,12 @@ class DemoContext:
     def create(cls, model: str | PathLike | None, cases_dir: str | PathLike | None,
                cache_dir: str | PathLike | None, concurrency: int,
                temp_dir: str | PathLike | None, upload_folders: list[str],
-               upload_grace_s: float) -> "DemoContext":
+               upload_grace_s: float, allow_outside: bool = False) -> "DemoContext":
         work = Path(tempfile.mkdtemp(prefix="spinefx-demo-", dir=temp_dir))
         atexit.register(shutil.rmtree, work, True)
         return cls(model=load_model(model, concurrency),
-                   library=Library(cache_dir=cache_dir, cases_dir=cases_dir), work=work,
+                   library=Library(cache_dir=cache_dir, cases_dir=cases_dir,
+                                   allow_outside=allow_outside), work=work,
                    outbox=Outbox(work / "out"),
                    janitor=UploadJanitor(upload_folders, upload_grace_s))
 
@@ -135,10 +138,55 @@ def drop_state(value: Any) -> None:
         value.last = None
 
 
+class StudyError(SpineFXError):
+    """A problem with one study (its series choice, its ROI...), the message naming the study."""
+
+
+def naming_study(exc: SpineFXError, study: Study | None) -> SpineFXError:
+    """``exc``, or a :class:`StudyError` whose message starts with the study's title (the
+    upload's or folder's name) when ``exc`` does not name it already: "T2 series 7 not found"
+    alone does not say which of a user's studies it is about."""
+    title = study.title if study is not None else ""
+    if not title or title in str(exc):
+        return exc
+    return StudyError(f"study {title!r}: {exc}")
+
+
+@contextmanager
+def about_study(study: Study) -> Iterator[None]:
+    """A SpineFXError raised inside names ``study`` (:func:`naming_study`)."""
+    try:
+        yield
+    except SpineFXError as exc:
+        named = naming_study(exc, study)
+        if named is exc:
+            raise
+        raise named from exc
+
+
+def _study_in(args: tuple) -> Study | None:
+    """The study a handler works on: a Study argument or a session's loaded study."""
+    for arg in args:
+        if isinstance(arg, Study):
+            return arg
+        if isinstance(arg, ReadState) and arg.study is not None:
+            return arg.study
+    return None
+
+
+def upload_title(paths: list[str], kind: str) -> str:
+    """A study's title from its uploaded files' names ("spine.zip", "IM1.dcm and 11 more
+    files"), so messages about it name what the user uploaded; ``kind`` when there are none."""
+    names = [Path(p).name for p in paths if Path(p).name]
+    if not names:
+        return kind
+    return names[0] if len(names) == 1 else f"{names[0]} and {len(names) - 1} more files"
+
+
 def page_guard(status: str, fallback: Updates | None = None) -> Callable:
     """Turn any exception into a readable line in the component named ``status``.
-    SpineFXError messages are shown as they are; anything else is logged with its traceback
-    and summarised."""
+    SpineFXError messages are shown naming the session's study (:func:`naming_study`);
+    anything else is logged with its traceback and summarised."""
     def deco(fn: Callable[..., Updates]) -> Callable[..., Updates]:
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Updates:
@@ -146,6 +194,7 @@ def page_guard(status: str, fallback: Updates | None = None) -> Callable:
                 return fn(*args, **kwargs)
             except SpineFXError as exc:
                 log.info("input rejected (%s)", type(exc).__name__)
+                exc = naming_study(exc, _study_in(args))
                 return {**(fallback or {}), status: error_markdown(str(exc))}
             except MemoryError:
                 log.error("out of memory in %s", fn.__name__)

@@ -15,7 +15,15 @@ from spinefx.runtime.preprocess import Box
 from spinefx.runtime.service import box_at, check_slice, format_box, parse_box
 from spinefx.runtime.study import SeriesPair, Study
 
-from .context import DemoContext, ReadState, Updates, page_guard, upload_paths
+from .context import (
+    DemoContext,
+    ReadState,
+    Updates,
+    about_study,
+    page_guard,
+    upload_paths,
+    upload_title,
+)
 from .ingest import load_dicom_upload, load_image_upload
 from .service import predict, preview_input
 from .views import (
@@ -45,6 +53,11 @@ def view_updates(ctx: DemoContext, st: ReadState, k: int, box: Box | None) -> Up
 
 
 def study_updates(ctx: DemoContext, st: ReadState, study: Study) -> Updates:
+    with about_study(study):
+        return _study_updates(ctx, st, study)
+
+
+def _study_updates(ctx: DemoContext, st: ReadState, study: Study) -> Updates:
     pair = study.default_pair or study.choose_pair(policy="guess")
     st.study, st.pair, st.center, st.last = study, pair, None, None
     t1 = study.volume(pair.t1)
@@ -102,9 +115,11 @@ def load_upload(ctx: DemoContext, st: ReadState | None, files: Any, t1_imgs: Any
         if dicom and (t1s or t2s):
             raise SpineFXError("upload either DICOM or PNG/JPEG slices, not both at once")
         if dicom:
-            study = load_dicom_upload(dicom, ctx.work)
+            study = load_dicom_upload(dicom, ctx.work,
+                                      title=upload_title(dicom, "uploaded DICOM study"))
         elif t1s or t2s:
-            study = load_image_upload(t1s, t2s, px or None)
+            study = load_image_upload(t1s, t2s, px or None,
+                                      title=upload_title(t1s + t2s, "uploaded image slices"))
         else:
             raise SpineFXError("choose files first: DICOM files or a .zip, or PNG/JPEG "
                                "slices for T1 and for T2")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -211,3 +212,81 @@ def test_demo_imports_no_torch_and_hf_space_entry_point_builds(tiny_model, tmp_p
                          text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "loaded: []" in out.stdout
+
+
+def _outside_teaching_manifest(folder: Path) -> Path:
+    """An instructor manifest whose series are absolute paths into another folder (the series
+    need not exist: the manifest is read when the library opens, series when a case is shown)."""
+    archive = folder.parent / "archive"
+    folder.mkdir(parents=True)
+    path = folder / "manifest.csv"
+    path.write_text("case_id,label,t1,t2,slice,box_x0,box_y0,box_x1,box_y1\n"
+                    f"c1,benign,{archive / 'c1' / 't1'},{archive / 'c1' / 't2'},3,1,1,20,20\n"
+                    f"c2,malignant,{archive / 'c2' / 't1'},{archive / 'c2' / 't2'},3,1,1,20,20\n")
+    return path
+
+
+def test_instructor_manifest_outside_its_folder_needs_allow_outside(tmp_path):
+    from spinefx.demo.library import Library
+    manifest = _outside_teaching_manifest(tmp_path / "cases")
+    with pytest.raises(SpineFXError, match=rf"{manifest} line 2: .*outside.*--allow-outside"):
+        Library(cache_dir=tmp_path / "cache", cases_dir=tmp_path / "cases")
+    library = Library(cache_dir=tmp_path / "cache", cases_dir=tmp_path / "cases",
+                      allow_outside=True)
+    assert [c.case_id for c in library.teaching_cases()] == ["c1", "c2"]
+
+
+def test_demo_cli_passes_allow_outside_to_the_app(tmp_path, monkeypatch):
+    pytest.importorskip("gradio")
+    import spinefx.demo as demo_package
+    from spinefx.cli import demo as demo_command
+    seen: dict = {}
+    monkeypatch.setattr(demo_package, "build_app", lambda **kw: seen.update(kw) or "app")
+    monkeypatch.setattr(demo_package, "launch", lambda app, **kw: None)
+    parser = argparse.ArgumentParser()
+    demo_command.register(parser.add_subparsers())
+    for argv, allowed in ((["demo"], False), (["demo", "--allow-outside"], True)):
+        args = parser.parse_args(argv + ["--cases", str(tmp_path)])
+        assert demo_command.run(args) == 0
+        assert seen["allow_outside"] is allowed
+
+
+@pytest.fixture(scope="module")
+def named_upload(phantom_study, dicom_files, tmp_path_factory):
+    """The phantom study uploaded as DICOM files, titled as the page titles an upload."""
+    from spinefx.demo.context import upload_title
+    t1_dir, t2_dir, _ = phantom_study
+    files = dicom_files(t1_dir, t2_dir)
+    title = upload_title(files, "uploaded DICOM study")
+    assert title == f"{Path(files[0]).name} and {len(files) - 1} more files"
+    return load_dicom_upload(files, tmp_path_factory.mktemp("upload"), title=title)
+
+
+def test_series_choice_errors_name_the_study(named_upload):
+    from spinefx.demo import api, read_handlers
+    from spinefx.demo.context import ReadState, StudyError
+    study = named_upload
+    st = ReadState(study=study, pair=study.choose_pair(policy="guess"))
+    out = read_handlers.change_series(None, st, "no-such-series", "", 0, "")
+    assert out["status"].startswith("**Could not do that:**")
+    assert f"study {study.title!r}:" in out["status"] and "no-such-series" in out["status"]
+    with pytest.raises(StudyError, match=rf"study {re.escape(repr(study.title))}: .*no-such"):
+        api._predict(None, study, "no-such-series", "", None, "", "", None)
+
+
+def test_naming_study_adds_the_title_once():
+    from spinefx.demo.context import naming_study, upload_title
+    assert upload_title(["/tmp/x/spine.zip"], "uploaded DICOM study") == "spine.zip"
+    assert upload_title([], "uploaded image slices") == "uploaded image slices"
+    plain = RoiError("the box lies outside the image")
+    assert naming_study(plain, None) is plain
+    assert str(naming_study(plain, _titled("spine.zip"))) == \
+        "study 'spine.zip': the box lies outside the image"
+    already = SpineFXError("spine.zip: no T2 series")
+    assert naming_study(already, _titled("spine.zip")) is already
+
+
+def _titled(title: str):
+    """A stand-in study: naming_study reads only the title."""
+    from types import SimpleNamespace
+    return SimpleNamespace(title=title)
