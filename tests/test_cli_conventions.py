@@ -263,3 +263,19 @@ def test_cli_progress_only_on_a_terminal(monkeypatch):
     assert show_progress(argparse.Namespace(no_progress=True)) is False
     monkeypatch.setenv("TQDM_DISABLE", "1")
     assert show_progress(argparse.Namespace(no_progress=False)) is False
+
+
+def test_every_command_reading_a_manifest_can_allow_outside_series():
+    """A manifest with absolute series paths (an institution's own) is refused by default;
+    every command that reads one must offer the same way to allow it."""
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.choices and "train" in a.choices)
+    readers_of_manifests = []
+    for name, p in sub.choices.items():
+        options = {o for a in p._actions for o in a.option_strings}
+        paths = {o for a in p._actions if a.type is Path for o in a.option_strings}
+        if paths & {"--manifest", "--cases"}:  # phantom's --cases is a count, not a folder
+            readers_of_manifests.append(name)
+            assert "--allow-outside" in options, name
+    assert {"train", "evaluate", "export", "predict", "readers", "demo"} <= \
+        set(readers_of_manifests)
