@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 from ._common import EPILOG, UsageError, add_allow_outside, show_progress
 
@@ -95,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
 
     # given only when asked: train_cv takes allow_outside once cv.py threads it to
     # run_folder.prepare_inputs (without it, a plain run must keep working)
-    permission = {"allow_outside": True} if args.allow_outside else {}
+    permission: dict[str, Any] = {"allow_outside": True} if args.allow_outside else {}
     metrics = train_cv(
         args.manifest, args.out, folds=args.folds, epochs=args.epochs,
         batch_size=args.batch_size, image_size=args.image_size, lr=args.lr, seed=args.seed,
