@@ -34,15 +34,33 @@ from typing import Mapping
 
 import numpy as np
 
+from . import spine
 from .anatomy import Canvas, SliceGeometry
 from .lesion import Lesion
 from .spine import SpineSpec
 from .tissues import Tissue as T
 from .tissues import member_lut
 
+
+def _disc_degeneration_rates() -> dict[str, tuple[float, str]]:
+    """Disc degeneration is drawn in :mod:`spinefx.phantom.spine` (its owner); its rates are
+    listed here by name so that the table of class-independent rates is complete."""
+    by_level = getattr(spine, "DEGENERATE_RATES", None)
+    other = getattr(spine, "DEGENERATE_RATE_OTHER", None)
+    if by_level is None or other is None:  # TRANSITIONAL: until spine.py exposes its rates
+        return {}
+    rows = {f"degenerate_disc_{name}": (float(p), f"per disc below {name}: dark (desiccated), "
+                                                  "narrowed nucleus (spine.DEGENERATE_RATES)")
+            for name, p in by_level.items()}
+    rows["degenerate_disc_other"] = (float(other), "per other non-sacral disc "
+                                                   "(spine.DEGENERATE_RATE_OTHER)")
+    return rows
+
+
 # name -> (rate, what it is a rate of). Identical for both classes: nothing here may depend on
 # the label or on a feature flag (tests/phantom/test_phantom_table.py checks it).
 CONFOUNDER_RATES: dict[str, tuple[float, str]] = {
+    **_disc_degeneration_rates(),
     "haemangioma": (0.05, "per vertebral body: round haemangioma, bright T1 and T2"),
     "focal_fat": (0.08, "per vertebral body: 1-3 small focal fat islands (bright T1)"),
     "modic_normal_disc": (0.04, "per non-degenerate disc: Modic change along its endplate(s)"),

@@ -195,7 +195,7 @@ def _ks_limit(n: int, m: int) -> float:
 
 
 def _class_draws(monkeypatch, difficulty: float, n: int) -> dict[str, dict[str, np.ndarray]]:
-    def stop(scene, grids):
+    def stop(scene, *rest):
         raise _Captured(scene)
 
     monkeypatch.setattr(case, "_render", stop)
