@@ -205,7 +205,7 @@ def _extreme_entries(seed: int, n_scan: int) -> list[Entry]:
         if not case.t2_same_grid and "T2 own grid" not in seen:
             seen.add("T2 own grid")
             pick(case_id, "T2 own grid")
-        for variant in _variant_names(case):
+        for variant in variant_names(case):
             if variant not in seen:
                 seen.add(variant)
                 pick(case_id, variant)
@@ -213,7 +213,7 @@ def _extreme_entries(seed: int, n_scan: int) -> list[Entry]:
     return [_case_entry(case, cid, picks[cid]) for cid, case in chosen]
 
 
-def _variant_names(case: PhantomCase) -> list[str]:
+def variant_names(case: PhantomCase) -> list[str]:
     """The acquisition / artefact variants a case exposes (``case.variants``: a mapping of
     name -> value, or names), as short words; none when the renderer exposes none."""
     variants = getattr(case, "variants", None)
