@@ -168,24 +168,25 @@ def _dzz_order(mask: np.ndarray) -> list[int]:
     return sorted(labs, key=lambda v: float(np.nonzero(mask == v)[0].mean()))
 
 
-@lru_cache(maxsize=4)
-def _subjects(root: Path) -> tuple[RealShape, ...]:
-    out = []
-    for f in _vb3_files(root):
-        with np.load(f) as z:
-            shape = measure(z["vertebral_bodies"], LUMBAR, [1, 2, 3, 4, 5], f.stem)
-        if shape is not None and _plausible(shape):
-            out.append(shape)
+def _sources(root: Path) -> list[Path]:
+    """Every label volume a shape can come from: the vb3 subjects, then DzZ."""
     dzz = root / "dzz_t1.npz"
-    if dzz.is_file():
-        with np.load(dzz) as z:
-            m = z["vertebral_bodies"]
-        order = _dzz_order(m)
-        if len(order) == len(DZZ_NAMES):
-            shape = measure(m, DZZ_NAMES, order, "dzz")
-            if shape is not None and _plausible(shape):
-                out.append(shape)
-    return tuple(out)
+    return _vb3_files(root) + ([dzz] if dzz.is_file() else [])
+
+
+@lru_cache(maxsize=None)
+def _subject(path: Path) -> RealShape | None:
+    """One subject's shape (measured on first use, about 25 ms), None if implausible."""
+    with np.load(path) as z:
+        mask = z["vertebral_bodies"]
+    if path.name.startswith("vb3_"):
+        shape = measure(mask, LUMBAR, [1, 2, 3, 4, 5], path.stem)
+    else:
+        order = _dzz_order(mask)
+        if len(order) != len(DZZ_NAMES):
+            return None
+        shape = measure(mask, DZZ_NAMES, order, "dzz")
+    return shape if shape is not None and _plausible(shape) else None
 
 
 def _plausible(shape: RealShape) -> bool:
@@ -196,16 +197,21 @@ def _plausible(shape: RealShape) -> bool:
 
 
 def real_shapes() -> tuple[RealShape, ...]:
-    """Every usable real subject (cached per process); empty without the real folder."""
+    """Every usable real subject (measured once per process, about 1.5 s for all); empty
+    without the real folder."""
     root = real_spine_root()
-    return _subjects(root) if root is not None else ()
+    shapes = [_subject(p) for p in _sources(root)] if root is not None else []
+    return tuple(s for s in shapes if s is not None)
 
 
 def draw_real_shape(rng: np.random.Generator) -> RealShape | None:
-    """One real subject, uniformly; None without real data. Always consumes one draw."""
+    """One real subject, uniformly over the source volumes, measured lazily; None without
+    real data or when the drawn subject's masks are implausible (the case stays
+    procedural). Always consumes one draw."""
     pick = rng.random()
-    shapes = real_shapes()
-    return shapes[int(pick * len(shapes))] if shapes else None
+    root = real_spine_root()
+    sources = _sources(root) if root is not None else []
+    return _subject(sources[int(pick * len(sources))]) if sources else None
 
 
 # --- marrow texture -----------------------------------------------------------------------

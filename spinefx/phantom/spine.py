@@ -53,7 +53,8 @@ LESION_LEVELS: dict[str, float] = {"T11": 0.12, "T12": 0.20, "L1": 0.25, "L2": 0
 
 # --- per-case variation (all drawn without the label: draw_spine never sees it) ----------
 # Share of cases whose lumbar proportions and curvature come from a real subject when the real
-# volumes are present (spinefx.phantom.real_anatomy); the rest are procedural.
+# volumes are present (spinefx.phantom.real_anatomy); the rest are procedural. A drawn subject
+# whose masks fail the plausibility check (today: DzZ, 1 of 55) also leaves the case procedural.
 REAL_SHAPE_SHARE = 0.6
 # Degenerate (desiccated, dark-nucleus) disc below each level, by level; others get the default.
 DEGENERATE_RATES: dict[str, float] = {"L2": 0.15, "L3": 0.25, "L4": 0.5, "L5": 0.5}
