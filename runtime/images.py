@@ -142,6 +142,13 @@ def load_nifti(path: str | PathLike, weighting: str = "unknown") -> Volume:
         if int(np.prod(shape, dtype=object)) > MAX_VOXELS:
             raise ImageError(f"NIfTI volume claims shape {shape}: more than the {MAX_VOXELS} "
                              "voxels allowed for an MR volume", path)
+        if len(shape) not in (3, 4) or (len(shape) == 4 and shape[3] != 1):
+            raise ImageError(f"NIfTI data has shape {shape}; a 3-D volume is needed", path)
+        # the slice axis comes from the affine later: bound the largest plane it could give
+        plane = int(np.prod(sorted(shape[:3])[1:], dtype=object))
+        if plane > MAX_PIXELS:
+            raise ImageError(f"NIfTI volume claims shape {shape}: slices of {plane} pixels, more "
+                             f"than the {MAX_PIXELS} allowed for an MR slice", path)
         data = np.asarray(img.dataobj, dtype=np.float32)
     except ImageError:
         raise

@@ -75,13 +75,16 @@ def train_cv(manifest: str | PathLike, out_dir: str | PathLike, folds: int = 10,
              weight_decay: float = 1e-4, val_fraction: float = 0.15, patience: int = 10,
              augment: bool | Augment = True, threshold_rule: str = "youden",
              precise_bn: bool = True, select: str = "auto",
-             allow_download: bool = True, _interrupt_after: int | None = None) -> dict:
+             allow_download: bool = True, allow_outside: bool = False,
+             _interrupt_after: int | None = None) -> dict:
     """Cross-validate the paper's model on ``manifest`` and write the run folder ``out_dir``.
 
     Returns the content of ``metrics.json``. See the module docstring for the method and the
     files written. ``resume=True`` continues a run in ``out_dir`` (same settings required);
     otherwise ``out_dir`` must be missing or empty. ``pretrained``: see
     :func:`spinefx.train.model.load_pretrained` (``hf://`` sources download only then).
+    ``allow_outside``: the manifest's series may lie outside its folder; ``run.json`` records
+    it (:func:`spinefx.train.run_folder.manifest_permission`).
     """
     manifest, out = Path(manifest).resolve(), Path(out_dir)
     aug = augment if isinstance(augment, Augment) else (Augment() if augment else None)
@@ -100,7 +103,8 @@ def train_cv(manifest: str | PathLike, out_dir: str | PathLike, folds: int = 10,
         check_run_folder(out, settings.to_dict(), manifest, resume)
         dd.barrier()
         set_determinism(dev)
-        cases, arrays = prepare_inputs(out, manifest, settings.to_dict(), dd, dev, progress)
+        cases, arrays = prepare_inputs(out, manifest, settings.to_dict(), dd, dev, progress,
+                                       allow_outside=allow_outside)
         run = TrainingRun(out, settings, cases, arrays, dev, dd, workers, progress,
                           _interrupt_after, allow_download)
         fold_of = make_folds(run.y, run.groups, folds, seed)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 from ._common import EPILOG, UsageError, add_allow_outside, show_progress
 
@@ -93,16 +93,13 @@ def run(args: argparse.Namespace) -> int:
 
     from spinefx.train.cv import train_cv
 
-    # given only when asked: train_cv takes allow_outside once cv.py threads it to
-    # run_folder.prepare_inputs (without it, a plain run must keep working)
-    permission: dict[str, Any] = {"allow_outside": True} if args.allow_outside else {}
     metrics = train_cv(
         args.manifest, args.out, folds=args.folds, epochs=args.epochs,
         batch_size=args.batch_size, image_size=args.image_size, lr=args.lr, seed=args.seed,
         device=args.device, workers=args.workers, pretrained=args.pretrained,
         resume=args.resume, final=not args.no_final, max_cases=args.max_cases,
         progress=show_progress(args), select=args.select, patience=args.patience,
-        augment=not args.no_augment, **permission)
+        augment=not args.no_augment, allow_outside=args.allow_outside)
     if metrics:  # rank 0 only under torchrun
         auc = metrics["pooled"]["auc"]
         tag = "SYNTHETIC phantom cohort: " if metrics.get("synthetic") else ""

@@ -142,6 +142,20 @@ def test_empty_nifti_and_volume_are_refused(tmp_path):
         Volume.from_array(np.zeros((0, 16, 16)))
 
 
+def test_nifti_claiming_huge_slices_is_refused_before_reading_its_data(tmp_path):
+    """Under the whole-volume bound (2 x 8192^2 voxels) but each slice far above MAX_PIXELS:
+    refused from the header, before nibabel is asked for the (absent) data."""
+    nib = pytest.importorskip("nibabel")
+    header = nib.Nifti1Header()
+    header.set_data_dtype(np.uint8)
+    header.set_data_shape((2, 8192, 8192))
+    path = tmp_path / "wide.nii"
+    with open(path, "wb") as fh:
+        fh.write(header.binaryblock + b"\0" * 4 + b"\1" * 64)  # vox_offset 352, no data
+    with pytest.raises(ImageError, match=r"wide.nii.*slices of 67108864 pixels"):
+        load_nifti(path)
+
+
 # --- item 8: decompression bombs ----------------------------------------------------------------
 def _png_claiming(path, width, height):
     Image.fromarray(np.arange(256, dtype=np.uint8).reshape(16, 16)).save(path)
