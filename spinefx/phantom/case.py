@@ -4,9 +4,16 @@ Slice order: index 0 is the slice with the largest patient x (patient left), exa
 :func:`spinefx.runtime.load_series` returns for ImageOrientationPatient [0,1,0,0,0,-1]
 (ascending along the normal cross(row, col) = (-1, 0, 0)). Rows run superior -> inferior,
 columns anterior -> posterior.
+
+Random streams: one per aspect (features, acquisition, spine, lesion, physics, noise,
+confounders, artefacts, textures), so a forced feature leaves the rest of the case as the seed
+would draw it. With ``patient_seed`` the patient's own streams (acquisition, spine, physics)
+come from it, the rest from ``seed``: several cases of one patient share one spine and protocol.
+Only :func:`~spinefx.phantom.appearance.draw_features` ever sees the label and difficulty.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -14,26 +21,38 @@ import numpy as np
 from spinefx.runtime.features import FEATURE_KEYS
 from spinefx.runtime.volume import Volume
 
-from .anatomy import Canvas, Grid, render_slice
+from .anatomy import SUPER, Canvas, Grid, render_slice
 from .appearance import LABELS, draw_features
+from .artefacts import Artefacts, draw_artefacts
 from .confounders import Confounders, draw_confounders, paint_confounders
-from .fields import lattice, upsample
-from .lesion import Lesion, apply_fracture, draw_lesion, draw_level, paint_lesion
-from .physics import CasePhysics, acquire, bias_field, clean_signal, downsample_mask, draw_physics
-from .spine import LESION_LEVELS, LEVEL_NAMES, SpineSpec, draw_spine
+from .fields import DetailLattices, lattice, upsample
+from .lesion import Lesion, apply_fracture, draw_lesion, paint_lesion
+from .physics import (
+    T2_OTHER_GRID_P,
+    T2_SCALES,
+    Acquisition,
+    CasePhysics,
+    SeriesPhysics,
+    Textures,
+    acquire,
+    bias_field,
+    block_label,
+    block_mean,
+    draw_acquisition,
+    draw_physics,
+    hi_signal,
+    modulation,
+)
+from .spine import LEVEL_NAMES, SpineSpec, draw_spine
 from .tissues import LESION_MARROW, member_lut
+from .tissues import Tissue as T
 
-LESION_LUT = member_lut(LESION_MARROW)
-
-
-def _NO_MASK(cv) -> np.ndarray:  # noqa: N802
-    return np.zeros(cv.shape, dtype=bool)
-
-
-MATRIX = 256
-T2_SCALES = (0.9, 1.2)   # T2 pixel spacing / T1 pixel spacing when the grids differ
-T2_OTHER_GRID_P = 0.3    # share of cases whose T2 has its own in-plane grid
+__all__ = ["T2_OTHER_GRID_P", "T2_SCALES", "PhantomCase", "case_volumes", "render_case"]
 SETTINGS = ("level", "n_slices", "t2_scale")  # non-feature overrides
+MASK_KEYS = ("lesion", "vertebra", "bodies", "discs")
+N_STREAMS = 9
+LESION_LUT = member_lut(LESION_MARROW)
+DISC_LUT = member_lut(np.array([T.ANNULUS, T.NUCLEUS, T.NUCLEUS_DEGEN]))
 
 
 @dataclass
@@ -56,6 +75,14 @@ class PhantomCase:
     slice_x: np.ndarray            # patient x (mm, LPS) of each slice centre, loaded order
     corner: tuple[float, float]    # patient (y, z) of the FOV's anterior-superior pixel edge
     lesion: Lesion | None = field(default=None, repr=False)
+    variation: float = 1.0
+    patient_seed: int | None = None
+    t1_variant: str = "T1"         # "T1" (fatty marrow) or "T1_RED" (red marrow)
+    t2_variant: str = "T2"         # "T2", "T2_FS" or "STIR"
+    artefacts: dict[str, tuple[str, ...]] = field(default_factory=dict)  # per series
+    sub_slices: int = 1            # sub-slices averaged across the thickness
+    spine: SpineSpec | None = field(default=None, repr=False)
+    all_masks: dict[str, dict[str, np.ndarray]] = field(default_factory=dict, repr=False)
 
     @property
     def n_slices(self) -> int:
@@ -69,14 +96,12 @@ class PhantomCase:
 
     def masks(self, series: str = "t1") -> dict[str, np.ndarray]:
         """Every mask of the case on one series' grid (uint8, (slices, rows, cols)):
-        ``lesion``, ``vertebra`` (the fractured body), ``bodies`` and ``discs`` (label maps,
-        see :attr:`level_names`). CONTRACT STUB: bodies/discs are filled in by the v2 renderer."""
+        ``lesion``, ``vertebra`` (the fractured body), ``bodies`` (vertebral bodies incl.
+        cortex, no posterior elements) and ``discs`` (label maps, see :attr:`level_names`).
+        A pixel belongs where at least half of its volume (sub-pixels x sub-slices) does."""
         if series not in ("t1", "t2"):
             raise ValueError(f"series must be 't1' or 't2', got {series!r}")
-        level = LEVEL_NAMES.index(self.level) + 1
-        bodies = (self.vertebra_mask * level).astype(np.uint8)
-        return {"lesion": self.lesion_mask, "vertebra": self.vertebra_mask, "bodies": bodies,
-                "discs": np.zeros_like(bodies)}
+        return dict(self.all_masks[series])
 
     @property
     def t2_same_grid(self) -> bool:
@@ -90,37 +115,56 @@ class PhantomCase:
         return (float(self.slice_x[index]), float(y), float(z))
 
 
-def render_case(seed: int, label: str, difficulty: float = 1.0, **overrides) -> PhantomCase:
-    """Render one case in memory (about 0.1 s).
+def render_case(seed: int, label: str, difficulty: float = 1.0, variation: float = 1.0,
+                patient_seed: int | None = None, **overrides) -> PhantomCase:
+    """Render one case in memory (about 0.2-0.5 s).
 
-    ``overrides``: any feature key forced to 0/1 (see
-    :mod:`spinefx.phantom.appearance` for the consistency rules), and ``level`` (e.g. "L1"),
-    ``n_slices`` (12-16) or ``t2_scale`` (1.0 = T2 on the T1 grid). Independent random streams
-    per aspect mean a forced feature leaves the rest of the case as the seed would draw it.
+    ``variation`` in [0, 1]: 0 = the nominal v1 look (plain T2 TSE, bright-marrow T1, no
+    artefacts, 256 px at 1.1-1.4 mm, 3-4 mm slices), 1 = full randomisation of contrast,
+    resolution, noise and artefacts; in between the ranges interpolate. ``patient_seed``: see
+    the module docstring. ``overrides``: any feature key forced to 0/1 (see
+    :mod:`spinefx.phantom.appearance`), and ``level`` (e.g. "L1"), ``n_slices`` (5-40) or
+    ``t2_scale`` (1.0 = T2 on the T1 grid).
     """
     _check_request(label, overrides)
-    streams = [np.random.default_rng(s) for s in np.random.SeedSequence(int(seed)).spawn(7)]
-    r_feat, r_acq, r_spine, r_lesion, r_phys, r_noise, r_conf = streams
+    variation = _check_variation(variation)
+    streams = [np.random.default_rng(s)
+               for s in np.random.SeedSequence(int(seed)).spawn(N_STREAMS)]
+    if patient_seed is not None:
+        if isinstance(patient_seed, bool) or not isinstance(patient_seed, (int, np.integer)):
+            raise TypeError(f"patient_seed must be an int or None, got {patient_seed!r}")
+        own = [np.random.default_rng(s)
+               for s in np.random.SeedSequence(int(patient_seed)).spawn(N_STREAMS)]
+        for i in (1, 2, 4):  # acquisition, spine, physics: the patient's
+            streams[i] = own[i]
+    r_feat, r_acq, r_spine, r_lesion, r_phys, r_noise, r_conf, r_art, r_tex = streams
     flags = draw_features(r_feat, label, difficulty,
                           {k: v for k, v in overrides.items() if k in FEATURE_KEYS})
-    acq = _draw_acquisition(r_acq, overrides)
+    acq = draw_acquisition(r_acq, variation, overrides)
     lesion = draw_lesion(r_lesion, flags, acq.level)
-    grid = Grid(MATRIX, MATRIX, acq.ps)
-    scene = _draw_scene(acq, grid, lesion, r_spine, r_phys, r_noise)
-    scene.confounders = draw_confounders(r_conf, scene.spec, lesion)
+    grid = Grid(acq.matrix, acq.matrix, acq.ps)
+    scene = _draw_scene(acq, grid, lesion, r_spine, r_phys, r_noise, variation)
+    scene.confounders = draw_confounders(r_conf, scene.spec, lesion, variation)
+    scene.artefacts = {s: draw_artefacts(r_art, variation) for s in ("t1", "t2")}
+    scene.detail = DetailLattices(r_tex, grid.fov)
     grids = _grids(grid, acq.t2_scale)
-    out, lesion_mask, vertebra_mask = _render(scene, grids)
+    out, masks = _render(scene, grids, LEVEL_NAMES.index(acq.level))
 
-    box = _box(vertebra_mask[acq.centre])
+    t1_masks = masks["t1"]
+    box = _box(t1_masks["vertebra"][acq.centre])
     t2_ps = grids.get("t2", grid).spacing
     return PhantomCase(
         seed=int(seed), label=label, difficulty=float(difficulty), t1=out["t1"], t2=out["t2"],
-        lesion_mask=lesion_mask, vertebra_mask=vertebra_mask, slice=int(acq.centre), box=box,
-        level=acq.level, features=flags, pixel_spacing=(acq.ps, acq.ps),
-        t2_pixel_spacing=(t2_ps, t2_ps), slice_thickness=acq.thickness,
-        spacing_between_slices=round(acq.sbs, 4),
+        lesion_mask=t1_masks["lesion"], vertebra_mask=t1_masks["vertebra"],
+        slice=int(acq.centre), box=box, level=acq.level, features=flags,
+        pixel_spacing=(acq.ps, acq.ps), t2_pixel_spacing=(t2_ps, t2_ps),
+        slice_thickness=acq.thickness, spacing_between_slices=round(acq.sbs, 4),
         slice_x=(acq.x_mid + scene.x_spine).astype(np.float64),
-        corner=(-grid.fov[1] * acq.corner_y, acq.corner_z), lesion=lesion)
+        corner=(-grid.fov[1] * acq.corner_y, acq.corner_z), lesion=lesion,
+        variation=variation, patient_seed=None if patient_seed is None else int(patient_seed),
+        t1_variant=scene.phys.t1.variant, t2_variant=scene.phys.t2.variant,
+        artefacts={s: a.names() for s, a in scene.artefacts.items()}, sub_slices=acq.n_sub,
+        spine=scene.spec, all_masks=masks)
 
 
 def _check_request(label: str, overrides: dict) -> None:
@@ -132,57 +176,14 @@ def _check_request(label: str, overrides: dict) -> None:
                         f"allowed: feature keys and {SETTINGS}")
 
 
-@dataclass(frozen=True)
-class _Acquisition:
-    """Slices, spacing, grid and patient position of one case."""
-    level: str
-    n: int                  # number of slices
-    thickness: float        # slice thickness, mm
-    gap: float              # mm between slices
-    ps: float               # T1 pixel spacing, mm
-    t2_scale: float         # T2 pixel spacing / T1 pixel spacing
-    centre_offset: int      # lesion centre slice relative to the middle slice
-    slice_jitter: float     # lesion centre's offset from its slice, in slice spacings
-    x_mid: float            # patient x of the spine's midline, mm
-    corner_y: float         # FOV corner position (share of the FOV / patient z, mm)
-    corner_z: float
-
-    @property
-    def sbs(self) -> float:
-        """Spacing between slice centres, mm."""
-        return self.thickness + self.gap
-
-    @property
-    def centre(self) -> int:
-        """Index of the lesion centre slice."""
-        return self.n // 2 + self.centre_offset
-
-
-def _draw_acquisition(rng: np.random.Generator, overrides: dict) -> _Acquisition:
-    """Draw every acquisition parameter (always all of them, in this order), then apply the
-    ``level`` / ``n_slices`` / ``t2_scale`` overrides."""
-    level = draw_level(rng)
-    n = int(rng.integers(12, 17))
-    thickness = round(float(rng.uniform(3.0, 4.0)), 1)
-    gap = round(float(rng.uniform(0.3, 0.8)), 1)
-    ps = round(float(rng.uniform(1.1, 1.4)), 4)
-    t2_scale = float(rng.choice(T2_SCALES)) if rng.random() < T2_OTHER_GRID_P else 1.0
-    centre_offset = int(rng.integers(-1, 2))
-    slice_jitter = float(rng.uniform(-0.3, 0.3))
-    x_mid = float(rng.uniform(-3, 3))
-    corner_y = float(rng.uniform(0.5, 0.6))
-    corner_z = float(rng.uniform(50, 250))
-    level = overrides.get("level", level)
-    if level not in LESION_LEVELS:
-        raise ValueError(f"level must be one of {list(LESION_LEVELS)}, got {level!r}")
-    n = int(overrides.get("n_slices", n))
-    if not 5 <= n <= 40:
-        raise ValueError(f"n_slices must be within 5..40, got {n}")
-    t2_scale = float(overrides.get("t2_scale", t2_scale))
-    return _Acquisition(level=level, n=n, thickness=thickness, gap=gap, ps=ps,
-                        t2_scale=t2_scale, centre_offset=centre_offset,
-                        slice_jitter=slice_jitter, x_mid=x_mid, corner_y=corner_y,
-                        corner_z=corner_z)
+def _check_variation(variation: float) -> float:
+    try:
+        v = float(variation)
+    except (TypeError, ValueError):
+        raise ValueError(f"variation must be a number in [0, 1], got {variation!r}") from None
+    if not (math.isfinite(v) and 0.0 <= v <= 1.0):
+        raise ValueError(f"variation must be a number in [0, 1], got {variation!r}")
+    return v
 
 
 @dataclass
@@ -191,6 +192,7 @@ class _Scene:
     spec: SpineSpec
     lesion: Lesion
     phys: CasePhysics
+    acq: Acquisition
     x_spine: np.ndarray     # LR position (mm, spine frame) of each slice, loaded order
     mottle: np.ndarray      # coarse lattices: background pattern, marrow texture
     shared: np.ndarray      # (common to all slices)
@@ -198,22 +200,25 @@ class _Scene:
     back: float             # AP position of the back's skin, for the coil bias
     rng: np.random.Generator  # acquisition noise (the texture stream, after its lattices)
     confounders: Confounders = field(default_factory=Confounders)
+    artefacts: dict[str, Artefacts] = field(default_factory=dict)
+    detail: DetailLattices | None = None
 
 
-def _draw_scene(acq: _Acquisition, grid: Grid, lesion: Lesion, r_spine: np.random.Generator,
-                r_phys: np.random.Generator, r_noise: np.random.Generator) -> _Scene:
+def _draw_scene(acq: Acquisition, grid: Grid, lesion: Lesion, r_spine: np.random.Generator,
+                r_phys: np.random.Generator, r_noise: np.random.Generator,
+                variation: float) -> _Scene:
     """The fractured spine, the slice positions, the tissue physics and the texture lattices."""
     level, n, sbs = acq.level, acq.n, acq.sbs
     spec = draw_spine(r_spine, grid.fov, level, shorten={level: lesion.posterior_loss})
     apply_fracture(spec.levels, lesion)
     x_spine = (lesion.x_c + acq.slice_jitter * sbs
                + (acq.centre - np.arange(n)) * sbs)  # LR in spine frame
-    phys = draw_physics(r_phys, lesion.t1_ratio, lesion.t2_ratio, lesion.bright_t2)
+    phys = draw_physics(r_phys, lesion.t1_ratio, lesion.t2_ratio, lesion.bright_t2, variation)
     mottle = lattice(r_noise, grid.fov, 5.0)
     shared = lattice(r_noise, grid.fov, 3.0)
     own = [lattice(r_noise, grid.fov, 3.0) for _ in range(n)]
     back = float(np.interp(grid.fov[0] / 2, spec.curve_s, spec.curve_a)) + 75 + spec.fat_back
-    return _Scene(spec=spec, lesion=lesion, phys=phys, x_spine=x_spine, mottle=mottle,
+    return _Scene(spec=spec, lesion=lesion, phys=phys, acq=acq, x_spine=x_spine, mottle=mottle,
                   shared=shared, own=own, back=back, rng=r_noise)
 
 
@@ -221,46 +226,143 @@ def _grids(grid: Grid, t2_scale: float) -> dict[str, Grid]:
     """The T1 grid, plus T2's own grid (same FOV) when its pixel spacing differs."""
     grids = {"t1": grid}
     if t2_scale != 1.0:
-        m2 = int(round(MATRIX / t2_scale))
+        m2 = int(round(grid.rows / t2_scale))
         grids["t2"] = Grid(m2, m2, round(grid.fov[0] / m2, 6))
     return grids
 
 
-def _render(scene: _Scene, grids: dict[str, Grid]
-            ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
-    """Both series and, on the T1 grid, the lesion and vertebra masks."""
-    n = len(scene.x_spine)
+def _render(scene: _Scene, grids: dict[str, Grid], level: int
+            ) -> tuple[dict[str, np.ndarray], dict[str, dict[str, np.ndarray]]]:
+    """Both series and every mask on each series' grid."""
     out: dict[str, np.ndarray] = {}
-    masks = (np.zeros((n, MATRIX, MATRIX), np.uint8), np.zeros((n, MATRIX, MATRIX), np.uint8))
+    masks: dict[str, dict[str, np.ndarray]] = {}
     for name, g in grids.items():
         series = ("t1", "t2") if name == "t1" and "t2" not in grids else (name,)
-        out.update(_render_grid(scene, g, series, masks if name == "t1" else None))
-    lesion_mask, vertebra_mask = masks
-    lesion_mask &= vertebra_mask
-    return out, lesion_mask, vertebra_mask
+        vols, grid_masks = _render_grid(scene, g, series, level)
+        out.update(vols)
+        for s in series:
+            masks[s] = grid_masks
+    return out, masks
 
 
-def _render_grid(scene: _Scene, g: Grid, series: tuple[str, ...],
-                 masks: tuple[np.ndarray, np.ndarray] | None) -> dict[str, np.ndarray]:
-    """Render ``series`` (sharing ``g``) slice by slice; fill ``masks`` (lesion, vertebra)
-    unless None."""
+def _render_grid(scene: _Scene, g: Grid, series: tuple[str, ...], level: int
+                 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Render ``series`` (sharing ``g``) slice by slice, each slice the mean of its sub-slices'
+    clean signal; the masks of the grid alongside."""
     cv = Canvas(scene.spec, g, scene.mottle)
     bias = bias_field((g.rows, g.cols), g.spacing, scene.back, scene.phys.bias)
-    vols = {s: np.empty((len(scene.x_spine), g.rows, g.cols), np.float32) for s in series}
+    assert scene.detail is not None
+    detail, fibre = scene.detail.fields(cv.shape)
+    phys = {s: scene.phys.t1 if s == "t1" else scene.phys.t2 for s in series}
+    background = {s: _Background(cv.background, phys[s], detail, fibre) for s in series}
+    n, offsets, lesion = len(scene.x_spine), scene.acq.sub_offsets, scene.lesion
+    vols = {s: np.empty((n, g.rows, g.cols), np.float32) for s in series}
+    masks = {k: np.zeros((n, g.rows, g.cols), np.uint8) for k in MASK_KEYS}
+    detail_strip, fibre_strip = _gather(cv, detail), _gather(cv, fibre)
     for i, x in enumerate(scene.x_spine):
-        strip, geo = render_slice(cv, float(x))
-        vert = cv.to_image(paint_lesion(strip, cv, geo, scene.lesion), _NO_MASK(cv))
-        paint_confounders(strip, cv, geo, scene.confounders)
-        labels = cv.to_image(strip)
-        tex = upsample(0.6 * scene.shared + 0.8 * scene.own[i], cv.shape)
+        coarse = upsample(0.6 * scene.shared + 0.8 * scene.own[i], cv.shape)
+        tex = Textures(_gather(cv, coarse), detail_strip, fibre_strip)
+        strips = {s: np.zeros(cv.u.shape, np.float32) for s in series}
+        acc = _SlabMasks(cv, level)
+        for dx in offsets:
+            xs = float(x + dx)
+            strip, geo = render_slice(cv, xs)
+            vert = paint_lesion(strip, cv, geo, lesion)
+            paint_confounders(strip, cv, geo, scene.confounders)
+            mod = modulation(strip, phys[series[0]], tex)
+            for s in series:
+                strips[s] += hi_signal(strip, phys[s], mod, lesion.strength(xs))
+            acc.add(strip, vert, geo)
         for s in series:
-            sp = scene.phys.t1 if s == "t1" else scene.phys.t2
-            clean = clean_signal(labels, sp, tex, scene.lesion.strength(float(x)))
-            vols[s][i] = acquire(clean, sp, bias, scene.rng)
-        if masks is not None:
-            masks[1][i] = downsample_mask(vert)
-            masks[0][i] = downsample_mask(LESION_LUT[labels] & vert)
-    return vols
+            hi = background[s].signal(coarse)
+            _scatter(cv, hi, strips[s] / len(offsets))
+            vols[s][i] = acquire(block_mean(hi), phys[s], bias, scene.rng, scene.artefacts[s])
+        acc.finish(masks, i, len(offsets))
+    return vols, masks
+
+
+def _flat_index(cv: Canvas) -> np.ndarray:
+    """The strip's positions in the flattened 2x image (1-D take / put beat 2-D indexing)."""
+    if "flat" not in cv.cache:
+        rows, cols = cv.index
+        cv.cache["flat"] = (rows * cv.shape[1] + cols).ravel()
+    return cv.cache["flat"]
+
+
+def _gather(cv: Canvas, image: np.ndarray) -> np.ndarray:
+    return image.reshape(-1).take(_flat_index(cv)).reshape(cv.u.shape)
+
+
+def _scatter(cv: Canvas, image: np.ndarray, strip: np.ndarray) -> None:
+    image.reshape(-1)[_flat_index(cv)] = strip.reshape(-1)
+
+
+class _Background:
+    """The slice-independent soft-tissue background's signal factors on one grid."""
+
+    def __init__(self, labels: np.ndarray, phys: SeriesPhysics, detail: np.ndarray,
+                 fibre: np.ndarray):
+        self.lut = phys.lut[labels]
+        self.coarse = phys.texture[labels]
+        self.fixed = 1 + phys.detail[labels] * detail + phys.fibre[labels] * fibre
+
+    def signal(self, coarse: np.ndarray) -> np.ndarray:
+        return self.lut * np.maximum(self.fixed + self.coarse * coarse, 0.05)
+
+
+class _SlabMasks:
+    """One slice's masks accumulated over its sub-slices on the strip (see
+    :func:`~spinefx.phantom.physics.block_label` for the label maps' majority rule)."""
+
+    def __init__(self, cv: Canvas, level: int):
+        self.cv, self.level = cv, level
+        if "bodies" not in cv.cache:
+            lv = cv.spec.levels
+            cv.cache["bodies"] = (cv.region(-lv.depth.max() / 2 - 3, lv.depth.max() / 2 + 6),
+                                  (cv.j + 1 + len(LEVEL_NAMES)).astype(np.uint8))
+        shape = cv.u.shape
+        self.vert = np.zeros(shape, np.float32)
+        self.lesion = np.zeros(shape, np.float32)
+        # one label map for both: bodies 1..N, discs N+1..2N (disjoint on every sub-pixel)
+        self.top = np.zeros(shape, np.uint8)
+        self.count = np.zeros(shape, np.uint8)
+
+    def add(self, strip: np.ndarray, vert: np.ndarray, geo) -> None:
+        rg, disc_no = self.cv.cache["bodies"]
+        self.vert += vert
+        self.lesion += LESION_LUT[strip] & vert
+        new = np.where(DISC_LUT[strip], disc_no, 0).astype(np.uint8)
+        bodies = np.where(geo.sdf(rg) < 0, rg.k + 1, 0).astype(np.uint8)
+        bodies[bodies == self.level + 1] = 0
+        block = new[rg.rows, rg.cols]
+        np.copyto(block, bodies, where=bodies > 0)
+        new[vert] = self.level + 1    # the fractured body as the lesion painter grew it
+        top, count = self.top, self.count
+        count[new == top] += 1
+        higher = new > top
+        top[higher], count[higher] = new[higher], 1
+
+    def finish(self, masks: dict[str, np.ndarray], i: int, n_sub: int) -> None:
+        cv = self.cv
+        if "buffers" not in cv.cache:  # zero outside the strip; the strip is overwritten
+            cv.cache["buffers"] = (np.zeros(cv.shape, np.float32),
+                                   np.zeros(cv.shape, np.uint8), np.zeros(cv.shape, np.uint8))
+        f32, top8, count8 = cv.cache["buffers"]
+        # vertebra and lesion sample counts in one pass: at most 4 x 3 < 16 samples each
+        _scatter(cv, f32, self.vert + 16 * self.lesion)
+        total = np.rint(block_mean(f32) * (SUPER * SUPER))
+        vert = total % 16 >= 2 * n_sub
+        lesion = (total // 16 >= 2 * n_sub) & vert
+        _scatter(cv, top8, self.top)
+        _scatter(cv, count8, self.count)
+        both = block_label(top8, count8, 4 * n_sub)
+        n = len(LEVEL_NAMES)
+        bodies = np.where(both <= n, both, 0).astype(np.uint8)
+        bodies[(bodies == self.level + 1) & ~vert] = 0
+        bodies[vert] = self.level + 1
+        discs = np.where((both > n) & (bodies == 0), both - n, 0).astype(np.uint8)
+        masks["vertebra"][i], masks["lesion"][i] = vert, lesion
+        masks["bodies"][i], masks["discs"][i] = bodies, discs
 
 
 _SAGITTAL = ((0.0, 1.0, 0.0), (0.0, 0.0, -1.0))  # row, column directions (ImageOrientationPatient)
@@ -271,8 +373,9 @@ def case_volumes(case: PhantomCase) -> tuple[Volume, Volume]:
 
     The same pixels and geometry :func:`~spinefx.phantom.write_case_dicom` stores and
     :func:`spinefx.runtime.load_series` reads back (positions and spacings rounded to the six
-    decimals the DICOM decimal strings keep), so either way a model gets the same input; only the
-    DICOM-specific extras (UIDs, file names, TR/TE) are missing.
+    decimals the DICOM decimal strings keep; a STIR T2 is weighted "STIR" as its header says), so
+    either way a model gets the same input; only the DICOM-specific extras (UIDs, file names,
+    TR/TE) are missing.
     """
     def ds(value: float) -> float:  # what a 6-decimal DICOM DS holds
         return float(f"{value:.6f}")
@@ -281,14 +384,15 @@ def case_volumes(case: PhantomCase) -> tuple[Volume, Volume]:
     for series, data, spacing in (("t1", case.t1, case.pixel_spacing),
                                   ("t2", case.t2, case.t2_pixel_spacing)):
         positions = [[ds(v) for v in case.image_position(i, series)] for i in range(len(data))]
+        weighting = "STIR" if series == "t2" and case.t2_variant == "STIR" else series.upper()
         out.append(Volume(data=data, pixel_spacing=(ds(spacing[0]), ds(spacing[1])),
                           # Volume converts these to float64 arrays itself; done here for
                           # its annotations (same values)
                           positions=np.asarray(positions, dtype=np.float64),
                           row_direction=np.asarray(_SAGITTAL[0], dtype=np.float64),
                           column_direction=np.asarray(_SAGITTAL[1], dtype=np.float64),
-                          weighting=series.upper(),
-                          description=f"SYNTHETIC phantom {series.upper()} (in memory)",
+                          weighting=weighting,
+                          description=f"SYNTHETIC phantom {weighting} (in memory)",
                           source=f"phantom seed {case.seed} (in memory)"))
     return out[0], out[1]
 
@@ -299,4 +403,3 @@ def _box(mask: np.ndarray) -> tuple[int, int, int, int]:
     if len(rows) == 0:
         raise RuntimeError("phantom bug: the fractured body is missing on the lesion slice")
     return (int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1)
-

@@ -54,3 +54,26 @@ def upsample(coarse: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     img = Image.fromarray(np.ascontiguousarray(coarse, dtype=np.float32))  # float32 -> mode "F"
     out = img.resize((shape[1], shape[0]), resample=Image.Resampling.BICUBIC)
     return np.asarray(out, dtype=np.float32)
+
+
+class DetailLattices:
+    """Grid-independent lattices of the fine textures (drawn once per case, in mm).
+
+    Marrow is not flat: trabecular grain (1 mm), patchy fatty / red marrow (2.5 mm) and
+    scattered fatty islands (a thresholded 6 mm field, positive only). Muscle has fibres:
+    a lattice 10x coarser along the rows (superior-inferior, roughly along the spine) than
+    across, which upsamples to streaks.
+    """
+
+    def __init__(self, rng: np.random.Generator, extent: tuple[float, float]):
+        self.fine = lattice(rng, extent, 1.0)
+        self.mid = lattice(rng, extent, 2.5)
+        self.patch = lattice(rng, extent, 6.0)
+        shape = (int(np.ceil(extent[0] / 12.0)) + 1, int(np.ceil(extent[1] / 1.2)) + 1)
+        self.fibre = rng.standard_normal(shape).astype(np.float32)
+
+    def fields(self, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+        """(detail, fibre) fields on an image grid of ``shape`` covering the extent."""
+        islands = np.maximum(upsample(self.patch, shape) - 0.7, 0.0)
+        detail = 0.45 * upsample(self.fine, shape) + 0.55 * upsample(self.mid, shape) + islands
+        return detail, upsample(self.fibre, shape)

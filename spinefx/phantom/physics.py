@@ -1,8 +1,14 @@
-"""From tissue labels to T1W / T2W magnitude images.
+"""From tissue labels to T1W / T2W magnitude images, and the acquisition that frames them.
 
-Steps per slice: per-case signal look-up (tissue values jittered per case, lesion values from
-the lesion), multiplicative texture, 2x2 averaging (partial volume), coil bias field, receiver
-gain, Rician noise (magnitude of complex Gaussian noise), 12-bit quantisation.
+Steps per slice: per-case signal look-up (:mod:`spinefx.phantom.contrast`: sequence variant,
+tissue values, lesion values from the lesion), multiplicative textures (coarse, fine marrow /
+fat detail, muscle fibres), averaging of SUPER x SUPER sub-pixels and of sub-slices across the
+slice thickness (partial volume), coil bias field, artefacts
+(:mod:`spinefx.phantom.artefacts`), receiver gain, Rician noise (magnitude of complex
+Gaussian noise), 12-bit quantisation.
+
+Every range widens with ``variation`` (0: the v1 look, 1: SynthSeg-style randomisation);
+:func:`span` interpolates them.
 """
 from __future__ import annotations
 
@@ -11,16 +17,117 @@ from dataclasses import dataclass
 import numpy as np
 
 from .anatomy import SUPER
+from .artefacts import Artefacts, apply_artefacts
+from .contrast import draw_contrast
+from .lesion import draw_level
+from .spine import LESION_LEVELS
 from .tissues import N_TISSUES, signal_table
 from .tissues import Tissue as T
 
 MAX_VALUE = 4095  # BitsStored 12
+T2_SCALES = (0.9, 1.2)   # T2 pixel spacing / T1 pixel spacing when the grids differ
+T2_OTHER_GRID_P = 0.3    # share of cases whose T2 has its own in-plane grid
+MATRIX_RANGE = (192, 448)
+FOV_RANGE = (220.0, 380.0)  # mm: five or more vertebrae in view
+MAX_SLICES = 18          # bounds the cost of thin-slice cases (their slab is thinner)
+RENDER_BUDGET = 18       # slices x sub-slices painted per grid: bounds the cost of a case
+
+
+def span(rng: np.random.Generator, nominal: tuple[float, float], wide: tuple[float, float],
+         variation: float) -> float:
+    """Uniform draw from the range interpolated between ``nominal`` (v = 0) and ``wide``."""
+    lo = nominal[0] + (wide[0] - nominal[0]) * variation
+    hi = nominal[1] + (wide[1] - nominal[1]) * variation
+    return float(rng.uniform(lo, hi))
+
+
+def sub_slices(thickness: float, n_slices: int) -> int:
+    """Sub-slices averaged across the slab (partial volume): 1 up to 2 mm, 2 up to 3.5 mm,
+    3 above, but at most :data:`RENDER_BUDGET` paintings per grid (many slices: fewer)."""
+    wanted = 1 if thickness <= 2.0 else 2 if thickness <= 3.5 else 3
+    return max(1, min(wanted, RENDER_BUDGET // n_slices))
+
+
+@dataclass(frozen=True)
+class Acquisition:
+    """Slices, spacing, grid and patient position of one case."""
+    level: str
+    n: int                  # number of slices
+    thickness: float        # slice thickness, mm
+    gap: float              # mm between slices
+    ps: float               # T1 pixel spacing, mm
+    matrix: int             # T1 rows = columns
+    t2_scale: float         # T2 pixel spacing / T1 pixel spacing
+    centre_offset: int      # lesion centre slice relative to the middle slice
+    slice_jitter: float     # lesion centre's offset from its slice, in slice spacings
+    x_mid: float            # patient x of the spine's midline, mm
+    corner_y: float         # FOV corner position (share of the FOV / patient z, mm)
+    corner_z: float
+    n_sub: int              # sub-slices averaged across the thickness
+
+    @property
+    def sbs(self) -> float:
+        """Spacing between slice centres, mm."""
+        return self.thickness + self.gap
+
+    @property
+    def centre(self) -> int:
+        """Index of the lesion centre slice."""
+        return self.n // 2 + self.centre_offset
+
+    @property
+    def sub_offsets(self) -> np.ndarray:
+        """LR offsets (mm) of the sub-slices from each slice centre."""
+        return ((np.arange(self.n_sub) + 0.5) / self.n_sub - 0.5) * self.thickness
+
+
+def draw_acquisition(rng: np.random.Generator, variation: float,
+                     overrides: dict) -> Acquisition:
+    """Draw every acquisition parameter (always all of them, in this order), then apply the
+    ``level`` / ``n_slices`` / ``t2_scale`` overrides."""
+    v = variation
+    level = draw_level(rng)
+    n_nominal = int(rng.integers(12, 17))
+    thickness = round(span(rng, (3.0, 4.0), (1.0, 5.0), v), 1)
+    gap = round(span(rng, (0.3, 0.8), (0.0, 1.0), v), 1)
+    ps_nominal = float(rng.uniform(1.1, 1.4))
+    matrix_free = MATRIX_RANGE[0] + (MATRIX_RANGE[1] - MATRIX_RANGE[0]) * float(rng.random()) ** 2
+    fov_free = float(rng.uniform(*FOV_RANGE))
+    coverage = float(rng.uniform(40.0, 70.0))   # mm of slab
+    t2_scale = float(rng.choice(T2_SCALES)) if rng.random() < T2_OTHER_GRID_P else 1.0
+    centre_offset = int(rng.integers(-1, 2))
+    slice_jitter = float(rng.uniform(-0.3, 0.3))
+    x_mid = float(rng.uniform(-3, 3))
+    corner_y = float(rng.uniform(0.5, 0.6))
+    corner_z = float(rng.uniform(50, 250))
+
+    fov = 256 * ps_nominal + v * (fov_free - 256 * ps_nominal)
+    matrix = int(round(256 + v * (matrix_free - 256)))
+    matrix = int(np.clip(matrix, np.ceil(fov / 1.5), np.floor(fov / 0.5)))
+    ps = round(fov / matrix, 4)
+    n_free = int(np.clip(round(coverage / (thickness + gap)), 8, MAX_SLICES))
+    n = int(round(n_nominal + v * (n_free - n_nominal)))
+    level = overrides.get("level", level)
+    if level not in LESION_LEVELS:
+        raise ValueError(f"level must be one of {list(LESION_LEVELS)}, got {level!r}")
+    n = int(overrides.get("n_slices", n))
+    if not 5 <= n <= 40:
+        raise ValueError(f"n_slices must be within 5..40, got {n}")
+    t2_scale = float(overrides.get("t2_scale", t2_scale))
+    return Acquisition(level=level, n=n, thickness=thickness, gap=gap, ps=ps, matrix=matrix,
+                       t2_scale=t2_scale, centre_offset=centre_offset, slice_jitter=slice_jitter,
+                       x_mid=x_mid, corner_y=corner_y, corner_z=corner_z,
+                       n_sub=sub_slices(thickness, n) if v > 0 else 1)
 
 
 @dataclass
 class SeriesPhysics:
+    variant: str           # sequence variant (see contrast.py)
+    extreme: bool          # fully random tissue signals
     lut: np.ndarray        # (N_TISSUES,) nominal signal per label
-    texture: np.ndarray    # (N_TISSUES,) texture amplitude per label
+    texture: np.ndarray    # (N_TISSUES,) coarse texture amplitude per label
+    detail: np.ndarray     # (N_TISSUES,) fine multi-scale texture (marrow, fat) amplitude
+    fibre: np.ndarray      # (N_TISSUES,) fibre texture (muscle) amplitude
     gain: float
     noise: float           # Rician sigma (before gain)
 
@@ -32,24 +139,38 @@ class CasePhysics:
     bias: np.ndarray       # 6 coefficients of the coil sensitivity (shared: same coil)
 
 
+DETAIL = {T.MARROW: 0.16, T.LESION: 0.08, T.SKIP: 0.06, T.FOCAL_FAT: 0.08, T.MODIC2: 0.1,
+          T.HAEMANGIOMA: 0.15, T.FAT: 0.05, T.EPIDURAL_FAT: 0.04}
+FIBRE = {T.MUSCLE: 0.14}
+
+
+def _amplitudes(rng: np.random.Generator, table: dict, variation: float) -> np.ndarray:
+    amp = np.zeros(N_TISSUES, dtype=np.float32)
+    scale = rng.uniform(0.5, 1.5, len(table))
+    for (tissue, a), s in zip(table.items(), scale):
+        amp[tissue] = a * s * variation   # v1 had no fine textures
+    return amp
+
+
 def draw_physics(rng: np.random.Generator, lesion_t1: float, lesion_t2: float,
-                 bright_t2: float) -> CasePhysics:
+                 bright_t2: float, variation: float = 1.0) -> CasePhysics:
     """Per-case scanner and tissue variation; lesion values are ratios to normal marrow."""
-    table = signal_table()
+    v = variation
+    contrasts = draw_contrast(rng, v, lesion_t1, lesion_t2, bright_t2)
+    coarse = signal_table()[:, 2].copy()
+    detail, fibre = _amplitudes(rng, DETAIL, v), _amplitudes(rng, FIBRE, v)
     series = []
-    for col in (0, 1):
-        lut = table[:, col] * (1 + 0.04 * rng.standard_normal(N_TISSUES)).astype(np.float32)
-        marrow = lut[T.MARROW]
-        lut[T.LESION] = marrow * (lesion_t1 if col == 0 else lesion_t2)
-        lut[T.LESION_BRIGHT] = marrow * (lesion_t1 * 0.9 if col == 0 else bright_t2)
-        series.append(SeriesPhysics(lut=lut.astype(np.float32), texture=table[:, 2].copy(),
-                                    gain=float(rng.uniform(0.8, 1.15)),
-                                    noise=float(rng.uniform(12.0, 30.0))))
-    bias = np.array([rng.uniform(0.45, 0.7),     # floor far from the coil
-                     rng.uniform(90.0, 160.0),   # coil depth scale (mm)
-                     rng.uniform(0.1, 0.3),      # superior-inferior falloff
-                     rng.uniform(-0.15, 0.15),   # SI centre offset (fraction of FOV)
-                     rng.uniform(-0.08, 0.08),   # SI tilt
+    for c in contrasts:
+        sigma = np.exp(span(rng, (np.log(12.0), np.log(30.0)), (np.log(2.0), np.log(90.0)), v))
+        series.append(SeriesPhysics(variant=c.variant, extreme=c.extreme, lut=c.lut,
+                                    texture=coarse, detail=detail, fibre=fibre,
+                                    gain=span(rng, (0.8, 1.15), (0.6, 1.3), v),
+                                    noise=float(sigma)))
+    bias = np.array([span(rng, (0.45, 0.7), (0.2, 0.85), v),    # floor far from the coil
+                     span(rng, (90.0, 160.0), (60.0, 220.0), v),  # coil depth scale (mm)
+                     span(rng, (0.1, 0.3), (0.0, 0.5), v),        # superior-inferior falloff
+                     span(rng, (-0.15, 0.15), (-0.3, 0.3), v),    # SI centre offset (of FOV)
+                     span(rng, (-0.08, 0.08), (-0.25, 0.25), v),  # SI tilt
                      rng.uniform(0.0, 1.0)])     # unused spare, keeps the stream stable
     return CasePhysics(t1=series[0], t2=series[1], bias=bias)
 
@@ -65,20 +186,39 @@ def bias_field(shape: tuple[int, int], spacing: float, back_a: float,
     a = (np.arange(shape[1]) + 0.5) * spacing
     depth = np.clip(back_a - a, 0, None)
     across = floor + (1 - floor) * np.exp(-depth / scale)
-    along = 1 - si * (s - si_c) ** 2 * 4 + tilt * s
+    along = np.clip(1 - si * (s - si_c) ** 2 * 4 + tilt * s, 0.2, None)
     field = along[:, None] * across[None, :]
     return (field / field.max() * 1.25).astype(np.float32)
 
 
-def clean_signal(labels: np.ndarray, phys: SeriesPhysics, texture: np.ndarray,
-                 lesion_strength: float) -> np.ndarray:
-    """Noise-free signal on the pixel grid from a 2x label map (partial volume by averaging)."""
+@dataclass
+class Textures:
+    """Multiplicative texture fields on one (sub-pixel) grid or strip."""
+    coarse: np.ndarray     # per slice
+    detail: np.ndarray     # per grid: multi-scale marrow / fat pattern
+    fibre: np.ndarray      # per grid: muscle fibres along the spine
+
+    def at(self, index: tuple[np.ndarray, np.ndarray]) -> "Textures":
+        return Textures(self.coarse[index], self.detail[index], self.fibre[index])
+
+
+def modulation(labels: np.ndarray, phys: SeriesPhysics, tex: Textures) -> np.ndarray:
+    """Multiplicative texture of every sub-pixel (the texture amplitudes are anatomy: one
+    table for both series, so this is computed once per painting)."""
+    mod = 1 + phys.texture[labels] * tex.coarse
+    if phys.detail.any():
+        mod += phys.detail[labels] * tex.detail + phys.fibre[labels] * tex.fibre
+    return np.maximum(mod, 0.05)
+
+
+def hi_signal(labels: np.ndarray, phys: SeriesPhysics, mod: np.ndarray,
+              lesion_strength: float = 1.0) -> np.ndarray:
+    """Noise-free signal of every sub-pixel of ``labels`` (before sub-pixel averaging)."""
     lut = phys.lut.copy()
     marrow = lut[T.MARROW]
     for t in (T.LESION, T.LESION_BRIGHT):  # lesion contrast fades towards its lateral edge
         lut[t] = marrow + lesion_strength * (lut[t] - marrow)
-    hi = lut[labels] * (1 + phys.texture[labels] * texture)
-    return _block_mean(hi)
+    return lut[labels] * mod
 
 
 _NOISE_BANK: np.ndarray | None = None
@@ -101,23 +241,43 @@ def _noise(rng: np.random.Generator, n: int) -> np.ndarray:
 
 
 def acquire(clean: np.ndarray, phys: SeriesPhysics, bias: np.ndarray,
-            rng: np.random.Generator) -> np.ndarray:
-    """Bias, gain, Rician noise and 12-bit quantisation; returns integer-valued float32."""
+            rng: np.random.Generator, artefacts: Artefacts | None = None) -> np.ndarray:
+    """Bias, artefacts, gain, Rician noise and 12-bit quantisation; integer-valued float32."""
     signal = clean * bias
+    if artefacts is not None and artefacts.any:
+        signal = apply_artefacts(signal, artefacts)
     noise = _noise(rng, 2 * clean.size).reshape((2,) + clean.shape) * phys.noise
-    mag = np.sqrt((signal + noise[0]) ** 2 + noise[1] ** 2) * phys.gain
-    return np.clip(np.rint(mag), 0, MAX_VALUE).astype(np.float32)
+    if np.iscomplexobj(signal):
+        mag = np.sqrt((signal.real + noise[0]) ** 2 + (signal.imag + noise[1]) ** 2)
+    else:
+        mag = np.sqrt((signal + noise[0]) ** 2 + noise[1] ** 2)
+    return np.clip(np.rint(mag * phys.gain), 0, MAX_VALUE).astype(np.float32)
 
 
 def downsample_mask(mask: np.ndarray) -> np.ndarray:
     """2x mask -> pixel mask: a pixel belongs if at least half of its sub-pixels do."""
-    return (_block_mean(mask.astype(np.float32)) >= 0.5).astype(np.uint8)
+    return (block_mean(mask.astype(np.float32)) >= 0.5).astype(np.uint8)
 
 
-def _block_mean(hi: np.ndarray) -> np.ndarray:
+def block_mean(hi: np.ndarray) -> np.ndarray:
     """Mean over SUPER x SUPER blocks (strided adds: much faster than reshape().mean())."""
     out = np.zeros((hi.shape[0] // SUPER, hi.shape[1] // SUPER), dtype=np.float32)
     for di in range(SUPER):
         for dj in range(SUPER):
             out += hi[di::SUPER, dj::SUPER]
     return out / (SUPER * SUPER)
+
+
+def block_label(labels: np.ndarray, counts: np.ndarray, samples: int) -> np.ndarray:
+    """Label map -> pixel label map: the largest label of each SUPER x SUPER block, kept when at
+    least half of the block's ``samples`` (sub-pixels x sub-slices) carry it. ``labels`` holds
+    each sub-pixel's largest label over the sub-slices, ``counts`` how many sub-slices had it."""
+    top = labels[::SUPER, ::SUPER].copy()
+    for di in range(SUPER):
+        for dj in range(SUPER):
+            np.maximum(top, labels[di::SUPER, dj::SUPER], out=top)
+    n = np.zeros(top.shape, dtype=np.int16)
+    for di in range(SUPER):
+        for dj in range(SUPER):
+            n += np.where(labels[di::SUPER, dj::SUPER] == top, counts[di::SUPER, dj::SUPER], 0)
+    return np.where((2 * n >= samples) & (top > 0), top, 0).astype(np.uint8)
