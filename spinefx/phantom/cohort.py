@@ -129,12 +129,10 @@ def _cohort_info(plans: list[CasePlan], seed: int, n_malignant: int, difficulty:
 
 
 def _tables() -> dict[str, str]:
-    """The Markdown tables of every class-dependent draw (the README shows the same)."""
-    tables = {"features": appearance.probability_table_markdown()}
-    confounder_table = getattr(confounders, "confounder_table_markdown", None)
-    if confounder_table is not None:  # TRANSITIONAL: until the confounder table lands
-        tables["confounders"] = confounder_table()
-    return tables
+    """The Markdown tables the README shows: every class-dependent draw (the features) and
+    the class-independent confounder rates."""
+    return {"features": appearance.probability_table_markdown(),
+            "confounders": confounders.confounder_table_markdown()}
 
 
 def _make_case(job: tuple[str, CasePlan, float, float]) -> dict[str, Any]:

@@ -74,6 +74,7 @@ def test_manifest_columns_labels_and_files(cohort: Path) -> None:
     assert info["variation"] == 1.0 and info["cases_per_patient"] == 1
     assert info["n_patients"] == N and info["label_unit"] == "patient"
     assert info["tables"]["features"] == probability_table_markdown()
+    assert info["tables"]["confounders"].startswith("| confounder |")
     assert [p["case_id"] for p in info["plan"]] == [r["case_id"] for r in rows]
 
 
@@ -261,9 +262,13 @@ def _readme_phantom_section() -> str:
     return text.split("## The synthetic phantom cohort", 1)[1].split("\n## ", 1)[0]
 
 
-def test_readme_feature_table_is_the_generated_one() -> None:
+def test_readme_tables_are_the_generated_ones() -> None:
+    """The README shows every class-dependent draw (and the class-independent confounders)
+    exactly as the code has them."""
+    from spinefx.phantom.confounders import confounder_table_markdown
+
     section = _readme_phantom_section()
-    table = probability_table_markdown()
-    assert table in section
-    # and no stale copy of another table version beside it
-    assert section.count("| feature | leaning | P(benign) | P(malignant) |") == 1
+    for table in (probability_table_markdown(), confounder_table_markdown()):
+        assert table in section
+        header = table.splitlines()[0]
+        assert section.count(header) == 1  # no stale copy beside it

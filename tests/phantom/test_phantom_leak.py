@@ -3,12 +3,14 @@ nothing else a model could see may carry it either.
 
 A simple model (cross-validated logistic regression) on simple image statistics in and around
 the manifest box on the lesion slice of T1 and T2, plus the header fields, must score an AUC
-within chance bounds (3 null standard deviations of the AUC). The positive control runs the
-same pipeline at ``difficulty=0`` (features nearly deterministic) and must find the label, so
-a leak would fail the test rather than hide in a blind pipeline.
+within chance bounds (3 null standard deviations of the AUC). The positive controls show the
+pipeline is not blind, so a leak would fail the test rather than hide: the same pipeline on the
+same cases finds a painted feature flag (``diffuse_low_t1``), and at ``difficulty=0`` (features
+nearly deterministic) it finds the label.
 
-Cost: the cases are rendered in memory with ``n_slices=5`` (the statistics use the lesion slice
-only), ~0.1 s each on one core: 300 + 60 cases, ~35-45 s for the module.
+Cost: the cases are rendered in memory once per module (cached) with ``n_slices=5`` (the
+statistics use the lesion slice only), ~0.35 s each on one core with the v2 renderer:
+200 + 40 cases, ~85 s for the module on an idle core.
 """
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ from spinefx.phantom import PhantomCase, iter_cases
 from spinefx.phantom.contact_sheet import variant_names
 from spinefx.phantom.spine import LESION_LEVELS
 
-N_NULL, N_CONTROL = 300, 60  # cases (half malignant) at difficulty 2 and 0
+N_NULL, N_CONTROL = 200, 40  # cases (half malignant) at difficulty 2 and 0
 RING = 12                      # px of surrounding tissue around the box
 
 
@@ -61,19 +63,22 @@ def _features(case: PhantomCase) -> tuple[list[float], list[str]]:
 
 
 @lru_cache(maxsize=None)
-def _design(difficulty: float, n_cases: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(X, y) of a balanced in-memory cohort; rendered once per module run."""
-    rows, names, labels = [], [], []
+def _design(difficulty: float, n_cases: int, seed: int
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(X, y, the diffuse_low_t1 flag) of a balanced in-memory cohort; rendered once per
+    module run."""
+    rows, names, labels, flags = [], [], [], []
     for row, case in iter_cases(seed, n_cases, n_cases // 2, difficulty=difficulty, workers=1,
                                 progress=False, n_slices=5):
         values, variants = _features(case)
         rows.append(values)
         names.append(variants)
         labels.append(int(row["label"] == "malignant"))
+        flags.append(int(row["diffuse_low_t1"]))
     vocabulary = sorted({v for case_names in names for v in case_names})
     one_hot = [[float(v in case_names) for v in vocabulary] for case_names in names]
-    return np.hstack([np.asarray(rows), np.asarray(one_hot).reshape(n_cases, -1)]), \
-        np.asarray(labels)
+    x = np.hstack([np.asarray(rows), np.asarray(one_hot).reshape(n_cases, -1)])
+    return x, np.asarray(labels), np.asarray(flags)
 
 
 def _cv_auc(x: np.ndarray, y: np.ndarray) -> float:
@@ -91,7 +96,7 @@ def _null_sd(y: np.ndarray) -> float:
 
 
 def test_no_class_signal_outside_the_features_at_difficulty_2() -> None:
-    x, y = _design(2.0, N_NULL, 11)
+    x, y, _ = _design(2.0, N_NULL, 11)
     auc = _cv_auc(x, y)
     bound = 3 * _null_sd(y)
     assert abs(auc - 0.5) < bound, (
@@ -99,7 +104,13 @@ def test_no_class_signal_outside_the_features_at_difficulty_2() -> None:
         f"(chance 0.5 +/- {bound:.3f}); something outside the feature table sees the label")
 
 
+def test_positive_control_the_same_pipeline_sees_a_painted_flag_in_the_same_cases() -> None:
+    x, _, flag = _design(2.0, N_NULL, 11)
+    auc = _cv_auc(x, flag)
+    assert auc > 0.5 + 3 * _null_sd(flag), f"the pipeline misses diffuse_low_t1: AUC {auc:.3f}"
+
+
 def test_positive_control_the_same_pipeline_finds_the_label_at_difficulty_0() -> None:
-    x, y = _design(0.0, N_CONTROL, 12)
+    x, y, _ = _design(0.0, N_CONTROL, 12)
     auc = _cv_auc(x, y)
     assert auc > 0.5 + 3 * _null_sd(y), f"the leak test's pipeline is blind: AUC {auc:.3f}"
