@@ -1,4 +1,5 @@
-"""Write a phantom case as two real DICOM MR series (sagittal T1W TSE and T2W TSE).
+"""Write a phantom case as two real DICOM MR series (sagittal T1W TSE and T2W TSE, T2W TSE
+with fat saturation or STIR as the case's sequence variants; see :data:`PROTOCOLS`).
 
 One file per slice, explicit VR little endian, 16-bit allocated / 12-bit stored unsigned
 pixels, full geometry. UIDs come from :func:`pydicom.uid.generate_uid` with seed-based entropy
@@ -21,11 +22,19 @@ from pydicom.uid import UID, ExplicitVRLittleEndian, MRImageStorage, generate_ui
 
 from .case import PhantomCase, render_case
 
-# Plausible 1.5 T spin-echo protocols.
+# Plausible 1.5 T protocols per sequence variant (see spinefx.phantom.contrast). T1_RED is the
+# patient's red marrow, not a sequence: it is written as the plain T1 protocol.
 PROTOCOLS = {
-    "t1": dict(description="SAG T1 TSE", tr=520.0, te=10.0, etl=3, number=3),
-    "t2": dict(description="SAG T2 TSE", tr=3200.0, te=100.0, etl=17, number=4),
+    "T1": dict(description="SYNTHETIC SAG T1 TSE", tr=520.0, te=10.0, etl=3, number=3,
+               sequence="SE", variant=["SK", "SP"], options=""),
+    "T2": dict(description="SYNTHETIC SAG T2 TSE", tr=3200.0, te=100.0, etl=17, number=4,
+               sequence="SE", variant=["SK", "SP"], options=""),
+    "T2_FS": dict(description="SYNTHETIC SAG T2 TSE FS", tr=3500.0, te=90.0, etl=17, number=4,
+                  sequence="SE", variant=["SK", "SP"], options="FS"),
+    "STIR": dict(description="SYNTHETIC SAG STIR", tr=4000.0, te=60.0, etl=15, number=4,
+                 sequence=["SE", "IR"], variant=["SK", "SP", "MP"], options="IR", ti=150.0),
 }
+PROTOCOLS["T1_RED"] = PROTOCOLS["T1"]
 STUDY_DATE = "20200101"  # fixed: output must not depend on the clock
 
 
@@ -46,7 +55,7 @@ def write_case_dicom(case: PhantomCase, folder: str | PathLike, case_id: str) ->
     frame_uid = _uid(case_id, case.seed, "frame")
     out = []
     for series in ("t1", "t2"):
-        proto = PROTOCOLS[series]
+        proto = PROTOCOLS[case.t1_variant if series == "t1" else case.t2_variant]
         series_dir = folder / series
         series_dir.mkdir(parents=True, exist_ok=True)
         series_uid = _uid(case_id, case.seed, series)
@@ -101,14 +110,16 @@ def _series_dataset(case: PhantomCase, shape: tuple[int, int], spacing: tuple[fl
     ds.PatientSex = ""
     ds.PatientIdentityRemoved = "YES"
     ds.BodyPartExamined = "SPINE"
-    ds.ScanningSequence = "SE"
-    ds.SequenceVariant = "SK"
-    ds.ScanOptions = ""
+    ds.ScanningSequence = proto["sequence"]
+    ds.SequenceVariant = proto["variant"]
+    ds.ScanOptions = proto["options"]
     ds.MRAcquisitionType = "2D"
     ds.SliceThickness = _ds(case.slice_thickness)
     ds.SpacingBetweenSlices = _ds(case.spacing_between_slices)
     ds.RepetitionTime = _ds(proto["tr"])
     ds.EchoTime = _ds(proto["te"])
+    if "ti" in proto:
+        ds.InversionTime = _ds(proto["ti"])
     ds.EchoTrainLength = proto["etl"]
     ds.MagneticFieldStrength = "1.5"
     ds.ImagingFrequency = "63.86"
