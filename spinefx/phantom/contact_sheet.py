@@ -14,7 +14,6 @@ import csv
 from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -177,7 +176,8 @@ def _case_entry(case: PhantomCase, case_id: str, notes: list[str]) -> Entry:
         t2 = np.asarray(Image.fromarray(t2).resize(t1.shape[::-1], Image.Resampling.BILINEAR))
     caption = "  ".join([case_id, case.label, case.level, f"{case.slice_thickness:g} mm",
                          *notes])
-    return Entry(caption=caption[:62], images=[("T1W", t1), ("T2W", t2)])
+    # tiles titled by the sequence variant (T1, T1_RED; T2, T2_FS, STIR)
+    return Entry(caption=caption[:62], images=[(case.t1_variant, t1), (case.t2_variant, t2)])
 
 
 def _nominal_entries(seed: int) -> list[Entry]:
@@ -195,11 +195,11 @@ def _extreme_entries(seed: int, n_scan: int) -> list[Entry]:
         picks.setdefault(case_id, []).append(why)
 
     by_thickness = sorted(cases, key=lambda c: c[1].slice_thickness)
-    pick(by_thickness[0][0], "thinnest slices")
-    pick(by_thickness[-1][0], "thickest slices")
+    pick(by_thickness[0][0], "thinnest")
+    pick(by_thickness[-1][0], "thickest")
     by_spacing = sorted(cases, key=lambda c: c[1].pixel_spacing[0])
-    pick(by_spacing[0][0], "finest pixels")
-    pick(by_spacing[-1][0], "coarsest pixels")
+    pick(by_spacing[0][0], "finest px")
+    pick(by_spacing[-1][0], "coarsest px")
     seen: set[str] = set()
     for case_id, case in cases:
         if not case.t2_same_grid and "T2 own grid" not in seen:
@@ -214,17 +214,12 @@ def _extreme_entries(seed: int, n_scan: int) -> list[Entry]:
 
 
 def variant_names(case: PhantomCase) -> list[str]:
-    """The acquisition / artefact variants a case exposes (``case.variants``: a mapping of
-    name -> value, or names), as short words; none when the renderer exposes none."""
-    variants = getattr(case, "variants", None)
-    if not variants:
-        return []
-    if isinstance(variants, Mapping):
-        return [f"{k}={v}" if not isinstance(v, bool) else str(k)
-                for k, v in variants.items() if v not in (None, False, 0, "", "none")]
-    if isinstance(variants, str):
-        return [variants]
-    return [str(v) for v in variants]
+    """The contrast variants (T1_RED, T2_FS, STIR) and artefacts ("T2 ghosting") of a case,
+    as short words; none for the plain T1/T2 look without artefacts."""
+    names = [v for v, plain in ((case.t1_variant, "T1"), (case.t2_variant, "T2")) if v != plain]
+    for series, artefacts in sorted(case.artefacts.items()):
+        names += [f"{series.upper()} {name}" for name in artefacts]
+    return names
 
 
 def _real_entries(real: Path) -> list[Entry]:

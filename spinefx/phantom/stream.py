@@ -18,7 +18,6 @@ most one malignant patient holds the remainder, likewise for the benign cases.
 """
 from __future__ import annotations
 
-import inspect
 import multiprocessing
 import os
 from collections import deque
@@ -110,31 +109,8 @@ def render_planned(plan: CasePlan, difficulty: float = 1.0, variation: float = 1
             raise ValueError("a cohort with several cases per patient plans each case's level; "
                              "a level override cannot apply")
         overrides["level"] = plan.level
-    return render_v2(plan.seed, plan.label, difficulty, variation, plan.patient_seed, **overrides)
-
-
-def render_v2(seed: int, label: str, difficulty: float = 1.0, variation: float = 1.0,
-              patient_seed: int | None = None, **overrides: Any) -> PhantomCase:
-    """:func:`render_case` with the v2 arguments (see :func:`_v2_arguments`)."""
-    return render_case(seed, label, difficulty, **_v2_arguments(variation, patient_seed),
-                       **overrides)
-
-
-def _v2_arguments(variation: float, patient_seed: int | None) -> dict[str, Any]:
-    """``variation`` / ``patient_seed`` for :func:`render_case`.
-
-    TRANSITIONAL: passed only where render_case accepts them, so this module works while the
-    v2 renderer lands; asking for a non-default it cannot honour is an error, never ignored.
-    """
-    params = inspect.signature(render_case).parameters
-    out: dict[str, Any] = {}
-    for name, value, default in (("variation", float(variation), 1.0),
-                                 ("patient_seed", patient_seed, None)):
-        if name in params:
-            out[name] = value
-        elif value != default:
-            raise NotImplementedError(f"render_case does not take {name} yet")
-    return out
+    return render_case(plan.seed, plan.label, difficulty, variation=variation,
+                       patient_seed=plan.patient_seed, **overrides)
 
 
 def case_row(plan: CasePlan, case: PhantomCase) -> dict[str, Any]:
