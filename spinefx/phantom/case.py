@@ -325,7 +325,8 @@ class _SlabMasks:
         self.lesion = np.zeros(shape, np.float32)
         # one label map for both: bodies 1..N, discs N+1..2N (disjoint on every sub-pixel)
         self.top = np.zeros(shape, np.uint8)
-        self.count = np.zeros(shape, np.uint8)
+        self.count: np.ndarray | None = None   # None: every label seen once (one sub-slice)
+        self.n = 0
 
     def add(self, strip: np.ndarray, vert: np.ndarray, geo) -> None:
         rg, disc_no = self.cv.cache["bodies"]
@@ -337,6 +338,12 @@ class _SlabMasks:
         block = new[rg.rows, rg.cols]
         np.copyto(block, bodies, where=bodies > 0)
         new[vert] = self.level + 1    # the fractured body as the lesion painter grew it
+        self.n += 1
+        if self.n == 1:  # the first sub-slice: its labels, once each
+            self.top = new
+            return
+        if self.count is None:
+            self.count = np.ones(new.shape, np.uint8)
         top, count = self.top, self.count
         count[new == top] += 1
         higher = new > top
@@ -354,8 +361,9 @@ class _SlabMasks:
         vert = total % 16 >= 2 * n_sub
         lesion = (total // 16 >= 2 * n_sub) & vert
         _scatter(cv, top8, self.top)
-        _scatter(cv, count8, self.count)
-        both = block_label(top8, count8, 4 * n_sub)
+        if self.count is not None:
+            _scatter(cv, count8, self.count)
+        both = block_label(top8, None if self.count is None else count8, 4 * n_sub)
         n = len(LEVEL_NAMES)
         bodies = np.where(both <= n, both, 0).astype(np.uint8)
         bodies[(bodies == self.level + 1) & ~vert] = 0

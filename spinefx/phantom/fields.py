@@ -59,7 +59,9 @@ def upsample(coarse: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 class DetailLattices:
     """Grid-independent lattices of the fine textures (drawn once per case, in mm).
 
-    Marrow is not flat: trabecular grain (1 mm), patchy fatty / red marrow (2.5 mm) and
+    Marrow is not flat: trabecular grain (1 mm; sampled from real vertebral bodies by
+    :func:`~spinefx.phantom.real_anatomy.real_marrow_texture` when the data is there),
+    patchy fatty / red marrow (2.5 mm) and
     scattered fatty islands (a thresholded 6 mm field, positive only). Muscle has fibres:
     a lattice 10x coarser along the rows (superior-inferior, roughly along the spine) than
     across, which upsamples to streaks.
@@ -71,6 +73,13 @@ class DetailLattices:
         self.patch = lattice(rng, extent, 6.0)
         shape = (int(np.ceil(extent[0] / 12.0)) + 1, int(np.ceil(extent[1] / 1.2)) + 1)
         self.fibre = rng.standard_normal(shape).astype(np.float32)
+        # Real trabecular grain where ../shared/data/real-spine is present (1 mm per element,
+        # like the fine lattice); the procedural grain otherwise.
+        from .real_anatomy import real_marrow_texture
+
+        real = real_marrow_texture(rng, self.fine.shape, 1.0)
+        if real is not None:
+            self.fine = real
 
     def fields(self, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
         """(detail, fibre) fields on an image grid of ``shape`` covering the extent."""

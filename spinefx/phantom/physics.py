@@ -29,8 +29,8 @@ T2_SCALES = (0.9, 1.2)   # T2 pixel spacing / T1 pixel spacing when the grids di
 T2_OTHER_GRID_P = 0.3    # share of cases whose T2 has its own in-plane grid
 MATRIX_RANGE = (192, 448)
 FOV_RANGE = (220.0, 380.0)  # mm: five or more vertebrae in view
-MAX_SLICES = 18          # bounds the cost of thin-slice cases (their slab is thinner)
-RENDER_BUDGET = 18       # slices x sub-slices painted per grid: bounds the cost of a case
+MAX_SLICES = 16          # bounds the cost of thin-slice cases (their slab is thinner)
+RENDER_BUDGET = 16       # slices x sub-slices painted per grid: bounds the cost of a case
 
 
 def span(rng: np.random.Generator, nominal: tuple[float, float], wide: tuple[float, float],
@@ -91,7 +91,7 @@ def draw_acquisition(rng: np.random.Generator, variation: float,
     thickness = round(span(rng, (3.0, 4.0), (1.0, 5.0), v), 1)
     gap = round(span(rng, (0.3, 0.8), (0.0, 1.0), v), 1)
     ps_nominal = float(rng.uniform(1.1, 1.4))
-    matrix_free = MATRIX_RANGE[0] + (MATRIX_RANGE[1] - MATRIX_RANGE[0]) * float(rng.random()) ** 2
+    matrix_free = MATRIX_RANGE[0] + (MATRIX_RANGE[1] - MATRIX_RANGE[0]) * float(rng.random()) ** 3
     fov_free = float(rng.uniform(*FOV_RANGE))
     coverage = float(rng.uniform(40.0, 70.0))   # mm of slab
     t2_scale = float(rng.choice(T2_SCALES)) if rng.random() < T2_OTHER_GRID_P else 1.0
@@ -268,10 +268,11 @@ def block_mean(hi: np.ndarray) -> np.ndarray:
     return out / (SUPER * SUPER)
 
 
-def block_label(labels: np.ndarray, counts: np.ndarray, samples: int) -> np.ndarray:
+def block_label(labels: np.ndarray, counts: np.ndarray | None, samples: int) -> np.ndarray:
     """Label map -> pixel label map: the largest label of each SUPER x SUPER block, kept when at
     least half of the block's ``samples`` (sub-pixels x sub-slices) carry it. ``labels`` holds
-    each sub-pixel's largest label over the sub-slices, ``counts`` how many sub-slices had it."""
+    each sub-pixel's largest label over the sub-slices, ``counts`` how many sub-slices had it
+    (None: one each)."""
     top = labels[::SUPER, ::SUPER].copy()
     for di in range(SUPER):
         for dj in range(SUPER):
@@ -279,5 +280,6 @@ def block_label(labels: np.ndarray, counts: np.ndarray, samples: int) -> np.ndar
     n = np.zeros(top.shape, dtype=np.int16)
     for di in range(SUPER):
         for dj in range(SUPER):
-            n += np.where(labels[di::SUPER, dj::SUPER] == top, counts[di::SUPER, dj::SUPER], 0)
+            same = labels[di::SUPER, dj::SUPER] == top
+            n += same if counts is None else np.where(same, counts[di::SUPER, dj::SUPER], 0)
     return np.where((2 * n >= samples) & (top > 0), top, 0).astype(np.uint8)
