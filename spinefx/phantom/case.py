@@ -52,6 +52,9 @@ SETTINGS = ("level", "n_slices", "t2_scale")  # non-feature overrides
 MASK_KEYS = ("lesion", "vertebra", "bodies", "discs")
 N_STREAMS = 9
 LESION_LUT = member_lut(LESION_MARROW)
+BODY_LUT = member_lut(np.array([T.CORTEX, T.MARROW, T.LESION, T.LESION_BRIGHT, T.BAND, T.FLUID,
+                                T.VACUUM, T.SKIP, T.HAEMANGIOMA, T.MODIC1, T.MODIC2, T.MODIC3,
+                                T.FOCAL_FAT, T.SCHMORL]))
 DISC_LUT = member_lut(np.array([T.ANNULUS, T.NUCLEUS, T.NUCLEUS_DEGEN]))
 
 
@@ -320,6 +323,7 @@ class _SlabMasks:
             lv = cv.spec.levels
             cv.cache["bodies"] = (cv.region(-lv.depth.max() / 2 - 3, lv.depth.max() / 2 + 6),
                                   (cv.j + 1 + len(LEVEL_NAMES)).astype(np.uint8))
+            cv.cache["level_no"] = (cv.cache["bodies"][0].k + 1).astype(np.uint8)
         shape = cv.u.shape
         self.vert = np.zeros(shape, np.float32)
         self.lesion = np.zeros(shape, np.float32)
@@ -333,7 +337,12 @@ class _SlabMasks:
         self.vert += vert
         self.lesion += LESION_LUT[strip] & vert
         new = np.where(DISC_LUT[strip], disc_no, 0).astype(np.uint8)
-        bodies = np.where(geo.sdf(rg) < 0, rg.k + 1, 0).astype(np.uint8)
+        # a body is what was painted as bone (or marrow disease) in front of its back wall:
+        # the painted labels carry the outline already, the wall keeps the pedicles out
+        k = rg.k
+        inside = (BODY_LUT[rg.labels(strip)] & (geo.xf[k] >= 0.3)
+                  & (rg.v < geo.v_back[k] + rg.bulge * geo.xf[k] + 0.3))
+        bodies = np.where(inside, self.cv.cache["level_no"], 0).astype(np.uint8)
         bodies[bodies == self.level + 1] = 0
         block = new[rg.rows, rg.cols]
         np.copyto(block, bodies, where=bodies > 0)
