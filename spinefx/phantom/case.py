@@ -21,7 +21,7 @@ import numpy as np
 from spinefx.runtime.features import FEATURE_KEYS
 from spinefx.runtime.volume import Volume
 
-from .anatomy import SUPER, Canvas, Grid, render_slice
+from .anatomy import Canvas, Grid, render_slice
 from .appearance import LABELS, draw_features
 from .artefacts import Artefacts, draw_artefacts
 from .confounders import Confounders, draw_confounders, paint_confounders
@@ -31,31 +31,26 @@ from .physics import (
     T2_OTHER_GRID_P,
     T2_SCALES,
     Acquisition,
+    Background,
     CasePhysics,
-    SeriesPhysics,
+    SlabMasks,
     Textures,
     acquire,
     bias_field,
-    block_label,
     block_mean,
     draw_acquisition,
     draw_physics,
+    gather,
     hi_signal,
     modulation,
+    scatter,
 )
 from .spine import LEVEL_NAMES, SpineSpec, draw_spine
-from .tissues import LESION_MARROW, member_lut
-from .tissues import Tissue as T
 
 __all__ = ["T2_OTHER_GRID_P", "T2_SCALES", "PhantomCase", "case_volumes", "render_case"]
 SETTINGS = ("level", "n_slices", "t2_scale")  # non-feature overrides
 MASK_KEYS = ("lesion", "vertebra", "bodies", "discs")
 N_STREAMS = 9
-LESION_LUT = member_lut(LESION_MARROW)
-BODY_LUT = member_lut(np.array([T.CORTEX, T.MARROW, T.LESION, T.LESION_BRIGHT, T.BAND, T.FLUID,
-                                T.VACUUM, T.SKIP, T.HAEMANGIOMA, T.MODIC1, T.MODIC2, T.MODIC3,
-                                T.FOCAL_FAT, T.SCHMORL]))
-DISC_LUT = member_lut(np.array([T.ANNULUS, T.NUCLEUS, T.NUCLEUS_DEGEN]))
 
 
 @dataclass
@@ -257,16 +252,16 @@ def _render_grid(scene: _Scene, g: Grid, series: tuple[str, ...], level: int
     assert scene.detail is not None
     detail, fibre = scene.detail.fields(cv.shape)
     phys = {s: scene.phys.t1 if s == "t1" else scene.phys.t2 for s in series}
-    background = {s: _Background(cv.background, phys[s], detail, fibre) for s in series}
+    background = {s: Background(cv.background, phys[s], detail, fibre) for s in series}
     n, offsets, lesion = len(scene.x_spine), scene.acq.sub_offsets, scene.lesion
     vols = {s: np.empty((n, g.rows, g.cols), np.float32) for s in series}
     masks = {k: np.zeros((n, g.rows, g.cols), np.uint8) for k in MASK_KEYS}
-    detail_strip, fibre_strip = _gather(cv, detail), _gather(cv, fibre)
+    detail_strip, fibre_strip = gather(cv, detail), gather(cv, fibre)
     for i, x in enumerate(scene.x_spine):
         coarse = upsample(0.6 * scene.shared + 0.8 * scene.own[i], cv.shape)
-        tex = Textures(_gather(cv, coarse), detail_strip, fibre_strip)
+        tex = Textures(gather(cv, coarse), detail_strip, fibre_strip)
         strips = {s: np.zeros(cv.u.shape, np.float32) for s in series}
-        acc = _SlabMasks(cv, level)
+        acc = SlabMasks(cv, level)
         for dx in offsets:
             xs = float(x + dx)
             strip, geo = render_slice(cv, xs)
@@ -278,108 +273,10 @@ def _render_grid(scene: _Scene, g: Grid, series: tuple[str, ...], level: int
             acc.add(strip, vert, geo)
         for s in series:
             hi = background[s].signal(coarse)
-            _scatter(cv, hi, strips[s] / len(offsets))
+            scatter(cv, hi, strips[s] / len(offsets))
             vols[s][i] = acquire(block_mean(hi), phys[s], bias, scene.rng, scene.artefacts[s])
         acc.finish(masks, i, len(offsets))
     return vols, masks
-
-
-def _flat_index(cv: Canvas) -> np.ndarray:
-    """The strip's positions in the flattened 2x image (1-D take / put beat 2-D indexing)."""
-    if "flat" not in cv.cache:
-        rows, cols = cv.index
-        cv.cache["flat"] = (rows * cv.shape[1] + cols).ravel()
-    return cv.cache["flat"]
-
-
-def _gather(cv: Canvas, image: np.ndarray) -> np.ndarray:
-    return image.reshape(-1).take(_flat_index(cv)).reshape(cv.u.shape)
-
-
-def _scatter(cv: Canvas, image: np.ndarray, strip: np.ndarray) -> None:
-    image.reshape(-1)[_flat_index(cv)] = strip.reshape(-1)
-
-
-class _Background:
-    """The slice-independent soft-tissue background's signal factors on one grid."""
-
-    def __init__(self, labels: np.ndarray, phys: SeriesPhysics, detail: np.ndarray,
-                 fibre: np.ndarray):
-        self.lut = phys.lut[labels]
-        self.coarse = phys.texture[labels]
-        self.fixed = 1 + phys.detail[labels] * detail + phys.fibre[labels] * fibre
-
-    def signal(self, coarse: np.ndarray) -> np.ndarray:
-        return self.lut * np.maximum(self.fixed + self.coarse * coarse, 0.05)
-
-
-class _SlabMasks:
-    """One slice's masks accumulated over its sub-slices on the strip (see
-    :func:`~spinefx.phantom.physics.block_label` for the label maps' majority rule)."""
-
-    def __init__(self, cv: Canvas, level: int):
-        self.cv, self.level = cv, level
-        if "bodies" not in cv.cache:
-            lv = cv.spec.levels
-            cv.cache["bodies"] = (cv.region(-lv.depth.max() / 2 - 3, lv.depth.max() / 2 + 6),
-                                  (cv.j + 1 + len(LEVEL_NAMES)).astype(np.uint8))
-            cv.cache["level_no"] = (cv.cache["bodies"][0].k + 1).astype(np.uint8)
-        shape = cv.u.shape
-        self.vert = np.zeros(shape, np.float32)
-        self.lesion = np.zeros(shape, np.float32)
-        # one label map for both: bodies 1..N, discs N+1..2N (disjoint on every sub-pixel)
-        self.top = np.zeros(shape, np.uint8)
-        self.count: np.ndarray | None = None   # None: every label seen once (one sub-slice)
-        self.n = 0
-
-    def add(self, strip: np.ndarray, vert: np.ndarray, geo) -> None:
-        rg, disc_no = self.cv.cache["bodies"]
-        self.vert += vert
-        self.lesion += LESION_LUT[strip] & vert
-        new = np.where(DISC_LUT[strip], disc_no, 0).astype(np.uint8)
-        # a body is what was painted as bone (or marrow disease) in front of its back wall:
-        # the painted labels carry the outline already, the wall keeps the pedicles out
-        k = rg.k
-        inside = (BODY_LUT[rg.labels(strip)] & (geo.xf[k] >= 0.3)
-                  & (rg.v < geo.v_back[k] + rg.bulge * geo.xf[k] + 0.3))
-        bodies = np.where(inside, self.cv.cache["level_no"], 0).astype(np.uint8)
-        bodies[bodies == self.level + 1] = 0
-        block = new[rg.rows, rg.cols]
-        np.copyto(block, bodies, where=bodies > 0)
-        new[vert] = self.level + 1    # the fractured body as the lesion painter grew it
-        self.n += 1
-        if self.n == 1:  # the first sub-slice: its labels, once each
-            self.top = new
-            return
-        if self.count is None:
-            self.count = np.ones(new.shape, np.uint8)
-        top, count = self.top, self.count
-        count[new == top] += 1
-        higher = new > top
-        top[higher], count[higher] = new[higher], 1
-
-    def finish(self, masks: dict[str, np.ndarray], i: int, n_sub: int) -> None:
-        cv = self.cv
-        if "buffers" not in cv.cache:  # zero outside the strip; the strip is overwritten
-            cv.cache["buffers"] = (np.zeros(cv.shape, np.float32),
-                                   np.zeros(cv.shape, np.uint8), np.zeros(cv.shape, np.uint8))
-        f32, top8, count8 = cv.cache["buffers"]
-        # vertebra and lesion sample counts in one pass: at most 4 x 3 < 16 samples each
-        _scatter(cv, f32, self.vert + 16 * self.lesion)
-        total = np.rint(block_mean(f32) * (SUPER * SUPER))
-        vert = total % 16 >= 2 * n_sub
-        lesion = (total // 16 >= 2 * n_sub) & vert
-        _scatter(cv, top8, self.top)
-        if self.count is not None:
-            _scatter(cv, count8, self.count)
-        both = block_label(top8, None if self.count is None else count8, 4 * n_sub)
-        n = len(LEVEL_NAMES)
-        bodies = np.where(both <= n, both, 0).astype(np.uint8)
-        bodies[(bodies == self.level + 1) & ~vert] = 0
-        bodies[vert] = self.level + 1
-        discs = np.where((both > n) & (bodies == 0), both - n, 0).astype(np.uint8)
-        masks["vertebra"][i], masks["lesion"][i] = vert, lesion
-        masks["bodies"][i], masks["discs"][i] = bodies, discs
 
 
 _SAGITTAL = ((0.0, 1.0, 0.0), (0.0, 0.0, -1.0))  # row, column directions (ImageOrientationPatient)

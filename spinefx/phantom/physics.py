@@ -16,12 +16,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .anatomy import SUPER
+from .anatomy import SUPER, Canvas
 from .artefacts import Artefacts, apply_artefacts
 from .contrast import draw_contrast
 from .lesion import draw_level
-from .spine import LESION_LEVELS
-from .tissues import N_TISSUES, signal_table
+from .spine import LESION_LEVELS, LEVEL_NAMES
+from .tissues import LESION_MARROW, N_TISSUES, member_lut, signal_table
 from .tissues import Tissue as T
 
 MAX_VALUE = 4095  # BitsStored 12
@@ -283,3 +283,109 @@ def block_label(labels: np.ndarray, counts: np.ndarray | None, samples: int) -> 
             same = labels[di::SUPER, dj::SUPER] == top
             n += same if counts is None else np.where(same, counts[di::SUPER, dj::SUPER], 0)
     return np.where((2 * n >= samples) & (top > 0), top, 0).astype(np.uint8)
+
+
+# --- strip <-> image, background signal and the per-slice masks (used by case.py) -----------
+LESION_LUT = member_lut(LESION_MARROW)
+BODY_LUT = member_lut(np.array([T.CORTEX, T.MARROW, T.LESION, T.LESION_BRIGHT, T.BAND, T.FLUID,
+                                T.VACUUM, T.SKIP, T.HAEMANGIOMA, T.MODIC1, T.MODIC2, T.MODIC3,
+                                T.FOCAL_FAT, T.SCHMORL]))
+DISC_LUT = member_lut(np.array([T.ANNULUS, T.NUCLEUS, T.NUCLEUS_DEGEN]))
+
+
+def flat_index(cv: Canvas) -> np.ndarray:
+    """The strip's positions in the flattened 2x image (1-D take / put beat 2-D indexing)."""
+    if "flat" not in cv.cache:
+        rows, cols = cv.index
+        cv.cache["flat"] = (rows * cv.shape[1] + cols).ravel()
+    return cv.cache["flat"]
+
+
+def gather(cv: Canvas, image: np.ndarray) -> np.ndarray:
+    return image.reshape(-1).take(flat_index(cv)).reshape(cv.u.shape)
+
+
+def scatter(cv: Canvas, image: np.ndarray, strip: np.ndarray) -> None:
+    image.reshape(-1)[flat_index(cv)] = strip.reshape(-1)
+
+
+class Background:
+    """The slice-independent soft-tissue background's signal factors on one grid."""
+
+    def __init__(self, labels: np.ndarray, phys: SeriesPhysics, detail: np.ndarray,
+                 fibre: np.ndarray):
+        self.lut = phys.lut[labels]
+        self.coarse = phys.texture[labels]
+        self.fixed = 1 + phys.detail[labels] * detail + phys.fibre[labels] * fibre
+
+    def signal(self, coarse: np.ndarray) -> np.ndarray:
+        return self.lut * np.maximum(self.fixed + self.coarse * coarse, 0.05)
+
+
+class SlabMasks:
+    """One slice's masks accumulated over its sub-slices on the strip (see
+    :func:`~spinefx.phantom.physics.block_label` for the label maps' majority rule)."""
+
+    def __init__(self, cv: Canvas, level: int):
+        self.cv, self.level = cv, level
+        if "bodies" not in cv.cache:
+            lv = cv.spec.levels
+            cv.cache["bodies"] = (cv.region(-lv.depth.max() / 2 - 3, lv.depth.max() / 2 + 6),
+                                  (cv.j + 1 + len(LEVEL_NAMES)).astype(np.uint8))
+            cv.cache["level_no"] = (cv.cache["bodies"][0].k + 1).astype(np.uint8)
+        shape = cv.u.shape
+        self.vert = np.zeros(shape, np.float32)
+        self.lesion = np.zeros(shape, np.float32)
+        # one label map for both: bodies 1..N, discs N+1..2N (disjoint on every sub-pixel)
+        self.top = np.zeros(shape, np.uint8)
+        self.count: np.ndarray | None = None   # None: every label seen once (one sub-slice)
+        self.n = 0
+
+    def add(self, strip: np.ndarray, vert: np.ndarray, geo) -> None:
+        rg, disc_no = self.cv.cache["bodies"]
+        self.vert += vert
+        self.lesion += LESION_LUT[strip] & vert
+        new = np.where(DISC_LUT[strip], disc_no, 0).astype(np.uint8)
+        # a body is what was painted as bone (or marrow disease) in front of its back wall:
+        # the painted labels carry the outline already, the wall keeps the pedicles out
+        k = rg.k
+        inside = (BODY_LUT[rg.labels(strip)] & (geo.xf[k] >= 0.3)
+                  & (rg.v < geo.v_back[k] + rg.bulge * geo.xf[k] + 0.3))
+        bodies = np.where(inside, self.cv.cache["level_no"], 0).astype(np.uint8)
+        bodies[bodies == self.level + 1] = 0
+        block = new[rg.rows, rg.cols]
+        np.copyto(block, bodies, where=bodies > 0)
+        new[vert] = self.level + 1    # the fractured body as the lesion painter grew it
+        self.n += 1
+        if self.n == 1:  # the first sub-slice: its labels, once each
+            self.top = new
+            return
+        if self.count is None:
+            self.count = np.ones(new.shape, np.uint8)
+        top, count = self.top, self.count
+        count[new == top] += 1
+        higher = new > top
+        top[higher], count[higher] = new[higher], 1
+
+    def finish(self, masks: dict[str, np.ndarray], i: int, n_sub: int) -> None:
+        cv = self.cv
+        if "buffers" not in cv.cache:  # zero outside the strip; the strip is overwritten
+            cv.cache["buffers"] = (np.zeros(cv.shape, np.float32),
+                                   np.zeros(cv.shape, np.uint8), np.zeros(cv.shape, np.uint8))
+        f32, top8, count8 = cv.cache["buffers"]
+        # vertebra and lesion sample counts in one pass: at most 4 x 3 < 16 samples each
+        scatter(cv, f32, self.vert + 16 * self.lesion)
+        total = np.rint(block_mean(f32) * (SUPER * SUPER))
+        vert = total % 16 >= 2 * n_sub
+        lesion = (total // 16 >= 2 * n_sub) & vert
+        scatter(cv, top8, self.top)
+        if self.count is not None:
+            scatter(cv, count8, self.count)
+        both = block_label(top8, None if self.count is None else count8, 4 * n_sub)
+        n = len(LEVEL_NAMES)
+        bodies = np.where(both <= n, both, 0).astype(np.uint8)
+        bodies[(bodies == self.level + 1) & ~vert] = 0
+        bodies[vert] = self.level + 1
+        discs = np.where((both > n) & (bodies == 0), both - n, 0).astype(np.uint8)
+        masks["vertebra"][i], masks["lesion"][i] = vert, lesion
+        masks["bodies"][i], masks["discs"][i] = bodies, discs
