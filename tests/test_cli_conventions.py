@@ -139,7 +139,7 @@ def model_dir(tmp_path_factory) -> Path:
 def study(tmp_path_factory):
     root = tmp_path_factory.mktemp("study")
     t1_dir, t2_dir, case = write_phantom_study(root / "study", seed=3, label="malignant",
-                                               case_id="p3")
+                                               t2_variant="T2", case_id="p3")
     return root / "study", t1_dir, t2_dir, case
 
 

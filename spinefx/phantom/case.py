@@ -48,7 +48,7 @@ from .physics import (
 from .spine import LEVEL_NAMES, SpineSpec, draw_spine
 
 __all__ = ["T2_OTHER_GRID_P", "T2_SCALES", "PhantomCase", "case_volumes", "render_case"]
-SETTINGS = ("level", "n_slices", "t2_scale")  # non-feature overrides
+SETTINGS = ("level", "n_slices", "t2_scale", "t1_variant", "t2_variant")  # non-feature overrides
 MASK_KEYS = ("lesion", "vertebra", "bodies", "discs")
 N_STREAMS = 9
 
@@ -121,8 +121,10 @@ def render_case(seed: int, label: str, difficulty: float = 1.0, variation: float
     artefacts, 256 px at 1.1-1.4 mm, 3-4 mm slices), 1 = full randomisation of contrast,
     resolution, noise and artefacts; in between the ranges interpolate. ``patient_seed``: see
     the module docstring. ``overrides``: any feature key forced to 0/1 (see
-    :mod:`spinefx.phantom.appearance`), and ``level`` (e.g. "L1"), ``n_slices`` (5-40) or
-    ``t2_scale`` (1.0 = T2 on the T1 grid).
+    :mod:`spinefx.phantom.appearance`), and ``level`` (e.g. "L1"), ``n_slices`` (5-40),
+    ``t2_scale`` (1.0 = T2 on the T1 grid), ``t1_variant`` ("T1" / "T1_RED") or ``t2_variant``
+    ("T2" / "T2_FS" / "STIR"; e.g. "T2" for a study that ``spinefx predict`` pairs without
+    ``--t2``: a STIR is not a T2W series to it).
     """
     _check_request(label, overrides)
     variation = _check_variation(variation)
@@ -141,7 +143,8 @@ def render_case(seed: int, label: str, difficulty: float = 1.0, variation: float
     acq = draw_acquisition(r_acq, variation, overrides)
     lesion = draw_lesion(r_lesion, flags, acq.level)
     grid = Grid(acq.matrix, acq.matrix, acq.ps)
-    scene = _draw_scene(acq, grid, lesion, r_spine, r_phys, r_noise, variation)
+    scene = _draw_scene(acq, grid, lesion, r_spine, r_phys, r_noise, variation,
+                        (overrides.get("t1_variant"), overrides.get("t2_variant")))
     scene.confounders = draw_confounders(r_conf, scene.spec, lesion, variation)
     scene.artefacts = {s: draw_artefacts(r_art, variation) for s in ("t1", "t2")}
     scene.detail = DetailLattices(r_tex, grid.fov)
@@ -204,14 +207,17 @@ class _Scene:
 
 def _draw_scene(acq: Acquisition, grid: Grid, lesion: Lesion, r_spine: np.random.Generator,
                 r_phys: np.random.Generator, r_noise: np.random.Generator,
-                variation: float) -> _Scene:
+                variation: float, variants: tuple[str | None, str | None] = (None, None)
+                ) -> _Scene:
     """The fractured spine, the slice positions, the tissue physics and the texture lattices."""
     level, n, sbs = acq.level, acq.n, acq.sbs
-    spec = draw_spine(r_spine, grid.fov, level, shorten={level: lesion.posterior_loss})
+    spec = draw_spine(r_spine, grid.fov, level, shorten={level: lesion.posterior_loss},
+                      variation=variation)
     apply_fracture(spec.levels, lesion)
     x_spine = (lesion.x_c + acq.slice_jitter * sbs
                + (acq.centre - np.arange(n)) * sbs)  # LR in spine frame
-    phys = draw_physics(r_phys, lesion.t1_ratio, lesion.t2_ratio, lesion.bright_t2, variation)
+    phys = draw_physics(r_phys, lesion.t1_ratio, lesion.t2_ratio, lesion.bright_t2, variation,
+                        variants)
     mottle = lattice(r_noise, grid.fov, 5.0)
     shared = lattice(r_noise, grid.fov, 3.0)
     own = [lattice(r_noise, grid.fov, 3.0) for _ in range(n)]

@@ -68,12 +68,22 @@ def draw_variant(rng: np.random.Generator, table: dict[str, float], variation: f
 
 
 def draw_contrast(rng: np.random.Generator, variation: float, lesion_t1: float,
-                  lesion_t2: float, bright_t2: float) -> tuple[SeriesContrast, SeriesContrast]:
-    """T1 and T2 look-up tables of one case (always the same count of random numbers)."""
+                  lesion_t2: float, bright_t2: float,
+                  forced: tuple[str | None, str | None] = (None, None)
+                  ) -> tuple[SeriesContrast, SeriesContrast]:
+    """T1 and T2 look-up tables of one case (always the same count of random numbers).
+
+    ``forced``: a T1 and/or T2 variant to use instead of the drawn one (the draw still
+    happens, so everything else stays as the seed draws it)."""
     table = signal_table()
     out = []
     for col, variants in ((0, T1_VARIANTS), (1, T2_VARIANTS)):
         variant = draw_variant(rng, variants, variation)
+        if forced[col] is not None:
+            if forced[col] not in variants:
+                raise ValueError(f"{('t1', 't2')[col]}_variant must be one of "
+                                 f"{list(variants)}, got {forced[col]!r}")
+            variant = str(forced[col])
         extreme = float(rng.random()) < EXTREME_RATE * variation
         sigma = JITTER[0] + (JITTER[1] - JITTER[0]) * variation
         jitter = np.exp(sigma * rng.standard_normal(N_TISSUES)).astype(np.float32)

@@ -153,10 +153,12 @@ def _amplitudes(rng: np.random.Generator, table: dict, variation: float) -> np.n
 
 
 def draw_physics(rng: np.random.Generator, lesion_t1: float, lesion_t2: float,
-                 bright_t2: float, variation: float = 1.0) -> CasePhysics:
-    """Per-case scanner and tissue variation; lesion values are ratios to normal marrow."""
+                 bright_t2: float, variation: float = 1.0,
+                 variants: tuple[str | None, str | None] = (None, None)) -> CasePhysics:
+    """Per-case scanner and tissue variation; lesion values are ratios to normal marrow.
+    ``variants``: forced T1 / T2 sequence variants (None = drawn)."""
     v = variation
-    contrasts = draw_contrast(rng, v, lesion_t1, lesion_t2, bright_t2)
+    contrasts = draw_contrast(rng, v, lesion_t1, lesion_t2, bright_t2, variants)
     coarse = signal_table()[:, 2].copy()
     detail, fibre = _amplitudes(rng, DETAIL, v), _amplitudes(rng, FIBRE, v)
     series = []

@@ -72,8 +72,13 @@ def settings() -> SimpleNamespace:
 
 @pytest.fixture(scope="session")
 def cohort(phantom_cohorts) -> Path:
-    """12 phantom cases (5 malignant), seed 1: the manifest path (the session's shared copy)."""
-    return phantom_cohorts.manifest(n_cases=N_CASES, n_malignant=N_MALIGNANT, seed=COHORT_SEED)
+    """12 phantom cases (5 malignant), seed 1, at the nominal look (variation 0): the manifest
+    path (the session's shared copy). Nominal because the fixture model is untrained: on
+    randomised-contrast inputs its int8 copy drifts past the gate (max |dp| 0.042-0.044
+    measured), which says nothing about a trained model's int8 and would leave the int8 tests
+    with no int8 file to test."""
+    return phantom_cohorts.manifest(n_cases=N_CASES, n_malignant=N_MALIGNANT, seed=COHORT_SEED,
+                                    variation=0.0)
 
 
 @pytest.fixture(scope="session")

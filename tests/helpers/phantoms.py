@@ -29,25 +29,31 @@ class CohortCache:
         self._manifests: dict[tuple, Path] = {}
 
     def manifest(self, n_cases: int, n_malignant: int, seed: int = 0,
-                 difficulty: float = 1.0, cases_per_patient: int = 1) -> Path:
+                 difficulty: float = 1.0, cases_per_patient: int = 1,
+                 variation: float = 1.0) -> Path:
         """The ``manifest.csv`` of the cohort with these parameters (shared: do not modify)."""
         key = (int(n_cases), int(n_malignant), int(seed), float(difficulty),
-               int(cases_per_patient))
+               int(cases_per_patient), float(variation))
         if key not in self._manifests:
             from spinefx.phantom import generate_cohort
 
             folder = self.root / "n{}-m{}-seed{}-d{}".format(*key[:4])
             if key[4] != 1:
                 folder = folder.with_name(f"{folder.name}-k{key[4]}")
+            if key[5] != 1.0:
+                folder = folder.with_name(f"{folder.name}-v{key[5]}")
             self._manifests[key] = generate_cohort(folder, n_cases=key[0], n_malignant=key[1],
                                                    seed=key[2], difficulty=key[3],
-                                                   cases_per_patient=key[4], progress=False)
+                                                   cases_per_patient=key[4], variation=key[5],
+                                                   progress=False)
         return self._manifests[key]
 
     def private_copy(self, dest: Path, n_cases: int, n_malignant: int, seed: int = 0,
-                     difficulty: float = 1.0, cases_per_patient: int = 1) -> Path:
+                     difficulty: float = 1.0, cases_per_patient: int = 1,
+                     variation: float = 1.0) -> Path:
         """A copy of that cohort in ``dest`` (the caller's to change); its manifest path."""
-        source = self.manifest(n_cases, n_malignant, seed, difficulty, cases_per_patient)
+        source = self.manifest(n_cases, n_malignant, seed, difficulty, cases_per_patient,
+                               variation)
         shutil.copytree(source.parent, dest)
         return Path(dest) / source.name
 

@@ -239,7 +239,8 @@ def test_spinefx_predict_with_hf_model(hub, tmp_path, capsys, monkeypatch) -> No
     from spinefx.cli import main
     from spinefx.phantom import write_phantom_study
 
-    _, _, case = write_phantom_study(tmp_path / "study", seed=3, label="malignant", case_id="p3")
+    _, _, case = write_phantom_study(tmp_path / "study", seed=3, label="malignant",
+                                     t2_variant="T2", case_id="p3")
     box = ",".join(map(str, case.box))
     for offline in (False, True):
         if offline:

@@ -50,7 +50,7 @@ def test_prediction_files_are_readable_by_other_users(tmp_path):
     from spinefx.runtime.predict import predict_study
     from tests.helpers.onnx_model import write_tiny_model
 
-    _, _, case = write_phantom_study(tmp_path / "study", seed=3, label="malignant")
+    _, _, case = write_phantom_study(tmp_path / "study", seed=3, label="malignant", t2_variant="T2")
     predictor = Predictor(write_tiny_model(tmp_path / "model", image_size=64))
     result = predict_study(predictor, tmp_path / "study", tmp_path / "out",
                            slice_index=case.slice, box=case.box, dicom=True)

@@ -16,8 +16,8 @@ def two_patients(tmp_path_factory):
     from spinefx.phantom import write_phantom_study
 
     root = tmp_path_factory.mktemp("archive")
-    write_phantom_study(root / "a", seed=3, label="malignant", case_id="pa")
-    write_phantom_study(root / "b", seed=4, label="benign", case_id="pb")
+    write_phantom_study(root / "a", seed=3, label="malignant", t2_variant="T2", case_id="pa")
+    write_phantom_study(root / "b", seed=4, label="benign", t2_variant="T2", case_id="pb")
     return root
 
 

@@ -25,7 +25,8 @@ def study_dir(tmp_path_factory):
     from spinefx.phantom import write_phantom_study
 
     root = tmp_path_factory.mktemp("service")
-    t1_dir, t2_dir, case = write_phantom_study(root / "study", seed=3, label="malignant")
+    t1_dir, t2_dir, case = write_phantom_study(root / "study", seed=3, label="malignant",
+                                               t2_variant="T2")
     return root / "study", t1_dir, t2_dir, case
 
 
