@@ -1,0 +1,139 @@
+"""How much a model's P moves when the ROI box moves, on SYNTHETIC phantoms it never saw.
+
+For each held-out phantom (half malignant; rendered in memory by ``spinefx.phantom.iter_cases``)
+P is taken at the manifest box, then |dP| for seven perturbations of that box:
+
+* ``shift 3 px``: the box moved by -3 / +3 px in x and in y (4 per case);
+* ``scale 20%``:  the box grown and shrunk 20% about its centre (2 per case);
+* ``centre click``: the pixel at the box's centre with the model's default box size (1 per case).
+
+Prints median and 95th percentile |dP| per family and overall against the target of issue
+"A model worth showing" (median <= 0.05, 95th percentile <= 0.15). A benchmark, not a test:
+
+    python benchmarks/roi_stability.py                               # bundled model
+    python benchmarks/roi_stability.py --model DIR --cases 120 --seed 4242 --variation 0 1 \\
+        --json roi.json
+
+Synthetic phantoms only: the numbers say nothing about real MRI.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+import numpy as np
+
+TARGET_MEDIAN = 0.05
+TARGET_P95 = 0.15
+SHIFT_PX = 3
+SCALE = 0.20
+FAMILIES = ("shift 3 px", "scale 20%", "centre click")
+
+Box = tuple[float, float, float, float]
+
+
+def shifted_boxes(box: Box, shift: float = SHIFT_PX) -> list[Box]:
+    """The box moved by -shift / +shift pixels in x, then in y (size unchanged)."""
+    x0, y0, x1, y1 = box
+    return [(x0 + d, y0, x1 + d, y1) for d in (-shift, shift)] + \
+           [(x0, y0 + d, x1, y1 + d) for d in (-shift, shift)]
+
+
+def scaled_boxes(box: Box, scale: float = SCALE) -> list[Box]:
+    """The box grown and shrunk by ``scale`` of each side, about its centre."""
+    x0, y0, x1, y1 = box
+    cx, cy, hw, hh = (x0 + x1) / 2, (y0 + y1) / 2, (x1 - x0) / 2, (y1 - y0) / 2
+    return [(cx - hw * f, cy - hh * f, cx + hw * f, cy + hh * f) for f in (1 + scale, 1 - scale)]
+
+
+def centre_pixel(box: Box) -> tuple[float, float]:
+    """The pixel a user clicks in the middle of the box (x1/y1 are exclusive edges)."""
+    x0, y0, x1, y1 = box
+    return float(np.floor((x0 + x1 - 1) / 2)), float(np.floor((y0 + y1 - 1) / 2))
+
+
+def case_deltas(predictor, t1, t2, slice_index: int, box: Box) -> tuple[float, dict]:
+    """P at ``box`` and |dP| per family for one case (T2 aligned once, as the service does)."""
+    from spinefx.runtime import align_pair
+
+    pair = align_pair(t1, t2)
+
+    def p_at(**roi: Any) -> float:
+        return predictor.predict_pair(pair, slice_index, **roi).probability
+
+    p0 = p_at(box=box)
+    deltas = {
+        "shift 3 px": [abs(p_at(box=b) - p0) for b in shifted_boxes(box)],
+        "scale 20%": [abs(p_at(box=b) - p0) for b in scaled_boxes(box)],
+        # size_mm=None: the model's preprocess config supplies default_size_mm, as in a click
+        "centre click": [abs(p_at(center=centre_pixel(box), size_mm=None) - p0)],
+    }
+    return p0, deltas
+
+
+def summarise(values: list[float]) -> dict:
+    arr = np.asarray(values, dtype=np.float64)
+    median, p95 = float(np.median(arr)), float(np.percentile(arr, 95))
+    return {"n": int(arr.size), "median": median, "p95": p95, "max": float(arr.max()),
+            "pass": bool(median <= TARGET_MEDIAN and p95 <= TARGET_P95)}
+
+
+def evaluate(predictor, seed: int, n_cases: int, variation: float, workers: int) -> dict:
+    from spinefx.phantom import iter_cases
+    from spinefx.phantom.case import case_volumes
+
+    per_family: dict[str, list[float]] = {f: [] for f in FAMILIES}
+    for _row, case in iter_cases(seed=seed, n_cases=n_cases, n_malignant=n_cases // 2,
+                                 variation=variation, workers=workers, progress=True):
+        t1, t2 = case_volumes(case)
+        box = tuple(float(v) for v in case.box)
+        _p0, deltas = case_deltas(predictor, t1, t2, case.slice, box)  # type: ignore[arg-type]
+        for family, values in deltas.items():
+            per_family[family].extend(values)
+    rows = {family: summarise(values) for family, values in per_family.items()}
+    rows["overall"] = summarise([v for values in per_family.values() for v in values])
+    return {"variation": variation, "seed": seed, "n_cases": n_cases, "families": rows}
+
+
+def print_table(result: dict) -> None:
+    print(f"\n**variation {result['variation']:g}** ({result['n_cases']} SYNTHETIC cases, "
+          f"seed {result['seed']})\n")
+    print(f"| perturbation | n | median abs(dP) | p95 abs(dP) | max abs(dP) | "
+          f"target (median <= {TARGET_MEDIAN}, p95 <= {TARGET_P95}) |")
+    print("|---|---|---|---|---|---|")
+    for family, r in result["families"].items():
+        print(f"| {family} | {r['n']} | {r['median']:.3f} | {r['p95']:.3f} | {r['max']:.3f} | "
+              f"{'pass' if r['pass'] else 'miss'} |", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default=None, help="model folder (default: the bundled model)")
+    ap.add_argument("--cases", type=int, default=120, help="cases per variation (half malignant)")
+    ap.add_argument("--seed", type=int, default=4242, help="cohort seed (never used in training)")
+    ap.add_argument("--variation", type=float, nargs="+", default=[0.0, 1.0])
+    ap.add_argument("--workers", type=int, default=1, help="phantom rendering processes")
+    ap.add_argument("--json", default=None, help="also write the results to this JSON file")
+    args = ap.parse_args(argv)
+    from spinefx.runtime.inference import Predictor
+
+    predictor = Predictor(args.model) if args.model else Predictor()
+    print(f"SYNTHETIC phantoms; say nothing about real MRI. Model {predictor.model_id}; "
+          f"centre click box {predictor.config.default_size_mm:g} mm (model default)")
+    results = []
+    for variation in args.variation:
+        result = evaluate(predictor, args.seed, args.cases, variation, args.workers)
+        print_table(result)
+        results.append(result)
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as fh:
+            json.dump({"synthetic": True, "model": predictor.model_id,
+                       "default_size_mm": predictor.config.default_size_mm,
+                       "target": {"median": TARGET_MEDIAN, "p95": TARGET_P95},
+                       "results": results}, fh, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
