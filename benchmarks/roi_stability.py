@@ -87,8 +87,8 @@ def evaluate(predictor, seed: int, n_cases: int, variation: float, workers: int)
     for _row, case in iter_cases(seed=seed, n_cases=n_cases, n_malignant=n_cases // 2,
                                  variation=variation, workers=workers, progress=True):
         t1, t2 = case_volumes(case)
-        box = tuple(float(v) for v in case.box)
-        _p0, deltas = case_deltas(predictor, t1, t2, case.slice, box)  # type: ignore[arg-type]
+        x0, y0, x1, y1 = (float(v) for v in case.box)
+        _p0, deltas = case_deltas(predictor, t1, t2, case.slice, (x0, y0, x1, y1))
         for family, values in deltas.items():
             per_family[family].extend(values)
     rows = {family: summarise(values) for family, values in per_family.items()}
