@@ -63,6 +63,9 @@ from .report import write_report
 from .run_folder import check_run_folder, prepare_inputs
 from .summary import fold_result, pooled_predictions, summarise
 
+#: the most ROI variants per case (memory grows linearly: N x K x 6 x S x S float32)
+MAX_ROI_VARIANTS = 16
+
 
 # ---------------------------------------------------------------------------------------------
 # the run
@@ -75,7 +78,7 @@ def train_cv(manifest: str | PathLike, out_dir: str | PathLike, folds: int = 10,
              weight_decay: float = 1e-4, val_fraction: float = 0.15, patience: int = 10,
              augment: bool | Augment = True, threshold_rule: str = "youden",
              precise_bn: bool = True, select: str = "auto",
-             allow_download: bool = True, allow_outside: bool = False,
+             allow_download: bool = True, allow_outside: bool = False, roi_variants: int = 1,
              _interrupt_after: int | None = None) -> dict:
     """Cross-validate the paper's model on ``manifest`` and write the run folder ``out_dir``.
 
@@ -84,7 +87,10 @@ def train_cv(manifest: str | PathLike, out_dir: str | PathLike, folds: int = 10,
     otherwise ``out_dir`` must be missing or empty. ``pretrained``: see
     :func:`spinefx.train.model.load_pretrained` (``hf://`` sources download only then).
     ``allow_outside``: the manifest's series may lie outside its folder; ``run.json`` records
-    it (:func:`spinefx.train.run_folder.manifest_permission`).
+    it (:func:`spinefx.train.run_folder.manifest_permission`). ``roi_variants`` K > 1 trains on
+    K inputs per case built at the manifest's ROI and K-1 drawn ROI variants (shifted, scaled,
+    centre clicks: :class:`spinefx.train.data.RoiJitter`); validation and out-of-fold
+    predictions use the manifest's ROI only. Memory: N x K x 6 x S x S float32.
     """
     manifest, out = Path(manifest).resolve(), Path(out_dir)
     aug = augment if isinstance(augment, Augment) else (Augment() if augment else None)
@@ -93,9 +99,13 @@ def train_cv(manifest: str | PathLike, out_dir: str | PathLike, folds: int = 10,
         weight_decay=weight_decay, seed=seed, val_fraction=val_fraction, patience=patience,
         threshold_rule=threshold_rule, precise_bn=precise_bn, select=select,
         augment=aug.to_dict() if aug else None,
-        pretrained=str(pretrained) if pretrained else None, max_cases=max_cases, final=final)
+        pretrained=str(pretrained) if pretrained else None, max_cases=max_cases, final=final,
+        roi_variants=roi_variants)
     if select not in SELECT_RULES:
         raise TrainingError(f"select must be one of {', '.join(SELECT_RULES)}, got {select!r}")
+    if not (isinstance(roi_variants, int) and 1 <= roi_variants <= MAX_ROI_VARIANTS):
+        raise TrainingError(f"roi_variants must be an integer 1..{MAX_ROI_VARIANTS}, got "
+                            f"{roi_variants!r}")
     if epochs < 1 or batch_size < 2 or image_size < 32:
         raise TrainingError("need --epochs >= 1, --batch-size >= 2 and --image-size >= 32")
 

@@ -19,6 +19,17 @@ shows anatomy no patient has. Likewise no cranio-caudal flip (endplate and disc 
 optional ``swap_sides`` mirrors the patient left-right instead — it swaps slice k-1 and k+1,
 which is anatomically plausible — and is off by default, as in the paper.
 
+**ROI variants** (``roi_variants`` K > 1, opt-in): users give the ROI as a tight mask box, a box
+off by a few pixels, or a centre click with the model's default box size. An image-space affine
+of a tight crop cannot show the context a larger default box shows, so K inputs per case are
+built by the runtime's own :func:`spinefx.runtime.build_six_channel` (:class:`RoiJitter`):
+variant 0 is the manifest's ROI; each other variant is drawn from a generator seeded by
+(draw seed, case id, variant) — about a third are the centre click (the box's centre pixel, no
+box, the config's default size in mm, exactly what a user's click gives), the rest the box
+shifted and grown/shrunk about its centre. The stack is then (N, K, 6, S, S);
+:class:`CaseDataset` picks one variant per (seed, stream, epoch, case), then augments as
+usual; validation and out-of-fold prediction use variant 0 only.
+
 Everything is torch on tensors, and every random draw comes from a generator seeded by
 (seed, stream, epoch, case): a sample's augmentation depends neither on the worker that loads
 it nor on the order of loading, so runs are reproducible with any ``--workers`` and after a
@@ -42,8 +53,19 @@ from numpy.typing import ArrayLike
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from spinefx.runtime import Case, PreprocessConfig, prepare_case
+from spinefx.runtime import (
+    AlignedPair,
+    Case,
+    PreprocessConfig,
+    RoiError,
+    align_pair,
+    box_from_center,
+    build_six_channel,
+    load_volume,
+    prepare_case,
+)
 from spinefx.runtime.files import atomic_path
+from spinefx.runtime.preprocess import Box
 
 
 # ---------------------------------------------------------------------------------------------
@@ -66,37 +88,50 @@ def _case_record(case: Case) -> dict:
             "size_mm": case.size_mm}
 
 
-def cache_key(cases: Sequence[Case], config: PreprocessConfig) -> str:
+def cache_key(cases: Sequence[Case], config: PreprocessConfig, roi_variants: int = 1,
+              jitter: RoiJitter | None = None) -> str:
     """A short hash of the preprocessing settings and the cases' inputs (paths, file sizes and
-    modification times, slice, box)."""
-    blob = json.dumps({"config": config.to_dict(), "cases": [_case_record(c) for c in cases]},
-                      sort_keys=True, default=str)
+    modification times, slice, box); with ``roi_variants`` > 1 also K and the variant draw
+    (the K = 1 key is the one caches always had)."""
+    record: dict = {"config": config.to_dict(), "cases": [_case_record(c) for c in cases]}
+    if roi_variants > 1:
+        record["roi_variants"] = {"k": int(roi_variants),
+                                  "jitter": (jitter or RoiJitter()).to_dict()}
+    blob = json.dumps(record, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def preprocess_cases(cases: Sequence[Case], config: PreprocessConfig,
-                     cache_dir: str | PathLike | None = None, progress: bool = True) -> np.ndarray:
-    """Model inputs of all ``cases``, stacked: float32 (N, C, S, S) in [0, 1].
+                     cache_dir: str | PathLike | None = None, progress: bool = True,
+                     roi_variants: int = 1, jitter: RoiJitter | None = None) -> np.ndarray:
+    """Model inputs of all ``cases``, stacked: float32 (N, C, S, S) in [0, 1]; with
+    ``roi_variants`` K > 1, (N, K, C, S, S): K ROI variants per case (:func:`roi_variant_inputs`).
 
     With ``cache_dir`` the stack is read from / written to ``inputs-<key>.npy`` there (see
     :func:`cache_key`); a stale cache simply has another key.
     """
+    jitter = jitter or RoiJitter()
+    per_case = (config.n_channels, config.image_size, config.image_size)
+    if roi_variants > 1:
+        per_case = (int(roi_variants), *per_case)
     path = None
     if cache_dir is not None:
-        path = Path(cache_dir) / f"inputs-{cache_key(cases, config)}.npy"
+        key = cache_key(cases, config, roi_variants, jitter)
+        path = Path(cache_dir) / f"inputs-{key}.npy"
         if path.is_file():
             arrays = np.load(path, allow_pickle=False)
-            if arrays.shape == (len(cases), config.n_channels, config.image_size,
-                                config.image_size):
+            if arrays.shape == (len(cases), *per_case):
                 return arrays
-    out = np.empty((len(cases), config.n_channels, config.image_size, config.image_size),
-                   dtype=np.float32)
+    out = np.empty((len(cases), *per_case), dtype=np.float32)
     notes = 0
     for i, case in enumerate(tqdm(cases, desc="preprocessing", unit="case",
                                   disable=None if progress else True, leave=False)):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            out[i] = prepare_case(case, config).array
+            if roi_variants > 1:
+                out[i] = roi_variant_inputs(case, config, roi_variants, jitter)
+            else:  # the path caches always took: one input at the manifest's ROI
+                out[i] = prepare_case(case, config).array
         notes += len(caught)
     if notes:
         warnings.warn(f"preprocessing: {notes} note(s) while building inputs (edge slices "
@@ -105,6 +140,102 @@ def preprocess_cases(cases: Sequence[Case], config: PreprocessConfig,
     if path is not None:  # unique temporary name: two runs sharing a cache never collide
         with atomic_path(path, suffix=".npy") as tmp:
             np.save(tmp, out, allow_pickle=False)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# ROI variants: the ROI the way users give it
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RoiJitter:
+    """How the ROI variants 1..K-1 of a case are drawn (variant 0 is the manifest's ROI).
+
+    The shift is uniform in +-``max(shift_px, shift_fraction x box side)`` per axis: at least
+    the few pixels a hand-drawn box is off by, and proportionally more on larger matrices (a
+    5 % shift of a 60 px box is 3 px; of a 120 px box, 6 px). The side is scaled by a factor
+    uniform in 1 +- ``scale`` about the (shifted) centre. ``click_fraction`` of the variants
+    (a per-variant draw) are a centre click instead: the box's centre pixel, no box, so
+    :func:`spinefx.runtime.build_six_channel` uses ``PreprocessConfig.default_size_mm``.
+    ``seed`` is the draw's own seed (part of the cache key), independent of the run's seed so
+    runs with different seeds share one cache.
+    """
+    shift_px: float = 3.0
+    shift_fraction: float = 0.05
+    scale: float = 0.20
+    click_fraction: float = 1 / 3
+    seed: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+#: a ROI variant: ("box", box) or ("click", centre pixel)
+RoiVariant = tuple[str, tuple[float, ...]]
+
+
+def _case_number(case_id: str) -> int:
+    """A stable 32-bit number of a case id (the draw must not depend on manifest order)."""
+    return int.from_bytes(hashlib.sha256(str(case_id).encode()).digest()[:4], "little")
+
+
+def click_at_box_centre(box: Box) -> tuple[float, float]:
+    """The pixel a user clicks in the middle of ``box`` (edge coordinates): (column, row)."""
+    return (float(math.floor((box[0] + box[2]) / 2)), float(math.floor((box[1] + box[3]) / 2)))
+
+
+def draw_roi_variant(case_id: str, variant: int, box: Box,
+                     jitter: RoiJitter = RoiJitter()) -> RoiVariant:
+    """Variant ``variant`` (>= 1) of the ROI ``box`` of case ``case_id``; see :class:`RoiJitter`.
+    Deterministic per (jitter.seed, case id, variant)."""
+    rng = np.random.default_rng(np.random.SeedSequence(
+        [int(jitter.seed) & 0xFFFFFFFF, _case_number(case_id), int(variant) & 0xFFFFFFFF]))
+    if rng.random() < jitter.click_fraction:
+        return ("click", click_at_box_centre(box))
+    x0, y0, x1, y1 = (float(v) for v in box)
+    w, h = x1 - x0, y1 - y0
+    reach = max(jitter.shift_px, jitter.shift_fraction * max(w, h))
+    dx, dy = rng.uniform(-reach, reach, size=2)
+    factor = 1.0 + rng.uniform(-jitter.scale, jitter.scale)
+    cx, cy = (x0 + x1) / 2 + dx, (y0 + y1) / 2 + dy
+    hw, hh = w * factor / 2, h * factor / 2
+    return ("box", (cx - hw, cy - hh, cx + hw, cy + hh))
+
+
+def _manifest_box(case: Case, pair: AlignedPair, config: PreprocessConfig) -> Box:
+    """The box of the manifest's ROI (a centre row: the box its centre and size give)."""
+    if case.box is not None:
+        return (float(case.box[0]), float(case.box[1]), float(case.box[2]), float(case.box[3]))
+    assert case.center is not None  # read_manifest: a box or a centre
+    return box_from_center(case.center, case.size_mm or config.default_size_mm,
+                           pair.t1.pixel_spacing)
+
+
+def roi_variant_inputs(case: Case, config: PreprocessConfig, k: int,
+                       jitter: RoiJitter = RoiJitter()) -> np.ndarray:
+    """float32 (K, C, S, S): the case's input at its manifest ROI (variant 0) and at K-1 drawn
+    variants (:func:`draw_roi_variant`), all by :func:`spinefx.runtime.build_six_channel` on one
+    decoded, aligned pair. A variant the runtime refuses (past the image edge) falls back to
+    variant 0, with a warning."""
+    pair = align_pair(load_volume(case.t1, "T1"), load_volume(case.t2, "T2"))
+    first = build_six_channel(pair, case.slice, box=case.box, center=case.center,
+                              size_mm=case.size_mm, config=config).array
+    out = np.empty((k, *first.shape), dtype=np.float32)
+    out[0] = first
+    box = _manifest_box(case, pair, config)
+    for v in range(1, k):
+        kind, where = draw_roi_variant(case.case_id, v, box, jitter)
+        try:
+            if kind == "click":
+                made = build_six_channel(pair, case.slice, center=(where[0], where[1]),
+                                         config=config)
+            else:
+                made = build_six_channel(pair, case.slice, box=(where[0], where[1], where[2],
+                                                                where[3]), config=config)
+            out[v] = made.array
+        except RoiError as exc:
+            warnings.warn(f"case {case.case_id}: ROI variant {v} refused ({exc}); used the "
+                          "manifest's ROI", stacklevel=2)
+            out[v] = first
     return out
 
 
@@ -175,11 +306,18 @@ class Augment:
 # ---------------------------------------------------------------------------------------------
 # dataset
 # ---------------------------------------------------------------------------------------------
+#: the extra sample_generator key of the ROI-variant choice (its own stream: the augmentation
+#: draws stay those of a K = 1 run)
+VARIANT_STREAM = 0x0501
+
+
 class CaseDataset(Dataset):
     """Cases ``indices`` of a preprocessed stack; items are ``(x, target, index)``.
 
     ``augment`` (or None) is applied with :func:`sample_generator` (seed, stream, epoch, index);
     call :meth:`set_epoch` before each epoch. ``stream`` separates folds / the final model.
+    A (N, K, C, S, S) stack of ROI variants gives one variant per item, chosen by
+    :meth:`variant_of` (seed, stream, epoch, index), before the augmentation.
     """
 
     def __init__(self, arrays: np.ndarray | torch.Tensor, targets: ArrayLike,
@@ -197,9 +335,23 @@ class CaseDataset(Dataset):
     def __len__(self) -> int:
         return len(self.indices)
 
+    @property
+    def n_variants(self) -> int:
+        """ROI variants per case (1 for a (N, C, S, S) stack)."""
+        return int(self.arrays.shape[1]) if self.arrays.ndim == 5 else 1
+
+    def variant_of(self, idx: int) -> int:
+        """The ROI variant case ``idx`` shows in this epoch."""
+        if self.n_variants == 1:
+            return 0
+        g = sample_generator(self.seed, self.stream, self.epoch, idx, VARIANT_STREAM)
+        return int(torch.randint(self.n_variants, (), generator=g))
+
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, int]:
         idx = self.indices[i]
         x = self.arrays[idx]
+        if self.arrays.ndim == 5:
+            x = x[self.variant_of(idx)]
         if self.augment is not None:
             x = self.augment(x, sample_generator(self.seed, self.stream, self.epoch, idx))
         return x, self.targets[idx], idx

@@ -65,9 +65,15 @@ class TrainSettings:
     pretrained: str | None = None
     max_cases: int | None = None
     final: bool = True
+    roi_variants: int = 1         # ROI variants per case (spinefx.train.data.RoiJitter); 1 = off
 
     def to_dict(self) -> dict:
-        return dict(self.__dict__)
+        """The settings as recorded; ``roi_variants`` only when > 1, so a default run records
+        (and resumes, and caches) exactly what runs recorded before the setting existed."""
+        out = dict(self.__dict__)
+        if out["roi_variants"] == 1:
+            del out["roi_variants"]
+        return out
 
 
 @dataclass
@@ -96,7 +102,10 @@ class TrainingRun:
                  device: torch.device, dd: Dist, workers: int, progress: bool,
                  interrupt_after: int | None, allow_download: bool):
         self.out, self.s, self.cases = out, settings, cases
-        self.arrays = torch.from_numpy(arrays)
+        # training items come from every ROI variant (N, K, C, S, S); everything else — precise
+        # BN, validation, test folds — sees variant 0, the manifest's ROI, as a K = 1 run does
+        self.train_arrays = torch.from_numpy(arrays)
+        self.arrays = self.train_arrays[:, 0] if arrays.ndim == 5 else self.train_arrays
         self.y = np.array([c.target for c in cases], dtype=np.int64)
         # the class names of self.y (Case.target has checked that every case is labelled)
         self.labels = [LABELS[c.target] for c in cases]
@@ -134,7 +143,7 @@ class TrainingRun:
         n_pos = int(self.y[train_idx].sum())
         pos_weight = (len(train_idx) - n_pos) / max(n_pos, 1)
         loss_fn = nn.BCEWithLogitsLoss(pos_weight=torch.tensor(pos_weight, device=self.device))
-        ds = CaseDataset(self.arrays, self.y, train_idx, self.augment, seed=s.seed,
+        ds = CaseDataset(self.train_arrays, self.y, train_idx, self.augment, seed=s.seed,
                          stream=stream)
         drop_last = len(ds) // dd.world > s.batch_size  # never a 1-sample batch through BatchNorm
         sampler_seed = int(sample_generator(s.seed, stream, 7).initial_seed() % 2**31)

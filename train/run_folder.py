@@ -32,6 +32,8 @@ if TYPE_CHECKING:
     from .distributed import Dist
 
 RUN_RECORD = "run.json"
+#: settings a run records only when they differ from these defaults (older runs lack them)
+OPTIONAL_SETTINGS = {"roi_variants": 1}
 
 
 def manifest_permission(run_dir: str | PathLike | None, manifest: str | PathLike,
@@ -64,7 +66,8 @@ def check_run_folder(out: Path, settings: dict, manifest: Path, resume: bool) ->
     if not (out / RUN_RECORD).is_file():
         raise TrainingError("cannot resume: no run.json here (not a spinefx run folder)", out)
     saved = read_json(out / RUN_RECORD)
-    diffs = [k for k in settings if saved["settings"].get(k) != settings[k]]
+    now, before = {**OPTIONAL_SETTINGS, **settings}, {**OPTIONAL_SETTINGS, **saved["settings"]}
+    diffs = [k for k in now if before.get(k) != now[k]]
     if diffs or saved.get("manifest") != str(manifest):
         raise TrainingError(f"cannot resume: this run was started with other settings "
                             f"({', '.join(diffs) or 'manifest'}); use the original options or "
@@ -76,7 +79,8 @@ def prepare_inputs(out: Path, manifest: Path, settings: dict, dd: Dist, device: 
     """The run's cases (``max_cases``: a seeded subset) and their preprocessed inputs; rank 0
     writes ``run.json`` and the cache, the other ranks then read the cache. ``allow_outside``
     (or, on resume, the permission ``run.json`` recorded) lets series lie outside the
-    manifest's folder; ``run.json`` records it."""
+    manifest's folder; ``run.json`` records it. ``settings["roi_variants"]`` K > 1 (absent: 1)
+    gives the (N, K, C, S, S) stack of :func:`spinefx.train.data.preprocess_cases`."""
     from .data import preprocess_cases
 
     allow_outside = manifest_permission(out, manifest, allow_outside)
@@ -85,6 +89,7 @@ def prepare_inputs(out: Path, manifest: Path, settings: dict, dd: Dist, device: 
     if any(c.label is None for c in cases):
         raise TrainingError("every case needs a label to train", manifest)
     preprocess = PreprocessConfig(image_size=settings["image_size"])
+    variants = int(settings.get("roi_variants", 1))  # (N, K, C, S, S) when > 1
     if dd.main:
         out.mkdir(parents=True, exist_ok=True)
         if not (out / RUN_RECORD).is_file():
@@ -93,8 +98,10 @@ def prepare_inputs(out: Path, manifest: Path, settings: dict, dd: Dist, device: 
                 "allow_outside": allow_outside,
                 "preprocess": preprocess.to_dict(), "world_size": dd.world,
                 "device": device.type})
-        arrays = preprocess_cases(cases, preprocess, out / "cache", progress=progress)
+        arrays = preprocess_cases(cases, preprocess, out / "cache", progress=progress,
+                                  roi_variants=variants)
     dd.barrier()
     if not dd.main:
-        arrays = preprocess_cases(cases, preprocess, out / "cache", progress=False)
+        arrays = preprocess_cases(cases, preprocess, out / "cache", progress=False,
+                                  roi_variants=variants)
     return cases, arrays

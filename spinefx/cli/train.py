@@ -68,6 +68,14 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--patience", type=int, default=10,
                    help="early stopping: epochs without validation improvement (0 = off)")
     p.add_argument("--no-augment", action="store_true", help="train without augmentation")
+    p.add_argument("--roi-variants", type=int, default=1, metavar="K",
+                   help="train on K ROIs per case (1..16, default 1 = the manifest's box only): "
+                        "the manifest's box plus K-1 drawn the way users give it — shifted by "
+                        "max(3 px, 5%% of the box), grown/shrunk by up to 20%%, or (about a "
+                        "third) a centre click with the default box size; validation and "
+                        "out-of-fold predictions use the manifest's box. All K are kept in "
+                        "memory: N x K x 6 x S x S float32, e.g. 190 cases x K=6 at 128 px "
+                        "= 450 MB")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_allow_outside(p, "--manifest", "; run.json records it, and --resume, `spinefx "
                       "evaluate` and `spinefx export` then allow it for this same manifest")
@@ -89,6 +97,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--folds must be at least 2")
     if args.workers < 0:
         raise UsageError("--workers must be >= 0")
+    if not 1 <= args.roi_variants <= 16:
+        raise UsageError(f"--roi-variants must be within 1..16, got {args.roi_variants}")
     import torch  # noqa: F401  (missing: the CLI names the 'train' extra)
 
     from spinefx.train.cv import train_cv
@@ -99,7 +109,8 @@ def run(args: argparse.Namespace) -> int:
         device=args.device, workers=args.workers, pretrained=args.pretrained,
         resume=args.resume, final=not args.no_final, max_cases=args.max_cases,
         progress=show_progress(args), select=args.select, patience=args.patience,
-        augment=not args.no_augment, allow_outside=args.allow_outside)
+        augment=not args.no_augment, allow_outside=args.allow_outside,
+        roi_variants=args.roi_variants)
     if metrics:  # rank 0 only under torchrun
         auc = metrics["pooled"]["auc"]
         tag = "SYNTHETIC phantom cohort: " if metrics.get("synthetic") else ""
