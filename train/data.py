@@ -111,7 +111,7 @@ def preprocess_cases(cases: Sequence[Case], config: PreprocessConfig,
     :func:`cache_key`); a stale cache simply has another key.
     """
     jitter = jitter or RoiJitter()
-    per_case = (config.n_channels, config.image_size, config.image_size)
+    per_case: tuple[int, ...] = (config.n_channels, config.image_size, config.image_size)
     if roi_variants > 1:
         per_case = (int(roi_variants), *per_case)
     path = None
