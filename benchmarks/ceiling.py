@@ -176,6 +176,17 @@ def cnn_threshold(oof: Any, oof_csv: Path) -> tuple[Any, str]:
     return (oof.threshold if threshold == PER_FOLD else threshold), source
 
 
+def cohort_variation(manifest: Path) -> float:
+    """The phantom ``variation`` the manifest's cohort was drawn with (its cohort.json), so
+    the held-out cohort comes from the same distribution; 1.0 (the generator's default) when
+    the folder has none."""
+    from spinefx.runtime.files import read_json
+
+    record = read_json(manifest.parent / "cohort.json", required=False)
+    value = record.get("variation") if isinstance(record, dict) else None
+    return float(value) if isinstance(value, (int, float)) else 1.0
+
+
 def held_out(model: str | None, n_cases: int, seed: int, variation: float,
              workers: int) -> dict:
     """A model folder (None: the bundled model) on a fresh in-memory cohort, half malignant,
@@ -262,6 +273,8 @@ def markdown(results: dict) -> str:
         m = results.get(key)
         if m is None:
             continue
+        if key == "held_out":
+            name += f" ({m['model']}, seed {m['seed']}, variation {m['variation']:g})"
         thr = "per fold" if m["threshold"] is None else f"{m['threshold']:.3f}"
         lines.append(f"| {name} | {m['n']} ({m['n_malignant']}) | {_ci(m['auc'])} | {thr} | "
                      + " | ".join(_ci(m[k], pct=True)
@@ -306,8 +319,10 @@ def measure(args: argparse.Namespace) -> dict:
         results["cnn_vs_statistics"] = delong_test(cohort.y, oof.prob, probs["statistics"])
     if args.held_out_model is not None:
         model = None if args.held_out_model == BUNDLED else args.held_out_model
+        variation = (cohort_variation(args.manifest) if args.held_out_variation is None
+                     else args.held_out_variation)
         results["held_out"] = held_out(model, args.held_out_cases, args.held_out_seed,
-                                       args.held_out_variation, args.workers)
+                                       variation, args.workers)
     results["targets"] = judge_targets(results)
     return results
 
@@ -326,9 +341,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--held-out-cases", type=int, default=MIN_HELD_OUT)
     ap.add_argument("--held-out-seed", type=int, default=9001,
                     help="never used for training or selection (default 9001)")
-    ap.add_argument("--held-out-variation", type=float, default=1.0,
-                    help="phantom --variation of the fresh cohort (default 1, as `spinefx "
-                         "phantom`; match the training cohort's)")
+    ap.add_argument("--held-out-variation", type=float, default=None,
+                    help="phantom --variation of the fresh cohort (default: the manifest "
+                         "folder's cohort.json, else 1 as `spinefx phantom`)")
     ap.add_argument("--workers", type=int, default=2, help="phantom render processes")
     ap.add_argument("--allow-outside", action="store_true",
                     help="the manifest's series may lie outside its folder")
