@@ -75,6 +75,11 @@ DEFAULT_THRESHOLD = 0.5
 DEFAULT_BOOTSTRAP = 2000
 SYNTHETIC_NOTE = "SYNTHETIC data (phantom cohort): a pipeline demonstration, not a clinical result"
 SIMULATED_NOTE = "SIMULATED readers (drawn at fixed sensitivity/specificity), not a reader study"
+# A simulated reader's calls hit the rates chosen for it exactly, so a McNemar test against it
+# only restates those rates: say so wherever its p-values are shown.
+MCNEMAR_SIMULATED_NOTE = ("the readers are SIMULATED: each McNemar result is fixed by the "
+                          "sensitivity/specificity chosen for the reader (spinefx readers) and "
+                          "says nothing about the model against human readers")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -277,6 +282,7 @@ def evaluate(oof_csv: str | PathLike, out_dir: str | PathLike,
         "spinefx_version": __version__,
         "synthetic": synthetic,
         "readers_simulated": readers_simulated,
+        "mcnemar_note": MCNEMAR_SIMULATED_NOTE if readers_simulated else None,
         "labels": ([SYNTHETIC_NOTE] if synthetic else []) +
                   ([SIMULATED_NOTE] if readers_simulated else []),
         "inputs": {"oof": str(oof_csv), "readers": str(readers_csv) if readers_csv else None,

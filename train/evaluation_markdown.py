@@ -98,6 +98,8 @@ def _reader_lines(r: Mapping) -> list[str]:
               "b = model right and reader wrong, c = model wrong and reader right; "
               "two-sided exact binomial test on the discordant pairs. Sensitivity = "
               "malignant cases only, specificity = benign cases only.", ""]
+    if r.get("mcnemar_note"):
+        lines += [f"**Note:** {r['mcnemar_note']}.", ""]
     rows = []
     for x in r["readers"]:
         model, rd = x["model_same_cases"], x["metrics"]

@@ -112,6 +112,19 @@ def test_model_metrics_threshold_and_labels(evaluated) -> None:
     assert len(result["labels"]) == 2
 
 
+def test_simulated_readers_mcnemar_is_labelled_as_fixed_by_the_chosen_rates(evaluated,
+                                                                           tmp_path) -> None:
+    result, out = evaluated
+    assert "fixed by the sensitivity/specificity chosen" in result["mcnemar_note"]
+    md = (out / "evaluation.md").read_text()
+    mcnemar = md[md.index("### Model vs reader"):]
+    assert result["mcnemar_note"] in mcnemar.split("\n\n| reader")[0]
+    human = E.evaluate(_write_oof(tmp_path), tmp_path / "h",
+                       readers_csv=_write_readers(tmp_path, simulated=False), bootstrap=0)
+    assert human["mcnemar_note"] is None
+    assert "fixed by" not in (tmp_path / "h" / "evaluation.md").read_text()
+
+
 def test_feature_statistics(evaluated) -> None:
     result, _ = evaluated
     feats = result["features"]
