@@ -31,7 +31,10 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                     "labelled cases of a manifest, each reader hitting its sensitivity and "
                     "specificity exactly (rounded to whole cases), so `spinefx evaluate` can "
                     "run the paper's reader comparison end to end on phantoms. "
-                    f"Default readers (Yeh et al. 2022): {DEFAULT_READERS_TEXT}.",
+                    f"Default readers (Yeh et al. 2022): {DEFAULT_READERS_TEXT}. On a phantom "
+                    "cohort no reader is simulated better than its ground-truth features "
+                    "permit: a sensitivity above the feature oracle's out-of-fold ROC at the "
+                    "reader's specificity is lowered onto it (printed).",
         epilog=EPILOG)
     p.add_argument("--manifest", required=True, type=Path, help="manifest.csv with labels")
     p.add_argument("--out", required=True, type=Path, help="readers CSV to write")
@@ -59,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
     if not cases:
         raise ManifestError("no labelled cases to simulate readers on", args.manifest)
     readers = dict(args.reader) if args.reader else DEFAULT_READERS
+    readers = _held_to_the_phantom(args.manifest, cases, readers, args.seed)
     calls = simulate_readers(cases, readers, seed=args.seed)
     path = write_readers_csv(calls, args.out)
     rates = achieved_rates(calls, {c.case_id: c.label for c in cases if c.label is not None})
@@ -69,3 +73,21 @@ def run(args: argparse.Namespace) -> int:
               f"specificity {fmt(r['specificity'])}")
     print(f"readers: {path}")
     return 0
+
+
+def _held_to_the_phantom(manifest: Path, cases: list, readers: dict, seed: int) -> dict:
+    """On a phantom cohort (its flags are the truth the images were drawn from), cap each
+    reader at what a reader who sees every feature perfectly reaches (spinefx.train.oracle)."""
+    from spinefx.phantom import is_cohort
+
+    if not is_cohort(Path(manifest).parent):
+        return readers
+    from spinefx.train.oracle import cap_readers, feature_oracle_roc
+
+    roc = feature_oracle_roc(cases, seed=seed)
+    if roc is None:
+        return readers
+    capped, notes = cap_readers(readers, roc)
+    for note in notes:
+        print(f"held to what the phantom permits: {note}")
+    return capped

@@ -5,8 +5,10 @@ import argparse
 import csv
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from spinefx.runtime import Case, read_manifest
 from spinefx.runtime.errors import ManifestError
 from spinefx.runtime.features import FEATURE_KEYS
 from spinefx.train import readers as R
@@ -136,3 +138,43 @@ def test_readers_cli_hook(tmp_path, capsys) -> None:
     assert (rates["a"]["tp"], rates["a"]["tn"]) == (9, 16)
     with pytest.raises(SystemExit):
         parser.parse_args(["readers", "--manifest", "m", "--out", "o", "--reader", "a=2"])
+
+
+def _cases(labels: dict[str, str], flags: dict[str, dict[str, int]]):
+    return [Case(case_id=c, label=lab, t1=Path("t1"), t2=Path("t2"), slice=0,
+                 features={k: flags[c].get(k, 0) for k in FEATURE_KEYS})
+            for c, lab in labels.items()]
+
+
+def test_oracle_caps_a_reader_above_what_the_features_permit() -> None:
+    from spinefx.train.oracle import cap_readers, feature_oracle_roc
+
+    rng = np.random.default_rng(0)
+    labels = _labels(30, 30)
+    noise = {c: {k: int(rng.random() < 0.5) for k in FEATURE_KEYS} for c in labels}
+    fpr, tpr = feature_oracle_roc(_cases(labels, noise))
+    assert fpr[0] == tpr[0] == 0 and fpr[-1] == tpr[-1] == 1
+    capped, notes = cap_readers({"senior": (0.98, 0.98), "weak": (0.05, 0.5)}, (fpr, tpr))
+    assert capped["senior"][0] < 0.6 and capped["senior"][1] == 0.98 and len(notes) == 1
+    assert "senior" in notes[0] and capped["weak"] == (0.05, 0.5)   # below the ROC: kept
+    telling = {c: {"fluid_sign": int(lab == "benign"), "epidural_mass": int(lab == "malignant")}
+               for c, lab in labels.items()}
+    roc = feature_oracle_roc(_cases(labels, telling))
+    assert cap_readers({"senior": (0.98, 0.98)}, roc) == ({"senior": (0.98, 0.98)}, [])
+    assert feature_oracle_roc(_cases(labels, noise)[:1]) is None
+
+
+def test_readers_on_a_phantom_cohort_are_held_to_its_features(phantom_cohorts, tmp_path,
+                                                              capsys) -> None:
+    """At difficulty 2 the flags carry no label information, so the paper's 98% senior is more
+    than the phantom permits and is lowered; a hand-made manifest (not a cohort) is not."""
+    from spinefx.cli import main
+
+    manifest = phantom_cohorts.manifest(n_cases=12, n_malignant=6, seed=3, difficulty=2.0)
+    assert main(["readers", "--manifest", str(manifest), "--out",
+                 str(tmp_path / "r.csv")]) == 0
+    printed = capsys.readouterr().out
+    assert "held to what the phantom permits: senior: sensitivity 0.980 ->" in printed
+    labels = {c.case_id: str(c.label) for c in read_manifest(manifest)}
+    rates = R.achieved_rates(R.read_readers_csv(tmp_path / "r.csv").calls, labels)
+    assert rates["senior"]["sensitivity"] < 0.98
