@@ -130,8 +130,10 @@ def _per_fold_lines(metrics: Mapping) -> list[str]:
     cal = metrics.get("calibration")
     if cal:
         oof = cal["out_of_fold"]
-        lines += [f"Temperature scaling (fitted on validation splits, T = "
-                  f"{oof['temperature']:.2f}): out-of-fold ECE {oof['before']['ece']:.3f} -> "
+        temps = oof.get("temperatures") or [oof["temperature"]]
+        lines += [f"Temperature scaling (fitted per fold on its validation split, median T = "
+                  f"{oof['temperature']:.2f}, range {min(temps):.2f}-{max(temps):.2f}): "
+                  f"out-of-fold ECE {oof['before']['ece']:.3f} -> "
                   f"{oof['after']['ece']:.3f}, Brier {oof['before']['brier']:.3f} -> "
                   f"{oof['after']['brier']:.3f} (the probabilities in oof_predictions.csv are "
                   f"uncalibrated).", ""]

@@ -4,8 +4,8 @@
 Every case is predicted once, by the fold model that did not see it. The pooled metrics call
 each case at its own fold's threshold (chosen on that fold's validation split, never on test
 data); ``pooled_at_operating_threshold`` uses the final model's operating point (the median of
-the fold thresholds) instead. Per-fold metrics, their mean and SD, and a temperature fitted on
-the folds' validation logits complete the record.
+the fold thresholds) instead. Per-fold metrics, their mean and SD, and temperature scaling
+(fitted per fold on its validation logits, applied to its test cases) complete the record.
 """
 from __future__ import annotations
 
@@ -88,17 +88,30 @@ def _per_fold(fold_results: Sequence[dict]) -> tuple[list[dict], dict]:
     return per_fold, summary
 
 
-def _calibration(fold_results: Sequence[dict], rows: Sequence[dict]) -> dict | None:
-    """Temperature fitted on the pooled validation logits, applied to the out-of-fold logits
-    (None when the logits are missing or the fit is impossible)."""
+def _calibration(fold_results: Sequence[dict]) -> dict | None:
+    """Temperature scaling, fitted per fold on that fold's validation split and applied to the
+    same fold's test cases, so no out-of-fold case's label enters the temperature that scales
+    it (one temperature pooled over all validation splits would: a fold's validation cases are
+    other folds' test cases). None when the logits are missing or a fit is impossible."""
     try:
-        val = [v for r in fold_results for v in r["val_predictions"]]
-        temperature = fit_temperature(np.array([v["logit"] for v in val]), _targets(val))
-        oof_logits = np.array([r["logit"] for r in rows])
-        return {"method": "temperature scaling fitted on the folds' validation splits",
-                "out_of_fold": temperature_report(oof_logits, _targets(rows), temperature)}
+        temps, logits, scaled, y = [], [], [], []
+        for r in fold_results:
+            val, test = r["val_predictions"], r["predictions"]
+            t = fit_temperature(np.array([v["logit"] for v in val]), _targets(val))
+            z = np.array([p["logit"] for p in test], dtype=np.float64)
+            temps.append(float(t))
+            logits.append(z)
+            scaled.append(z / t)
+            y.append(_targets(test))
+        targets = np.concatenate(y)
+        raw = temperature_report(np.concatenate(logits), targets, 1.0)
+        after = temperature_report(np.concatenate(scaled), targets, 1.0)
     except (ValueError, KeyError):
         return None
+    return {"method": "temperature scaling fitted per fold on that fold's validation split, "
+                      "applied to the fold's test cases",
+            "out_of_fold": {"temperature": float(np.median(temps)), "temperatures": temps,
+                            "n": raw["n"], "before": raw["before"], "after": after["before"]}}
 
 
 def summarise(fold_results: Sequence[dict], rows: Sequence[dict], *, manifest: Path,
@@ -122,7 +135,7 @@ def summarise(fold_results: Sequence[dict], rows: Sequence[dict], *, manifest: P
         "pooled": {**pooled, **call_metrics(y, calls), "threshold": None},
         "pooled_at_operating_threshold": pooled,
         "per_fold": per_fold, "per_fold_summary": summary,
-        "calibration": _calibration(fold_results, rows),
+        "calibration": _calibration(fold_results),
         "settings": settings,
         "preprocess": preprocess,
         "world_size": world_size, "device": device,

@@ -264,3 +264,31 @@ def test_holm_and_bonferroni_hand_example() -> None:
     assert M.holm(p) == pytest.approx([0.03, 0.06, 0.06, 0.02])
     assert M.bonferroni(p) == pytest.approx([0.04, 0.16, 0.12, 0.02])
     assert M.holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])
+
+
+def test_temperature_is_fitted_per_fold_without_the_test_labels() -> None:
+    """Each fold's temperature comes from its own validation split only: fold 1 is made
+    overconfident (T > 1), fold 2 underconfident (T < 1); flipping a test label changes the
+    before/after scores but not the temperatures."""
+    from spinefx.train.summary import _calibration
+
+    rng = np.random.default_rng(0)
+
+    def preds(n: int, scale: float, ids: str) -> list[dict]:
+        y = rng.integers(0, 2, n)
+        z = (2 * y - 1) * 1.0 + rng.normal(0, 1.0, n)   # calibrated at scale 1
+        return [{"case_id": f"{ids}{i}", "label": "malignant" if t else "benign",
+                 "logit": float(v * scale)} for i, (t, v) in enumerate(zip(y, z))]
+
+    folds = [{"fold": 1, "val_predictions": preds(80, 3.0, "v1_"),
+              "predictions": preds(40, 3.0, "a")},
+             {"fold": 2, "val_predictions": preds(80, 0.4, "v2_"),
+              "predictions": preds(40, 0.4, "b")}]
+    cal = _calibration(folds)["out_of_fold"]
+    t1, t2 = cal["temperatures"]
+    assert t1 > 1.5 and t2 < 0.7 and cal["n"] == 80
+    assert cal["after"]["ece"] < cal["before"]["ece"]
+    folds[0]["predictions"][0]["label"] = ("benign" if folds[0]["predictions"][0]["label"]
+                                           == "malignant" else "malignant")
+    again = _calibration(folds)["out_of_fold"]
+    assert again["temperatures"] == [t1, t2] and again["before"] != cal["before"]
