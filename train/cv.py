@@ -58,6 +58,7 @@ from .fitting import (
 )
 from .folds import inner_split, make_folds, save_splits
 from .loop import train_one_epoch  # noqa: F401 (spinefx.train.cv.train_one_epoch, as before)
+from .metrics import binary_metrics, choose_threshold
 from .oof import TRAINING_OOF_COLUMNS
 from .report import write_report
 from .run_folder import check_run_folder, prepare_inputs
@@ -117,6 +118,10 @@ def train_cv(manifest: str | PathLike, out_dir: str | PathLike, folds: int = 10,
                                        allow_outside=allow_outside)
         run = TrainingRun(out, settings, cases, arrays, dev, dd, workers, progress,
                           _interrupt_after, allow_download)
+        if folds == 1:
+            metrics = _train_single(run, manifest)
+            dd.barrier()
+            return metrics if metrics is not None else {}
         fold_of = make_folds(run.y, run.groups, folds, seed)
         if dd.main:
             save_splits(out / "splits.json", cases, fold_of, folds, seed)
@@ -180,6 +185,43 @@ def _run_fold(run: TrainingRun, k: int, fold_of: np.ndarray) -> dict:
     if not run.dd.main:  # what rank 0 decided and wrote
         result = read_json(done)
     return result
+
+
+def _train_single(run: TrainingRun, manifest: Path) -> dict | None:
+    """``folds=1``: no cross-validation. One model on a patient-grouped training split, the
+    epoch and the threshold chosen on the validation split, saved as the run's model. For
+    pre-training on a large synthetic cohort, whose model another run then starts from
+    (``--pretrained RUN``); its performance is measured on a different cohort, not here."""
+    folder = run.out / FINAL
+    if run.dd.main:
+        folder.mkdir(parents=True, exist_ok=True)
+    run.dd.barrier()
+    train_idx, val_idx = inner_split(np.arange(len(run.cases)), run.y, run.groups,
+                                     run.s.val_fraction, seed=run.s.seed * 1000)
+    model, state = run.fit(folder, stream=0, train_idx=train_idx, val_idx=val_idx,
+                           epochs=run.s.epochs, label="single split", log_fold=FINAL)
+    if not run.dd.main:
+        return None
+    zv = loop.predict_logits(model, run.arrays, val_idx, run.device)
+    ids = [c.case_id for c in run.cases]
+    pv = 1.0 / (1.0 + np.exp(-zv))
+    threshold = choose_threshold(run.y[val_idx], pv, rule=run.s.threshold_rule)
+    model = model.cpu().eval()
+    training = {**run.s.to_dict(), "threshold": threshold, "final_epochs": state["epoch"]}
+    model.training_settings = training
+    model.save_pretrained(run.out, config={
+        "architecture": model.architecture, "in_channels": model.in_channels,
+        "classes": list(model.classes), "preprocess": model.preprocess, "training": training})
+    metrics = {
+        "mode": "single split (no cross-validation)", "manifest": str(manifest),
+        "n_cases": len(ids), "n_train": len(train_idx), "n_val": len(val_idx),
+        "threshold": threshold, "best_epoch": state["best_epoch"],
+        "epochs_run": state["epoch"], "selection": state["select"],
+        "validation": binary_metrics(run.y[val_idx], pv, threshold), "settings": run.s.to_dict(),
+        "history": state["history"],
+        "note": "validation metrics steer epoch and threshold choice: not a test result"}
+    atomic_write_json(run.out / "metrics.json", metrics)
+    return metrics
 
 
 def _train_final(run: TrainingRun, fold_results: list[dict]) -> dict:

@@ -38,7 +38,9 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--manifest", required=True, type=Path, help="manifest CSV of labelled cases")
     p.add_argument("--out", required=True, type=Path,
                    help="run folder (new or empty; with --resume: the run to continue)")
-    p.add_argument("--folds", type=int, default=10, help="cross-validation folds (default 10)")
+    p.add_argument("--folds", type=int, default=10,
+                   help="cross-validation folds (default 10; 1 = no cross-validation: one "
+                        "model on a training/validation split, e.g. to pre-train)")
     p.add_argument("--epochs", type=_positive(int), default=30,
                    help="maximum epochs per fold (default 30)")
     p.add_argument("--batch-size", type=_positive(int), default=16,
@@ -93,8 +95,9 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     """Run ``spinefx train``; returns the exit status (0). User errors raise SpineFXError /
     FileExistsError, which the CLI prints as one line."""
-    if args.folds < 2:
-        raise UsageError("--folds must be at least 2")
+    if args.folds < 1:
+        raise UsageError("--folds must be at least 1 (1 = no cross-validation: one model on a "
+                         "training/validation split, e.g. to pre-train)")
     if args.workers < 0:
         raise UsageError("--workers must be >= 0")
     if not 1 <= args.roi_variants <= 16:
@@ -111,6 +114,12 @@ def run(args: argparse.Namespace) -> int:
         progress=show_progress(args), select=args.select, patience=args.patience,
         augment=not args.no_augment, allow_outside=args.allow_outside,
         roi_variants=args.roi_variants)
+    if metrics and args.folds == 1:
+        auc = metrics["validation"]["auc"].get("value")
+        print(f"{metrics['n_cases']} cases, no cross-validation: validation AUC "
+              f"{'n/a' if auc is None else f'{auc:.3f}'} (it chose the epoch: not a test "
+              f"result); model: {Path(args.out) / 'model.safetensors'}")
+        return 0
     if metrics:  # rank 0 only under torchrun
         auc = metrics["pooled"]["auc"]
         tag = "SYNTHETIC phantom cohort: " if metrics.get("synthetic") else ""
