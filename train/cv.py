@@ -44,6 +44,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from spinefx.runtime.files import atomic_write_csv, atomic_write_json, read_json
+from spinefx.runtime.provenance import manifest_provenance
 
 from . import loop
 from .data import Augment
@@ -214,7 +215,9 @@ def _train_single(run: TrainingRun, manifest: Path) -> dict | None:
         "classes": list(model.classes), "preprocess": model.preprocess, "training": training})
     metrics = {
         "mode": "single split (no cross-validation)", "manifest": str(manifest),
-        "n_cases": len(ids), "n_train": len(train_idx), "n_val": len(val_idx),
+        "synthetic": manifest_provenance(manifest).synthetic,
+        "n_cases": len(ids), "n_malignant": int(run.y.sum()), "folds": 1,
+        "n_train": len(train_idx), "n_val": len(val_idx),
         "threshold": threshold, "best_epoch": state["best_epoch"],
         "epochs_run": state["epoch"], "selection": state["select"],
         "validation": binary_metrics(run.y[val_idx], pv, threshold), "settings": run.s.to_dict(),

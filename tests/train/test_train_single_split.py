@@ -22,6 +22,7 @@ def single_run(tiny_cohort, tmp_path_factory):
 def test_one_split_trains_one_model_and_records_its_validation(single_run) -> None:
     out, metrics = single_run
     assert metrics["n_train"] + metrics["n_val"] == metrics["n_cases"] == 16
+    assert metrics["n_malignant"] == 6 and metrics["synthetic"] is True
     assert metrics["n_val"] >= 2 and "not a test result" in metrics["note"]
     assert json.loads((out / "metrics.json").read_text())["threshold"] == metrics["threshold"]
     assert not (out / "folds").exists() and not (out / "oof_predictions.csv").exists()
