@@ -1,0 +1,198 @@
+"""Training data for the vertebral-body localiser: phantom v2 slices and vb3 real slices.
+
+Every example is one sagittal slice taken through the runtime's own preprocessing
+(:func:`spinefx.runtime.segmentation.resample_slices` / ``normalise_slices``), then augmented
+so the network meets any weighting: random gamma, inversion, a random intensity curve, noise,
+a smooth bias field, scale jitter and (real data) slab averaging for thick slices.
+
+Supervision weights: phantom masks label every body (T1-S3), so every pixel counts. vb3 labels
+only L1-L5; T12 above and the sacrum below are in the image but unlabelled, so a pixel counts
+only inside the column's labelled band (from L1's top to L5's bottom, plus a few pixels of
+disc): the network is never taught that T12 or S1 is background.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from spinefx.runtime.segmentation import grid_shape, normalise_slices, resample_slices
+
+VB3_TRAIN = tuple(range(1, 45))      # subjects 01-44
+VB3_VALID = tuple(range(45, 55))     # subjects 45-54: validation only, never trained on
+BAND_MARGIN_PX = 3                   # disc pixels kept above L1 / below L5 (1 mm grid)
+PERCENTILES = (1.0, 99.0)
+
+
+@dataclass
+class SliceSource:
+    """One volume to draw slices from: image and mask (slices, rows, cols), the 2-D weight of
+    every slice (rows, cols) and the in-plane spacing (row, col) mm."""
+    image: np.ndarray
+    mask: np.ndarray
+    weight: np.ndarray
+    spacing: tuple[float, float]
+    name: str
+    slab: bool = False               # average neighbouring slices (thin-slice real data)
+
+
+def labelled_band(mask: np.ndarray, margin: int = BAND_MARGIN_PX) -> np.ndarray:
+    """(rows, cols) float32: 1 between the first and last labelled row of each column (over all
+    slices) +- ``margin``; columns with no label take the volume's overall band."""
+    hit = mask.any(axis=0)                      # (rows, cols)
+    rows = np.arange(mask.shape[1])[:, None]
+    any_rows = np.nonzero(hit.any(axis=1))[0]
+    top_all, bottom_all = int(any_rows[0]), int(any_rows[-1])
+    has = hit.any(axis=0)
+    top = np.where(has, np.argmax(hit, axis=0), top_all)
+    bottom = np.where(has, mask.shape[1] - 1 - np.argmax(hit[::-1], axis=0), bottom_all)
+    band = (rows >= top[None, :] - margin) & (rows <= bottom[None, :] + margin)
+    return band.astype(np.float32)
+
+
+def load_real(path: Path, key: str = "vertebral_bodies") -> tuple[np.ndarray, np.ndarray]:
+    """A real-spine npz as (slices, rows, cols): image float32, binary body mask uint8."""
+    with np.load(path) as data:
+        image = np.ascontiguousarray(data["image"].transpose(2, 0, 1))
+        mask = np.ascontiguousarray((data[key] > 0).transpose(2, 0, 1)).astype(np.uint8)
+    return image, mask
+
+
+def vb3_sources(root: Path, subjects: tuple[int, ...]) -> list[SliceSource]:
+    out = []
+    for n in subjects:
+        image, mask = load_real(root / "vb3" / f"vb3_{n:02d}.npz")
+        out.append(SliceSource(image, mask, labelled_band(mask), (1.0, 1.0), f"vb3_{n:02d}",
+                               slab=True))
+    return out
+
+
+def phantom_sources(seeds: range, variation: float = 1.0) -> list[SliceSource]:
+    """T1 and T2 series of each phantom with their exact body masks (SYNTHETIC)."""
+    from spinefx.phantom import render_case
+
+    out = []
+    for seed in seeds:
+        rng = np.random.default_rng(seed)
+        label = "malignant" if rng.random() < 0.3 else "benign"
+        case = render_case(int(seed), label, variation=variation,
+                           t2_variant=str(rng.choice(["T2", "T2_FS", "STIR"])),
+                           t1_variant=str(rng.choice(["T1", "T1_RED"])))
+        for series, image, spacing in (("t1", case.t1, case.pixel_spacing),
+                                       ("t2", case.t2, case.t2_pixel_spacing)):
+            mask = (case.masks(series)["bodies"] > 0).astype(np.uint8)
+            out.append(SliceSource(np.asarray(image, np.float32), mask,
+                                   np.ones(mask.shape[1:], np.float32),
+                                   (float(spacing[0]), float(spacing[1])),
+                                   f"phantom_{seed}_{series}"))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# one augmented example
+# ---------------------------------------------------------------------------------------------
+def _pick_slice(rng: np.random.Generator, src: SliceSource
+                ) -> tuple[np.ndarray, np.ndarray]:
+    has_body = np.nonzero(src.mask.any(axis=(1, 2)))[0]
+    if len(has_body) and rng.random() < 0.85:
+        i = int(rng.choice(has_body))
+    else:
+        i = int(rng.integers(src.image.shape[0]))
+    k = int(rng.choice([1, 1, 2, 3, 4])) if src.slab else 1
+    lo = max(0, i - k // 2)
+    hi = min(src.image.shape[0], lo + k)
+    image = src.image[lo:hi].astype(np.float32).mean(axis=0)
+    mask = (src.mask[lo:hi].mean(axis=0) >= 0.5).astype(np.float32)
+    return image, mask
+
+
+def _smooth_field(rng: np.random.Generator, shape: tuple[int, int], amplitude: float
+                  ) -> np.ndarray:
+    coarse = rng.normal(0.0, 1.0, (1, 4, 4)).astype(np.float32)
+    scale = (4 / shape[0], 4 / shape[1])
+    return np.exp(amplitude * resample_slices(coarse, scale, shape)[0])
+
+
+def augment_intensity(rng: np.random.Generator, x: np.ndarray) -> np.ndarray:
+    """Contrast-agnostic intensity randomisation of a normalised slice; renormalised after."""
+    x = np.clip(x, 0.0, 1.0)
+    if rng.random() < 0.25:          # a random (not monotone) intensity curve: any weighting
+        knots = np.sort(rng.random(3))
+        curve = rng.random(5)
+        x = np.interp(x, np.concatenate([[0.0], knots, [1.0]]), curve).astype(np.float32)
+    elif rng.random() < 0.15:
+        x = 1.0 - x
+    if rng.random() < 0.6:
+        x = np.clip(x, 0.0, 1.0) ** float(np.exp(rng.normal(0.0, 0.4)))
+    if rng.random() < 0.6:
+        x = x * _smooth_field(rng, x.shape, float(rng.uniform(0.1, 0.4)))
+    if rng.random() < 0.5:
+        x = x + rng.normal(0.0, rng.uniform(0.01, 0.08), x.shape).astype(np.float32)
+    return normalise_slices(x[None].astype(np.float32), *PERCENTILES)[0]
+
+
+def _crop(rng: np.random.Generator, arrays: list[np.ndarray], mask: np.ndarray, size: int
+          ) -> list[np.ndarray]:
+    rows, cols = mask.shape
+    pos = np.argwhere(mask > 0)
+    if len(pos) and rng.random() < 0.8:
+        centre = pos[rng.integers(len(pos))] + rng.integers(-size // 4, size // 4 + 1, 2)
+    else:
+        centre = np.array([rng.integers(rows), rng.integers(cols)])
+    r0, c0 = int(centre[0]) - size // 2, int(centre[1]) - size // 2
+    out = []
+    for a in arrays:
+        canvas = np.zeros((size, size), np.float32)
+        rs, cs = max(0, r0), max(0, c0)
+        re, ce = min(rows, r0 + size), min(cols, c0 + size)
+        if re > rs and ce > cs:
+            canvas[rs - r0:re - r0, cs - c0:ce - c0] = a[rs:re, cs:ce]
+        out.append(canvas)
+    return out
+
+
+def draw_example(rng: np.random.Generator, src: SliceSource, size: int, pixel_mm: float
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(image, target, weight), each (size, size) float32, from one random slice of ``src``."""
+    image, mask = _pick_slice(rng, src)
+    jitter = float(np.exp(rng.uniform(np.log(0.85), np.log(1.18))))
+    spacing = (src.spacing[0] * jitter, src.spacing[1] * jitter)
+    shape = grid_shape(image.shape, spacing, pixel_mm)
+    scale = (pixel_mm / spacing[0], pixel_mm / spacing[1])
+    stack = resample_slices(np.stack([image, mask, src.weight]), scale, shape)
+    x = normalise_slices(stack[:1], *PERCENTILES)[0]
+    x = augment_intensity(rng, x)
+    target = (stack[1] >= 0.5).astype(np.float32)
+    weight = (stack[2] >= 0.5).astype(np.float32)
+    x, target, weight = _crop(rng, [x, target, weight], target, size)
+    if rng.random() < 0.3:           # anterior to the right: some viewers store it so
+        x, target, weight = x[:, ::-1], target[:, ::-1], weight[:, ::-1]
+    return x, target, weight
+
+
+def draw_batch(rng: np.random.Generator, groups: list[list[SliceSource]],
+               group_p: list[float], batch: int, size: int, pixel_mm: float
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A batch (B, 1, size, size) x3: each example's source group drawn with ``group_p``."""
+    xs, ts, ws = [], [], []
+    for _ in range(batch):
+        group = groups[int(rng.choice(len(groups), p=group_p))]
+        x, t, w = draw_example(rng, group[int(rng.integers(len(group)))], size, pixel_mm)
+        xs.append(x), ts.append(t), ws.append(w)
+    return tuple(np.ascontiguousarray(np.stack(a)[:, None]) for a in (xs, ts, ws))  # type: ignore[return-value]
+
+
+# ---------------------------------------------------------------------------------------------
+# validation
+# ---------------------------------------------------------------------------------------------
+def dice(prob: np.ndarray, truth: np.ndarray, weight: np.ndarray | None = None,
+         threshold: float = 0.5) -> float:
+    """Dice of ``prob >= threshold`` vs ``truth``, counted where ``weight`` (broadcast) is set."""
+    pred = prob >= threshold
+    ref = truth > 0
+    if weight is not None:
+        keep = np.broadcast_to(weight > 0, ref.shape)
+        pred, ref = pred & keep, ref & keep
+    total = int(pred.sum()) + int(ref.sum())
+    return 1.0 if total == 0 else 2.0 * int((pred & ref).sum()) / total

@@ -1,0 +1,202 @@
+"""The vertebral-body localiser: a small 2-D U-Net over sagittal slices, its training loop and
+its ONNX export (run time: :func:`spinefx.runtime.segmentation.segment_bodies`, no torch).
+
+The network is fully convolutional: it trains on square crops and runs on whole slices
+padded to a multiple of 16, so the runtime never crops away part of a field of view. Its ONNX
+graph ends in a sigmoid: the runtime reads probabilities. Data: :mod:`spinefx.train.seg_data`.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from spinefx.runtime.segmentation import file_sha256
+
+from .seg_data import SliceSource, draw_batch
+
+OPSET = 18                      # export/onnx_export.py's opset
+INPUT_NAME = "input"
+OUTPUT_NAME = "probability"
+
+
+class _DoubleConv(nn.Sequential):
+    def __init__(self, c_in: int, c_out: int):
+        super().__init__(
+            nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(c_out, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out),
+            nn.ReLU(inplace=True))
+
+
+class BodyUNet(nn.Module):
+    """U-Net, ``channels`` per level (the last is the bottleneck): (B, C, H, W) -> logits
+    (B, 1, H, W); H and W must divide by 2 ** (len(channels) - 1)."""
+
+    def __init__(self, channels: tuple[int, ...] = (8, 16, 32, 64, 128), in_channels: int = 1):
+        super().__init__()
+        self.channels = tuple(channels)
+        self.down = nn.ModuleList()
+        c_prev = in_channels
+        for c in channels:
+            self.down.append(_DoubleConv(c_prev, c))
+            c_prev = c
+        self.up = nn.ModuleList()
+        self.merge = nn.ModuleList()
+        for c_skip in reversed(channels[:-1]):
+            self.up.append(nn.ConvTranspose2d(c_prev, c_skip, 2, stride=2))
+            self.merge.append(_DoubleConv(2 * c_skip, c_skip))
+            c_prev = c_skip
+        self.head = nn.Conv2d(c_prev, 1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skips = []
+        for i, block in enumerate(self.down):
+            x = block(x if i == 0 else F.max_pool2d(x, 2))
+            skips.append(x)
+        x = skips.pop()
+        for up, merge in zip(self.up, self.merge):
+            x = merge(torch.cat([up(x), skips.pop()], dim=1))
+        return self.head(x)
+
+
+class ProbabilityModel(nn.Module):
+    """What is exported: logits -> sigmoid, so the ONNX graph emits probabilities."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.net(x))
+
+
+def n_parameters(model: nn.Module) -> int:
+    return int(sum(p.numel() for p in model.parameters()))
+
+
+def segmentation_loss(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor
+                      ) -> torch.Tensor:
+    """Weighted BCE + soft Dice over the batch (pixels with weight 0 count for nothing)."""
+    bce = F.binary_cross_entropy_with_logits(logits, target, weight=weight, reduction="sum")
+    bce = bce / weight.sum().clamp_min(1.0)
+    prob = torch.sigmoid(logits) * weight
+    inter = (prob * target).sum()
+    soft_dice = (2 * inter + 1.0) / (prob.sum() + (target * weight).sum() + 1.0)
+    return bce + (1.0 - soft_dice)
+
+
+# ---------------------------------------------------------------------------------------------
+# training
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class TrainConfig:
+    steps: int = 2000
+    batch: int = 8
+    size: int = 128                 # training crop (pixels at pixel_mm)
+    pixel_mm: float = 1.5
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    seed: int = 0
+    channels: tuple[int, ...] = (8, 16, 32, 64, 128)
+    group_p: tuple[float, ...] = (0.5, 0.5)   # phantom, real
+    max_minutes: float = 0.0        # 0 = no wall-clock cap; otherwise stop early, recorded
+    log_every: int = 50
+
+
+@dataclass
+class TrainResult:
+    model: BodyUNet
+    steps_done: int
+    seconds: float
+    losses: list[float] = field(default_factory=list)   # mean loss per log window
+    stopped_early: bool = False
+
+    def summary(self) -> dict:
+        return {"steps_done": self.steps_done, "seconds": round(self.seconds, 1),
+                "stopped_early_by_time_cap": self.stopped_early,
+                "loss_first_window": self.losses[0] if self.losses else None,
+                "loss_last_window": self.losses[-1] if self.losses else None}
+
+
+def train_localiser(groups: list[list[SliceSource]], config: TrainConfig,
+                    log: Callable[[str], None] = print) -> TrainResult:
+    """Train :class:`BodyUNet` on batches drawn from ``groups`` (see :func:`draw_batch`)."""
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    model = BodyUNet(config.channels)
+    optimiser = torch.optim.AdamW(model.parameters(), lr=config.lr,
+                                  weight_decay=config.weight_decay)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=config.lr,
+                                                   total_steps=config.steps, pct_start=0.1)
+    p = np.asarray(config.group_p, np.float64)
+    p = p / p.sum()
+    t0, window, losses, step = time.perf_counter(), [], [], 0
+    stopped = False
+    model.train()
+    for step in range(1, config.steps + 1):
+        x, t, w = (torch.from_numpy(a) for a in
+                   draw_batch(rng, groups, list(p), config.batch, config.size, config.pixel_mm))
+        loss = segmentation_loss(model(x), t, w)
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        schedule.step()
+        window.append(float(loss.detach()))
+        if step % config.log_every == 0 or step == config.steps:
+            losses.append(round(float(np.mean(window)), 4))
+            window = []
+            log(f"step {step}/{config.steps} loss {losses[-1]:.4f} "
+                f"{time.perf_counter() - t0:.0f}s")
+        if config.max_minutes and time.perf_counter() - t0 > 60 * config.max_minutes:
+            stopped = True
+            log(f"wall-clock cap of {config.max_minutes} min reached at step {step}")
+            break
+    if window:
+        losses.append(round(float(np.mean(window)), 4))
+    model.eval()
+    return TrainResult(model, step, time.perf_counter() - t0, losses, stopped)
+
+
+# ---------------------------------------------------------------------------------------------
+# export
+# ---------------------------------------------------------------------------------------------
+def export_onnx(model: BodyUNet, path: Path, example_size: int = 128) -> dict:
+    """Export probabilities with dynamic batch, rows and cols (legacy exporter: one file, no
+    external data); returns the export record."""
+    wrapper = ProbabilityModel(model).eval()
+    example = torch.rand(2, 1, example_size, example_size)
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        torch.onnx.export(wrapper, (example,), str(path), dynamo=False, opset_version=OPSET,
+                          input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                          dynamic_axes={INPUT_NAME: {0: "batch", 2: "rows", 3: "cols"},
+                                        OUTPUT_NAME: {0: "batch", 2: "rows", 3: "cols"}},
+                          do_constant_folding=True)
+    return {"exporter": "torchscript", "opset": OPSET,
+            "seconds": round(time.perf_counter() - t0, 2),
+            "bytes": path.stat().st_size, "sha256": file_sha256(path)}
+
+
+def onnx_parity(model: BodyUNet, path: Path, inputs: np.ndarray) -> float:
+    """max |p_onnx - p_torch| on ``inputs`` (B, 1, H, W)."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = session.run(None, {INPUT_NAME: inputs.astype(np.float32)})[0]
+    with torch.no_grad():
+        want = ProbabilityModel(model).eval()(torch.from_numpy(inputs.astype(np.float32)))
+    return float(np.abs(got - want.numpy()).max())
+
+
+def config_record(config: TrainConfig) -> dict:
+    record = asdict(config)
+    record["channels"] = list(config.channels)
+    record["group_p"] = list(config.group_p)
+    return record
