@@ -1,0 +1,335 @@
+"""Vertebral bodies from a body-probability map: instances, order, levels (numpy only).
+
+:func:`find_vertebrae` thresholds the map, splits bodies that touch through thin bridges (erode
+in-plane, label 3-D components, grow the seeds back inside the mask), drops fragments by
+physical volume, orders the bodies superior -> inferior and measures each one (centroid, the
+slice where it is widest, its tight box there). :func:`assign_levels` names them, counting up
+from the sacrum when it is visible; :func:`relabel` lets a person correct the count.
+
+Grid convention (the caller orients the arrays): ``(slices, rows, cols)`` with rows running
+superior -> inferior and columns anterior -> posterior, as phantoms, vb3 and a standard DICOM
+sagittal series (``spinefx.runtime.localise`` flips other series into it).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+#: Level names superior -> inferior (the sacral segments fuse; S1 is the lumbosacral anchor).
+LEVELS: tuple[str, ...] = (tuple(f"C{i}" for i in range(2, 8))
+                           + tuple(f"T{i}" for i in range(1, 13))
+                           + tuple(f"L{i}" for i in range(1, 6))
+                           + tuple(f"S{i}" for i in range(1, 6)))
+THRESHOLD = 0.5
+ERODE_MM = 2.0          # bridges thinner than 2 x this are cut (discs are >= 4 mm, bodies >= 15 mm)
+MIN_BODY_MM3 = 1000.0   # a whole thoracic body is ~5000 mm3, a lumbar one ~25000 mm3
+MIN_BODY_SHARE = 0.2    # ... and a body is at least this share of the median body
+SACRAL_GAP_SHARE = 0.4  # a gap below this share of the median disc gap joins fused segments
+SACRAL_GAP_MM = 3.0     # ... and below this many mm (a lumbar disc is 5-12 mm)
+SACRAL_SHRINK = 0.85    # each fused segment is smaller than the one above (S2 ~0.6 x S1)
+
+
+@dataclass
+class Vertebra:
+    """One body, in pixel coordinates of the (oriented) grid."""
+    value: int                                 # its value in VertebraList.labels
+    centroid: tuple[float, float, float]       # x (column), y (row), slice
+    centroid_mm: tuple[float, float, float]    # slice, row, col axes in mm
+    volume_mm3: float
+    slice: int                                 # where the body's sagittal area is largest
+    box: tuple[int, int, int, int]             # x0, y0, x1, y1 on `slice` (x1, y1 exclusive)
+    truncated: bool = False                    # touches the image's top or bottom edge
+    level: str = "?"
+    level_confidence: float = 0.0
+    grading: dict = field(default_factory=dict)  # filled by spinefx.runtime.grading
+
+
+@dataclass
+class VertebraList:
+    """The bodies of one series, superior -> inferior, and how sure their level names are."""
+    vertebrae: list[Vertebra]
+    labels: np.ndarray                         # int16 (slices, rows, cols): Vertebra.value
+    spacing_mm: tuple[float, float, float]
+    level_confidence: float = 0.0
+    level_reason: str = ""
+    reason: str = ""                           # why the list is empty, when it is
+    gaps_mm: list[float] = field(default_factory=list)  # disc gap below each body but the last
+
+    def __len__(self) -> int:
+        return len(self.vertebrae)
+
+    def mask(self, index: int) -> np.ndarray:
+        """The 3-D mask (bool, grid shape) of ``vertebrae[index]``."""
+        return self.labels == self.vertebrae[index].value
+
+
+# ---------------------------------------------------------------------------------------------
+# connected components and morphology (numpy only: scipy is no runtime dependency)
+# ---------------------------------------------------------------------------------------------
+def label_components(mask: np.ndarray) -> tuple[np.ndarray, int]:
+    """6-connected components of a 3-D (or 2-D) mask: (int32 labels 1..n, n), numbered in
+    raster order of their first voxel. Runs along the last axis are joined by union-find."""
+    fg = np.asarray(mask, dtype=bool)
+    flat = fg.reshape(-1, fg.shape[-1])
+    padded = np.zeros((flat.shape[0], flat.shape[1] + 1), dtype=bool)
+    padded[:, 1:] = flat
+    starts = flat & ~padded[:, :-1]
+    run_id = np.cumsum(starts.ravel()).reshape(flat.shape) - 1   # a voxel's run
+    run_id = np.where(flat, run_id, -1).reshape(fg.shape).astype(np.int64)
+    n_runs = int(starts.sum())
+    if n_runs == 0:
+        return np.zeros(fg.shape, dtype=np.int32), 0
+    edges = []
+    for axis in range(fg.ndim - 1):   # neighbours along the last axis share a run already
+        lo = np.take(run_id, np.arange(fg.shape[axis] - 1), axis=axis)
+        hi = np.take(run_id, np.arange(1, fg.shape[axis]), axis=axis)
+        both = (lo >= 0) & (hi >= 0)
+        edges.append(np.unique(lo[both] * n_runs + hi[both]))
+    pairs = np.concatenate(edges) if edges else np.zeros(0, dtype=np.int64)
+    root = _union_find(n_runs, pairs // n_runs, pairs % n_runs)
+    _, first, dense = np.unique(root, return_index=True, return_inverse=True)
+    order = np.argsort(np.argsort(first))            # number components by first run
+    labels = np.zeros(fg.shape, dtype=np.int32)
+    labels[fg] = (order[dense] + 1)[run_id[fg]]
+    return labels, int(len(first))
+
+
+def _union_find(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Each node's smallest connected node id (min-label propagation with pointer jumping)."""
+    parent = np.arange(n, dtype=np.int64)
+    while True:
+        pa, pb = parent[a], parent[b]
+        differ = pa != pb
+        if not differ.any():
+            return parent
+        lo = np.minimum(pa[differ], pb[differ])
+        np.minimum.at(parent, pa[differ], lo)
+        np.minimum.at(parent, pb[differ], lo)
+        while True:   # compress every chain to its root
+            nxt = parent[parent]
+            if np.array_equal(nxt, parent):
+                break
+            parent = nxt
+
+
+def erode_in_plane(mask: np.ndarray, steps: int) -> np.ndarray:
+    """``steps`` 4-neighbour erosions of every slice (never across slices: they may be 5 mm)."""
+    out = np.asarray(mask, dtype=bool).copy()
+    for _ in range(steps):
+        inner = out.copy()
+        inner[:, 1:, :] &= out[:, :-1, :]
+        inner[:, :-1, :] &= out[:, 1:, :]
+        inner[:, :, 1:] &= out[:, :, :-1]
+        inner[:, :, :-1] &= out[:, :, 1:]
+        inner[:, [0, -1], :] = False
+        inner[:, :, [0, -1]] = False
+        out = inner
+    return out
+
+
+def grow_back(seeds: np.ndarray, mask: np.ndarray, max_steps: int) -> np.ndarray:
+    """Grow labelled ``seeds`` into ``mask`` one 6-neighbour step at a time (the lower label
+    wins a voxel both reach in the same step); voxels never reached stay 0."""
+    labels = np.where(mask, seeds, 0).astype(np.int32)
+    big = np.iinfo(np.int32).max
+    for _ in range(max_steps):
+        free = mask & (labels == 0)
+        if not free.any():
+            break
+        best = np.full(labels.shape, big, dtype=np.int32)
+        cand = np.where(labels > 0, labels, big)
+        for axis in range(3):
+            for shift in (1, -1):
+                moved = np.roll(cand, shift, axis=axis)
+                edge = [slice(None)] * 3
+                edge[axis] = 0 if shift == 1 else -1   # np.roll wraps: the wrapped face is void
+                moved[tuple(edge)] = big
+                np.minimum(best, moved, out=best)
+        take = free & (best < big)
+        if not take.any():
+            break
+        labels[take] = best[take]
+    return labels
+
+
+# ---------------------------------------------------------------------------------------------
+# instances
+# ---------------------------------------------------------------------------------------------
+def find_vertebrae(prob: np.ndarray, spacing_mm: tuple[float, float, float],
+                   image: np.ndarray | None = None, threshold: float = THRESHOLD,
+                   label_levels: bool = True) -> VertebraList:
+    """The vertebral bodies of a ``(slices, rows, cols)`` body-probability map (a 0/1
+    ground-truth mask works too), superior -> inferior, named by :func:`assign_levels`.
+    ``spacing_mm`` = (slice, row, col) mm. ``image`` is accepted for future intensity cues
+    (rib heads, the sacrum's signal) and unused today."""
+    prob = np.asarray(prob, dtype=np.float32)
+    if prob.ndim != 3:
+        raise ValueError(f"body probability must be 3-D (slices, rows, cols), got {prob.shape}")
+    spacing = (float(spacing_mm[0]), float(spacing_mm[1]), float(spacing_mm[2]))
+    mask = prob >= threshold
+    empty = VertebraList([], np.zeros(prob.shape, dtype=np.int16), spacing)
+    if not mask.any():
+        empty.reason = f"no voxel reaches body probability {threshold:g}: no spine found"
+        return empty
+    steps = max(1, int(round(ERODE_MM / min(spacing[1], spacing[2]))))
+    seeds, _ = label_components(erode_in_plane(mask, steps))
+    labels = grow_back(seeds, mask, max_steps=4 * steps + 4)
+    bodies = _measure(labels, spacing)
+    if _merge_side_by_side(labels, bodies):
+        bodies = _measure(labels, spacing)
+    if not bodies:
+        empty.reason = "only fragments smaller than a vertebral body were found: no spine found"
+        return empty
+    out = VertebraList([], np.zeros(prob.shape, dtype=np.int16), spacing)
+    for new_value, body in enumerate(sorted(bodies, key=lambda b: b.centroid_mm[1]), start=1):
+        out.labels[labels == body.value] = new_value
+        body.value = new_value
+        out.vertebrae.append(body)
+    out.gaps_mm = [disc_gap(out, i) for i in range(len(out) - 1)]
+    if label_levels:
+        assign_levels(out)
+    return out
+
+
+def _measure(labels: np.ndarray, spacing: tuple[float, float, float]) -> list[Vertebra]:
+    """One :class:`Vertebra` per component large enough to be a body."""
+    voxel = spacing[0] * spacing[1] * spacing[2]
+    counts = np.bincount(labels.ravel())
+    counts[0] = 0
+    present = np.nonzero(counts)[0]
+    if len(present) == 0:
+        return []
+    volumes = counts[present] * voxel
+    keep_from = max(MIN_BODY_MM3, MIN_BODY_SHARE * float(np.median(volumes)))
+    bodies = []
+    for value, volume in zip(present, volumes):
+        if volume < keep_from:
+            continue
+        k, r, c = np.nonzero(labels == value)
+        areas = np.bincount(k, minlength=labels.shape[0])
+        widest = int(np.argmax(areas))
+        on = k == widest
+        box = (int(c[on].min()), int(r[on].min()), int(c[on].max()) + 1, int(r[on].max()) + 1)
+        centroid = (float(c.mean()), float(r.mean()), float(k.mean()))
+        bodies.append(Vertebra(
+            value=int(value), centroid=centroid,
+            centroid_mm=(centroid[2] * spacing[0], centroid[1] * spacing[1],
+                         centroid[0] * spacing[2]),
+            volume_mm3=float(volume), slice=widest, box=box,
+            truncated=bool(r.min() == 0 or r.max() == labels.shape[1] - 1)))
+    return bodies
+
+
+def _box_iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
+    w = min(a[2], b[2]) - max(a[0], b[0])
+    h = min(a[3], b[3]) - max(a[1], b[1])
+    if w <= 0 or h <= 0:
+        return 0.0
+    inter = w * h
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+
+def _merge_side_by_side(labels: np.ndarray, bodies: list[Vertebra]) -> bool:
+    """Join pieces of one body that lie side by side across slices (a mask or map thin on
+    one slice splits there): their boxes overlap in-plane by more than half. In place."""
+    merged = False
+    for i, a in enumerate(bodies):
+        for b in bodies[i + 1:]:
+            if b.value != a.value and _box_iou(a.box, b.box) > 0.5:
+                labels[labels == b.value] = a.value
+                b.value = a.value
+                merged = True
+    return merged
+
+
+def disc_gap(vl: VertebraList, i: int) -> float:
+    """The disc gap (mm) between bodies ``i`` and ``i + 1``: the shortest in-plane distance
+    between their pixels on the slices around their mean centroid slice (0 where they touch;
+    the centroid distance when they share no slice)."""
+    a, b = vl.vertebrae[i], vl.vertebrae[i + 1]
+    mid = int(round((a.centroid[2] + b.centroid[2]) / 2))
+    scale = np.array(vl.spacing_mm[1:])
+    best = float(np.linalg.norm(np.subtract(a.centroid_mm, b.centroid_mm)))
+    for k in range(max(0, mid - 1), min(vl.labels.shape[0], mid + 2)):
+        pa = np.argwhere(vl.labels[k] == a.value) * scale
+        pb = np.argwhere(vl.labels[k] == b.value) * scale
+        if len(pa) == 0 or len(pb) == 0:
+            continue
+        # only the facing parts matter: A's lowest and B's highest pixels along the chord
+        axis = (pb.mean(0) - pa.mean(0)) / max(1e-6, float(np.linalg.norm(pb.mean(0) - pa.mean(0))))
+        pa = pa[pa @ axis >= np.quantile(pa @ axis, 0.8)]
+        pb = pb[pb @ axis <= np.quantile(pb @ axis, 0.2)]
+        d = np.sqrt(((pa[:, None, :] - pb[None, :, :]) ** 2).sum(-1)).min()
+        best = min(best, float(max(0.0, d - scale.min())))   # centre-to-centre -> edge gap
+    return best
+
+
+# ---------------------------------------------------------------------------------------------
+# levels
+# ---------------------------------------------------------------------------------------------
+def sacral_start(vl: VertebraList) -> int | None:
+    """Index of S1 when the sacrum is visible, else None. The sacral segments are fused (a
+    rudimentary disc, under :data:`SACRAL_GAP_MM` and well under the lumbar disc gaps) and
+    shrink downwards, so S1 is the top of the lowest such run of bodies; a lone lowest body that is
+    far taller along the spine than its neighbour is a sacrum labelled as one piece."""
+    n = len(vl)
+    if n < 3:
+        return None
+    gaps = np.array(vl.gaps_mm)
+    median = float(np.median(gaps))
+    fused = (gaps < SACRAL_GAP_MM) & (gaps < SACRAL_GAP_SHARE * median)
+    if fused[-1]:
+        start = n - 2
+        while start > 0 and fused[start - 1]:
+            start -= 1
+        volumes = [v.volume_mm3 for v in vl.vertebrae[start:]]
+        shrinking = all(b < SACRAL_SHRINK * a for a, b in zip(volumes, volumes[1:]))
+        if start >= 2 and shrinking:   # two free bodies above (lumbar discs); S2 < S1 ...
+            return start
+    last, above = vl.vertebrae[-1], vl.vertebrae[-2]
+    if last.volume_mm3 > 1.8 * above.volume_mm3 and not last.truncated:
+        return n - 1
+    return None
+
+
+def assign_levels(vl: VertebraList) -> VertebraList:
+    """Name every body: from S1 upwards when the sacrum is visible (confidence 0.9), else
+    lumbar-by-default with the lowest body as L5 (confidence 0.3, the reason says so)."""
+    if not vl.vertebrae:
+        vl.level_confidence, vl.level_reason = 0.0, "no vertebra found"
+        return vl
+    s1 = sacral_start(vl)
+    if s1 is not None:
+        _name_from(vl, s1, "S1", 0.9)
+        vl.level_reason = (f"counted up from S1 (the sacrum's fused segments start at body "
+                           f"{s1 + 1} of {len(vl)}, gap {vl.gaps_mm[s1 - 1]:.1f} mm above it)")
+    else:
+        _name_from(vl, len(vl) - 1, "L5", 0.3)
+        vl.level_reason = ("no sacrum found in the field of view and no T12/L1 landmark is "
+                           "measured (rib heads are not segmented): the lowest body was taken "
+                           "as L5 (lumbar-by-default); check the levels and correct them")
+    return vl
+
+
+def relabel(vl: VertebraList, anchor_index: int, anchor_level: str) -> VertebraList:
+    """A person's correction: body ``anchor_index`` is ``anchor_level``; the others follow
+    in order (confidence 1.0: the count is the user's)."""
+    if not 0 <= anchor_index < len(vl):
+        raise ValueError(f"anchor_index {anchor_index} is outside 0..{len(vl) - 1}")
+    level = anchor_level.strip().upper()
+    if level not in LEVELS:
+        raise ValueError(f"unknown level {anchor_level!r}: expected one of C2..C7, T1..T12, "
+                         "L1..L5, S1..S5")
+    _name_from(vl, anchor_index, level, 1.0)
+    vl.level_reason = f"set by the user: body {anchor_index + 1} of {len(vl)} is {level}"
+    return vl
+
+
+def _name_from(vl: VertebraList, index: int, level: str, confidence: float) -> None:
+    at = LEVELS.index(level)
+    for i, v in enumerate(vl.vertebrae):
+        j = at + i - index
+        v.level = LEVELS[j] if 0 <= j < len(LEVELS) else "?"
+        v.level_confidence = confidence if 0 <= j < len(LEVELS) else 0.0
+    vl.level_confidence = confidence
