@@ -40,7 +40,7 @@ class SliceSource:
 def labelled_band(mask: np.ndarray, margin: int = BAND_MARGIN_PX) -> np.ndarray:
     """(rows, cols) float32: 1 between the first and last labelled row of each column (over all
     slices) +- ``margin``; columns with no label take the volume's overall band."""
-    hit = mask.any(axis=0)                      # (rows, cols)
+    hit = np.asarray(np.any(mask, axis=0))      # (rows, cols)
     rows = np.arange(mask.shape[1])[:, None]
     any_rows = np.nonzero(hit.any(axis=1))[0]
     top_all, bottom_all = int(any_rows[0]), int(any_rows[-1])
@@ -179,7 +179,9 @@ def draw_batch(rng: np.random.Generator, groups: list[list[SliceSource]],
     for _ in range(batch):
         group = groups[int(rng.choice(len(groups), p=group_p))]
         x, t, w = draw_example(rng, group[int(rng.integers(len(group)))], size, pixel_mm)
-        xs.append(x), ts.append(t), ws.append(w)
+        xs.append(x)
+        ts.append(t)
+        ws.append(w)
     return tuple(np.ascontiguousarray(np.stack(a)[:, None]) for a in (xs, ts, ws))  # type: ignore[return-value]
 
 
