@@ -24,8 +24,8 @@ from ._common import EPILOG, UsageError
 __all__ = ["COMMANDS", "EPILOG", "EXTRAS", "UsageError", "build_parser", "execute", "main"]
 
 #: The sub-commands in the order ``spinefx --help`` lists them (module names in this package).
-COMMANDS = ("phantom", "inspect", "train", "evaluate", "readers", "export", "bench", "publish",
-            "predict", "demo")
+COMMANDS = ("phantom", "inspect", "localise", "train", "evaluate", "readers", "export", "bench",
+            "publish", "predict", "demo")
 
 
 def build_parser() -> argparse.ArgumentParser:
