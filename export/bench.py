@@ -31,7 +31,8 @@ from spinefx.train.model import SpineFxNet
 from .compress import fp16_weights
 from .exporter import FP16_FILE, FP32_FILE, INT8_FILE
 from .onnx_export import INPUT_NAME, PROBABILITY_NAME, _LogitAsClasses, export_onnx
-from .quantize import quantize_int8
+from .quantize import float32_weights, quantize_int8
+from .variants import file_entry
 
 
 def _time(fn: Callable[[], object], runs: int, warmup: int = 2) -> dict:
@@ -145,16 +146,26 @@ def _add_int8(files: dict[str, Path], work: Path, channels: int, image_size: int
     """Without an int8 file, quantise fp32 into ``work`` (random calibration inputs: for timing
     only) and add it to ``files``; ``notes`` say so."""
 
-    if "int8" not in files and "fp32" in files:
-        log("quantising to int8 (random calibration inputs: for timing only) ...")
-        files["int8"] = work / INT8_FILE
-        rng = np.random.default_rng(0)
-        quantize_int8(files["fp32"], files["int8"],
-                      rng.random((8, channels, image_size, image_size), dtype=np.float32))
-        if from_folder:
-            notes.append("the model folder has no int8 file: quantised one here for timing")
-    elif "int8" not in files:
-        notes.append("no fp32 file to quantise: no int8 row")
+    if "int8" in files:
+        return
+    if "fp32" not in files and "fp16" not in files:
+        notes.append("no fp32 or fp16 file to quantise: no int8 row")
+        return
+    log("quantising to int8 (random calibration inputs: for timing only) ...")
+    files["int8"] = _timing_int8(files, work, channels, image_size)
+    if from_folder:
+        notes.append("the model folder has no int8 file: quantised one here for timing "
+                     "(random calibration: its speed, not its accuracy)")
+
+
+def _timing_int8(files: dict[str, Path], work: Path, channels: int, image_size: int) -> Path:
+    """An int8 file quantised (chosen settings, random calibration) from the fp32 file, or
+    from the fp16-weights file cast back to float32."""
+    fp32 = files.get("fp32") or float32_weights(files["fp16"], work / "from_fp16.onnx")
+    rng = np.random.default_rng(0)
+    quantize_int8(fp32, work / INT8_FILE,
+                  rng.random((8, channels, image_size, image_size), dtype=np.float32))
+    return work / INT8_FILE
 
 
 def _sessions(files: dict[str, Path], work: Path, threads: int | None) -> dict[str, Any]:
@@ -263,7 +274,8 @@ def peak_rss_mib():
 
 from spinefx.runtime.inference import Predictor
 from spinefx.runtime.predict import predict_study
-predictor = Predictor(None if sys.argv[1] == "-" else sys.argv[1])
+predictor = Predictor(None if sys.argv[1] == "-" else sys.argv[1],
+                      variant=None if sys.argv[6] == "-" else sys.argv[6])
 t_model = time.perf_counter()
 box = tuple(float(v) for v in sys.argv[4].split(","))
 t_study = time.perf_counter()
@@ -273,7 +285,8 @@ print(json.dumps({
     "import_and_load_model_s": t_model - t0, "study_to_result_s": t_end - t_study,
     "first_result_s": t_end - t0, "timings_ms": result.prediction.timings_ms,
     "peak_rss_mib": peak_rss_mib(),
-    "torch_loaded": "torch" in sys.modules, "provider": predictor.provider}))
+    "torch_loaded": "torch" in sys.modules, "provider": predictor.provider,
+    "variant": predictor.variant}))
 """
 
 
@@ -308,9 +321,10 @@ def write_bench_study(folder: Path, size: int = 512, n_slices: int = 15,
 
 
 def runtime_profile(model_dir: str | os.PathLike | None = None, size: int = 512,
-                    n_slices: int = 15) -> dict:
+                    n_slices: int = 15, variant: str | None = None) -> dict:
     """Cold start, peak RSS and folder-to-result time of a fresh process that imports only the
-    runtime (no torch), on a DICOM study of 2 series x ``n_slices`` x ``size``^2."""
+    runtime (no torch), on a DICOM study of 2 series x ``n_slices`` x ``size``^2, with the
+    model's ``variant`` (default: model.json's default)."""
     import json
     import subprocess
     import sys
@@ -321,7 +335,8 @@ def runtime_profile(model_dir: str | os.PathLike | None = None, size: int = 512,
         t0 = time.perf_counter()
         proc = subprocess.run(
             [sys.executable, "-c", _RUNTIME_PROCESS, str(model_dir) if model_dir else "-",
-             str(study), str(Path(tmp) / "out"), ",".join(f"{v:.1f}" for v in box), str(k)],
+             str(study), str(Path(tmp) / "out"), ",".join(f"{v:.1f}" for v in box), str(k),
+             variant or "-"],
             capture_output=True, text=True, timeout=600)
         wall = time.perf_counter() - t0
     if proc.returncode != 0:
@@ -331,14 +346,65 @@ def runtime_profile(model_dir: str | os.PathLike | None = None, size: int = 512,
     return out
 
 
+def int8_runtime_profile(model_dir: str | os.PathLike | None = None, size: int = 512,
+                         n_slices: int = 15) -> dict:
+    """:func:`runtime_profile` with the int8 variant of ``model_dir`` (default: the bundled
+    model): its own int8 file, or one quantised here (random calibration: for memory and
+    speed only) into a copy of the folder whose model.json lists it."""
+    import json
+
+    from spinefx.runtime.model_files import BUNDLED_DIR, read_model_spec
+
+    folder = Path(resolve_model(model_dir)) if model_dir else BUNDLED_DIR
+    spec = read_model_spec(folder).raw
+    if "int8" in spec["files"]:
+        return {**runtime_profile(folder, size, n_slices, variant="int8"), "int8_from": "folder"}
+    with tempfile.TemporaryDirectory(prefix="spinefx-bench-int8-") as tmp:
+        work = Path(tmp)
+        files = {v: folder / e["path"] for v, e in spec["files"].items()}
+        shape = spec["input"]["shape"]
+        (work / "model").mkdir()
+        q8 = _timing_int8(files, work, shape[1], shape[2]).rename(work / "model" / INT8_FILE)
+        spec = {**spec, "files": {"int8": file_entry(q8, "int8 (QDQ), random calibration")},
+                "default": "int8"}
+        (work / "model" / "model.json").write_text(json.dumps(spec))
+        profile = runtime_profile(work / "model", size, n_slices, variant="int8")
+    return {**profile, "int8_from": "quantised here with random calibration (memory and "
+                                    "speed only)"}
+
+
 def format_runtime(profile: dict) -> str:
     t = profile["timings_ms"]
     return "\n".join([
-        f"runtime-only process ({profile['study']}, DICOM folder -> result.json + overlay.png; "
-        f"torch loaded: {profile['torch_loaded']}; {profile['provider']}):",
+        f"runtime-only process, {profile.get('variant', 'default')} model ({profile['study']}, "
+        f"DICOM folder -> result.json + overlay.png; torch loaded: {profile['torch_loaded']}; "
+        f"{profile['provider']}):",
         f"  cold start, process spawn to first result: {profile['process_wall_s']:.2f} s "
         f"(import + model load {profile['import_and_load_model_s']:.2f} s, study to result "
         f"{profile['study_to_result_s']:.2f} s)",
         f"  of which preprocess {t['preprocess']:.0f} ms and inference {t['inference']:.0f} ms"
         " (the rest: scanning and decoding the DICOM files, writing the outputs)",
         f"  peak RSS {profile['peak_rss_mib']:.0f} MiB"])
+
+
+INT8_SPEEDUP_TARGET, INT8_RSS_TARGET_MIB = 3.0, 200.0
+
+
+def format_targets(result: dict) -> str:
+    """int8 against issue 12's targets: >= 3x faster than torch eager at batch 1, runtime peak
+    RSS with int8 <= 200 MiB (measured, not asserted)."""
+    def verdict(ok: bool) -> str:
+        return "met" if ok else "missed"
+
+    rows = {r["variant"]: r for r in result["rows"] if r["batch"] == 1}
+    lines = []
+    if "ORT int8" in rows and "torch eager" in rows:
+        speedup = rows["torch eager"]["median_ms"] / rows["ORT int8"]["median_ms"]
+        lines.append(f"int8 vs torch eager at batch 1: {speedup:.2f}x faster (target >= "
+                     f"{INT8_SPEEDUP_TARGET:g}x: {verdict(speedup >= INT8_SPEEDUP_TARGET)})")
+    profile = result.get("runtime_process_int8")
+    if profile:
+        rss = profile["peak_rss_mib"]
+        lines.append(f"runtime peak RSS with int8: {rss:.0f} MiB (target <= "
+                     f"{INT8_RSS_TARGET_MIB:g} MiB: {verdict(rss <= INT8_RSS_TARGET_MIB)})")
+    return "\n".join(lines)

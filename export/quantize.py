@@ -34,9 +34,7 @@ from typing import Sequence
 import numpy as np
 
 from .onnx_export import (
-    CAM_NAME,
     INPUT_NAME,
-    PROBABILITY_NAME,
     ZERO_MAP,
     ExportError,
     pearson,
@@ -64,33 +62,103 @@ def _calibration_reader(batches: Sequence[np.ndarray]):
     return _Reader()
 
 
+def _ancestors(producer: dict, tensor: str) -> set[str]:
+    """Names of the nodes ``tensor`` depends on."""
+    seen, stack = set(), [tensor]
+    while stack:
+        node = producer.get(stack.pop())
+        if node is None or node.name in seen:
+            continue
+        seen.add(node.name)
+        stack.extend(node.input)
+    return seen
+
+
 def head_nodes(model_path: str | PathLike) -> list[str]:
-    """Names of the nodes that lie on the way to only one of the two outputs: the classifier
-    head (pooling, linear, sigmoid) and the CAM branch (1x1 conv, ReLU, squeeze). The backbone
-    feeds both outputs."""
+    """Names of the nodes that do not feed every output: the classifier head (pooling, linear,
+    sigmoid) and the CAM branch (1x1 conv, ReLU, squeeze), and whatever branch an added output
+    has (e.g. pooled features). The shared backbone feeds them all."""
     import onnx
 
     proto = onnx.load(str(model_path), load_external_data=False)
     producer = {out: node for node in proto.graph.node for out in node.output}
+    branches = [_ancestors(producer, out.name) for out in proto.graph.output]
+    return sorted(set().union(*branches) - set.intersection(*branches)) if branches else []
 
-    def ancestors(tensor: str) -> set[str]:
-        seen, stack = set(), [tensor]
-        while stack:
-            node = producer.get(stack.pop())
-            if node is None or node.name in seen:
-                continue
-            seen.add(node.name)
-            stack.extend(node.input)
-        return seen
 
-    prob, cam = ancestors(PROBABILITY_NAME), ancestors(CAM_NAME)
-    return sorted(prob ^ cam)
+def stem_nodes(model_path: str | PathLike) -> list[str]:
+    """The convolution(s) reading the graph input directly: the 1x1 6->3 stem. Its input is
+    the raw [0, 1] image, whose quantisation error every later layer inherits."""
+    import onnx
+
+    proto = onnx.load(str(model_path), load_external_data=False)
+    inputs = {i.name for i in proto.graph.input}
+    return sorted(n.name for n in proto.graph.node
+                  if n.op_type == "Conv" and n.input and n.input[0] in inputs)
+
+
+@dataclass(frozen=True)
+class Int8Settings:
+    """How :func:`quantize_int8` quantises. The default is the setting chosen for the bundled
+    model (``benchmarks/int8_settings.py`` measured the alternatives): 7-bit per-channel int8
+    weights, uint8 activations (U8S8), MinMax calibration, head and CAM branch in float."""
+
+    per_channel: bool = True
+    reduce_range: bool = True            # int8 weights in [-64, 64] (7 bits)
+    activations: str = "QUInt8"          # onnxruntime QuantType name: QUInt8 | QInt8
+    weights: str = "QInt8"               # QInt8 (U8S8) | QUInt8 (U8U8)
+    calibration: str = "MinMax"          # CalibrationMethod: MinMax | Percentile | Entropy
+    symmetric_activations: bool = False
+    float_head: bool = True              # the nodes of head_nodes stay float
+    float_stem: bool = False             # the nodes of stem_nodes stay float
+
+    @property
+    def label(self) -> str:
+        act = "u8" if self.activations == "QUInt8" else "s8"
+        wt = "u8" if self.weights == "QUInt8" else "s8"
+        parts = [f"{act}{wt}", "7-bit w" if self.reduce_range else "8-bit w",
+                 "per-channel" if self.per_channel else "per-tensor", self.calibration]
+        if self.symmetric_activations:
+            parts.append("sym act")
+        if self.float_stem:
+            parts.append("float stem")
+        if not self.float_head:
+            parts.append("int8 head")
+        return ", ".join(parts)
+
+    @property
+    def cpu_independent(self) -> bool:
+        """True when no CPU's int8 kernels can saturate on this setting, so its outputs (hence
+        its gate's verdict) are the same with and without VNNI. onnxruntime's U8S8 kernels on
+        x86 without VNNI (AVX2, AVX-512F) sum pairs of u8 x s8 products in int16
+        (``vpmaddubsw``): 255 * 128 * 2 > 32767 saturates, 255 * 64 * 2 = 32640 cannot; U8U8
+        widens to int16 before multiplying and never saturates."""
+        if self.activations != "QUInt8":
+            return False  # s8 activations: kernels differ across CPUs; not assured
+        return self.weights == "QUInt8" or self.reduce_range
+
+    def to_dict(self) -> dict:
+        return {"per_channel": self.per_channel, "reduce_range": self.reduce_range,
+                "activations": self.activations, "weights": self.weights,
+                "calibration": self.calibration,
+                "symmetric_activations": self.symmetric_activations,
+                "float_head": self.float_head, "float_stem": self.float_stem,
+                "cpu_independent": self.cpu_independent}
+
+
+CHOSEN = Int8Settings()
+
+
+def _float_nodes(model_path: Path, settings: Int8Settings) -> list[str]:
+    nodes = head_nodes(model_path) if settings.float_head else []
+    return sorted(set(nodes) | set(stem_nodes(model_path) if settings.float_stem else []))
 
 
 def quantize_int8(fp32_path: str | PathLike, out_path: str | PathLike,
                   calibration: np.ndarray, batch_size: int = 8,
-                  keep_head_float: bool = True) -> dict:
-    """Write a static QDQ int8 model calibrated on ``calibration`` (N, C, S, S) float32."""
+                  settings: Int8Settings = CHOSEN) -> dict:
+    """Write a static QDQ int8 model calibrated on ``calibration`` (N, C, S, S) float32; returns
+    model.json's ``quantization`` record (the settings, the float nodes, the weight range)."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -100,18 +168,77 @@ def quantize_int8(fp32_path: str | PathLike, out_path: str | PathLike,
     with tempfile.TemporaryDirectory(prefix="spinefx-quant-") as tmp:
         pre = Path(tmp) / "preprocessed.onnx"
         quant_pre_process(str(fp32_path), str(pre))
-        exclude = head_nodes(pre) if keep_head_float else []
+        exclude = _float_nodes(pre, settings)
         batches = [calibration[i:i + batch_size] for i in range(0, len(calibration), batch_size)]
         quantize_static(str(pre), str(out_path), _calibration_reader(batches),
-                        quant_format=QuantFormat.QDQ, per_channel=True, reduce_range=True,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=exclude,
-                        use_external_data_format=False)
+                        quant_format=QuantFormat.QDQ, per_channel=settings.per_channel,
+                        reduce_range=settings.reduce_range,
+                        activation_type=QuantType[settings.activations],
+                        weight_type=QuantType[settings.weights],
+                        calibrate_method=CalibrationMethod[settings.calibration],
+                        nodes_to_exclude=exclude, use_external_data_format=False,
+                        extra_options={"ActivationSymmetric": settings.symmetric_activations})
     return {"method": "onnxruntime.quantization.quantize_static", "format": "QDQ",
-            "per_channel": True, "weights": "int8 (7-bit range)", "activations": "uint8",
-            "reduce_range": True,
-            "calibration": "MinMax", "calibration_cases": int(len(calibration)),
+            "settings": settings.label, **settings.to_dict(),
+            "weight_range": weight_range(out_path), "calibration_cases": int(len(calibration)),
             "float_nodes": exclude, "seconds": round(time.perf_counter() - t0, 2)}
+
+
+def weight_range(model_path: str | PathLike) -> dict:
+    """The integer range the quantised Conv/Gemm weights actually use, and whether a U8S8 pair
+    sum (255 * |w_a| + 255 * |w_b|) can leave int16 on a non-VNNI CPU: read from the file, so
+    a test can check the promise of :attr:`Int8Settings.cpu_independent` on the model itself."""
+    import onnx
+    from onnx import numpy_helper
+
+    proto = onnx.load(str(model_path), load_external_data=False)
+    inits = {i.name: i for i in proto.graph.initializer}
+    consumers = {name for n in proto.graph.node if n.op_type in ("Conv", "Gemm")
+                 for name in n.input[1:2]}
+    lo, hi, dtypes = 0, 0, set()
+    for node in proto.graph.node:  # weight -> DequantizeLinear -> Conv/Gemm
+        if node.op_type != "DequantizeLinear" or node.output[0] not in consumers:
+            continue
+        init = inits.get(node.input[0])
+        if init is None:
+            continue
+        q = numpy_helper.to_array(init).astype(np.int32)
+        zp = numpy_helper.to_array(inits[node.input[2]]).astype(np.int32) \
+            if len(node.input) > 2 and node.input[2] in inits else np.zeros(1, np.int32)
+        dtypes.add(str(numpy_helper.to_array(init).dtype))
+        axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
+        centred = q - (zp.reshape([-1] + [1] * (q.ndim - 1 - axis)) if zp.size > 1 else zp)
+        lo, hi = min(lo, int(centred.min())), max(hi, int(centred.max()))
+    signed = dtypes == {"int8"}
+    saturation_free = (not signed) or 255 * 2 * max(-lo, hi) <= 32767
+    return {"dtypes": sorted(dtypes), "min": lo, "max": hi,
+            "u8s8_pair_sum_fits_int16": bool(saturation_free) if dtypes else None}
+
+
+def float32_weights(fp16_path: str | PathLike, out_path: str | PathLike) -> Path:
+    """Undo :func:`spinefx.export.compress.fp16_weights`: every ``Cast`` of a float16
+    initializer becomes the float32 initializer it computes. The arithmetic is unchanged (the
+    fp16 model computes in float32 on these weights), and the graph can be quantised: a bundle
+    that ships only fp16 weights still gets an int8 variant."""
+    import onnx
+    from onnx import TensorProto, numpy_helper
+
+    model = onnx.load(str(fp16_path))
+    graph = model.graph
+    halves = {i.name: i for i in graph.initializer if i.data_type == TensorProto.FLOAT16}
+    casts = [n for n in graph.node if n.op_type == "Cast" and n.input[0] in halves]
+    singles = [numpy_helper.from_array(numpy_helper.to_array(halves[n.input[0]])
+                                       .astype(np.float32), n.output[0]) for n in casts]
+    used = {n.input[0] for n in casts}
+    keep = [i for i in graph.initializer if i.name not in used]
+    del graph.initializer[:]
+    graph.initializer.extend(keep + singles)
+    nodes = [n for n in graph.node if n not in casts]
+    del graph.node[:]
+    graph.node.extend(nodes)
+    onnx.checker.check_model(model)
+    onnx.save(model, str(out_path))
+    return Path(out_path)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -142,7 +269,9 @@ class Int8Gate:
     cam_r_min: float | None
     failures: list[str] = field(default_factory=list)
     variant: str = "int8"
-    cases: str = "held-out"  # int8 is judged on cases its calibration never saw
+    # where the cases stand for the final model: "in-sample" (its training cases), "held-out"
+    # (never trained on) or "unknown"; int8's gate cases are never calibration cases either way
+    cases: str = "unknown"
 
     @property
     def message(self) -> str:
@@ -156,7 +285,7 @@ class Int8Gate:
         def num(v):
             return None if v is None or not np.isfinite(v) else round(float(v), 6)
         return {"passed": self.passed, "variant": self.variant, "cases": self.cases,
-                "held_out_cases": self.n_cases,
+                "held_out_cases": self.n_cases,   # from calibration (see "cases")
                 "held_out_malignant": self.n_malignant,
                 "auc_fp32": num(self.auc_fp32), "auc_int8": num(self.auc_int8),
                 "auc_drop": num(self.auc_drop), "auc_drop_bound": self.auc_drop_bound,
@@ -183,9 +312,10 @@ def cam_agreement(a: np.ndarray, b: np.ndarray) -> tuple[float | None, float | N
 def int8_gate(fp32_session, int8_session, inputs: np.ndarray, labels: np.ndarray,
               auc_drop_bound: float = AUC_DROP_BOUND,
               prob_diff_bound: float = PROB_DIFF_BOUND, variant: str = "int8",
-              cases: str = "held-out") -> Int8Gate:
+              cases: str = "unknown") -> Int8Gate:
     """Compare a reduced model (int8, or fp16 weights) with fp32, both in onnxruntime, on
-    held-out ``inputs``."""
+    ``inputs`` none of which calibrated it; ``cases`` says whether the final model trained on
+    them (see :func:`spinefx.export.variants.gate_provenance`)."""
     labels = np.asarray(labels).astype(int)
     p32, c32 = run_session(fp32_session, inputs)
     p8, c8 = run_session(int8_session, inputs)

@@ -14,7 +14,9 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         description="Measure inference latency in one run: torch eager vs ONNX Runtime fp32 "
                     "(probability + CAM) vs ONNX Runtime int8, at batch 1 and 8 (median and "
                     "p90 ms, and relative to torch eager), plus the in-graph CAM's overhead vs "
-                    "a probability-only graph and pytorch-grad-cam's GradCAM on torch. Without "
+                    "a probability-only graph and pytorch-grad-cam's GradCAM on torch, then "
+                    "fresh runtime-only processes (default variant and int8) from a DICOM "
+                    "folder to a result: cold start and peak RSS. Without "
                     "--model it builds a random-init 6-channel ResNet50 and exports/quantises "
                     "it in a temporary folder (speed does not depend on the weights).",
         epilog=EPILOG)
@@ -28,6 +30,8 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--threads", type=positive_int, default=None,
                    help="intra-op threads for torch and onnxruntime (default: library default)")
     p.add_argument("--no-gradcam", action="store_true", help="skip the pytorch-grad-cam row")
+    p.add_argument("--no-int8-process", action="store_true",
+                   help="skip the runtime-only process with the int8 model (peak RSS)")
     p.add_argument("--json", type=Path, default=None, help="also write the results as JSON")
     p.set_defaults(run=run)
     return p
@@ -36,7 +40,14 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     import json
 
-    from spinefx.export.bench import format_runtime, format_table, run_benchmark, runtime_profile
+    from spinefx.export.bench import (
+        format_runtime,
+        format_table,
+        format_targets,
+        int8_runtime_profile,
+        run_benchmark,
+        runtime_profile,
+    )
 
     result = run_benchmark(model_dir=args.model, image_size=args.image_size,
                            batch_sizes=tuple(args.batch or (1, 8)), runs=args.runs,
@@ -44,6 +55,10 @@ def run(args: argparse.Namespace) -> int:
     print(format_table(result))
     result["runtime_process"] = runtime_profile(args.model)  # the bundled model by default
     print("\n" + format_runtime(result["runtime_process"]))
+    if not args.no_int8_process:
+        result["runtime_process_int8"] = int8_runtime_profile(args.model)
+        print("\n" + format_runtime(result["runtime_process_int8"]))
+    print("\n" + format_targets(result))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
     return 0

@@ -25,9 +25,12 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("run_dir", metavar="RUN", type=Path, help="training run folder")
     p.add_argument("--out", required=True, type=Path, metavar="MODEL_DIR",
                    help="model folder to write (new, empty, or a previous export)")
-    p.add_argument("--manifest", type=Path, default=None,
-                   help="manifest whose cases feed the gates and int8 calibration "
-                        "(default: the training manifest the run recorded)")
+    p.add_argument("--manifest", "--gate-manifest", dest="manifest", type=Path, default=None,
+                   help="manifest whose cases feed the gates and int8 calibration (default: "
+                        "the training manifest the run recorded, whose cases are in-sample for "
+                        "the final model: the gate says so and warns); a fresh cohort the run "
+                        "never trained on (e.g. spinefx phantom with a new --seed) makes the "
+                        "int8/fp16 gates held-out")
     add_allow_outside(p, "the gate manifest", " (not needed for the training manifest of a "
                       "run trained with --allow-outside: its run.json grants it)")
     p.add_argument("--int8", action="store_true",
@@ -63,8 +66,36 @@ def run(args: argparse.Namespace) -> int:
     for variant, entry in spec["files"].items():
         print(f"{variant}: {args.out / entry['path']} ({entry['bytes'] / 2**20:.1f} MiB, "
               f"sha256 {entry['sha256'][:16]}...)")
+    _report_gate_cases(args, spec)
     int8 = spec.get("int8")
     if args.int8 and int8 and not int8.get("passed"):
         print(f"warning: {int8.get('message')}", file=sys.stderr)
         return 1 if args.require_int8 else 0
     return 0
+
+
+def _report_gate_cases(args: argparse.Namespace, spec: dict) -> None:
+    """Say where the reduced variants' gate cases came from (in-sample for the final model or
+    held-out): from their records, or worked out here when a record does not say."""
+    from spinefx.export.run_record import read_record, training_manifest
+    from spinefx.export.variants import IN_SAMPLE, UNKNOWN, gate_provenance
+
+    records = {v: spec[v] for v in ("int8", "fp16") if isinstance(spec.get(v), dict)}
+    if not records:
+        return
+    if all(r.get("cases", UNKNOWN) != UNKNOWN for r in records.values()):
+        provenance = {"cases": next(iter(records.values()))["cases"],
+                      "reason": next(iter(records.values())).get("cases_reason", "")}
+        warned = True  # the export warned already
+    else:
+        config = read_record(args.run_dir / "config.json")
+        metrics = read_record(args.run_dir / "metrics.json")
+        trained_on = training_manifest(args.run_dir, config, metrics)
+        provenance = gate_provenance(args.manifest or trained_on or Path("-"), trained_on)
+        warned = False
+    print(f"{'/'.join(records)} gate cases: {provenance['cases']} for the final model "
+          f"({provenance['reason']})")
+    if provenance["cases"] == IN_SAMPLE and not warned:
+        print(f"warning: the {'/'.join(records)} gate ran on cases the final model was trained "
+              "on: its verdict is in-sample; pass --gate-manifest with a fresh cohort for a "
+              "held-out gate", file=sys.stderr)
