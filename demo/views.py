@@ -6,6 +6,7 @@ from PIL import Image, ImageDraw
 
 from spinefx.runtime import ModelInput, PreprocessConfig, RoiError, Volume, square_roi
 from spinefx.runtime.inference import Prediction
+from spinefx.runtime.ood import OOD_WARNING
 from spinefx.runtime.overlay import blend, render_overlay, window
 from spinefx.runtime.preprocess import crop
 from spinefx.runtime.provenance import DISCLAIMER as RESULT_DISCLAIMER
@@ -104,6 +105,8 @@ def result_markdown(pred: Prediction, synthetic_model: bool, truth: dict | None 
     p = pred.probability
     lines = [f"### P(malignant) = {p:.2f} → **{pred.label}** "
              f"(threshold {pred.threshold:.2f})"]
+    if pred.ood_flagged:  # the same words as result.json's warnings and the CLI
+        lines.append(f"**Warning: {OOD_WARNING}.**")
     if synthetic_model:
         lines.append("_Model trained on SYNTHETIC phantoms: a pipeline demonstration, not a "
                      "clinical result._")

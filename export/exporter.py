@@ -30,10 +30,18 @@ from pathlib import Path
 import numpy as np
 
 from spinefx._version import __version__
-from spinefx.runtime import Case, PreprocessConfig, prepare_case, read_manifest
+from spinefx.runtime import (
+    Case,
+    PreprocessConfig,
+    align_pair,
+    build_six_channel,
+    load_volume,
+    read_manifest,
+)
 from spinefx.runtime.errors import SpineFXError, SpineFXWarning
 from spinefx.runtime.files import atomic_write_json
 from spinefx.runtime.model_files import FORMAT, MODEL_JSON
+from spinefx.runtime.ood import t2_kind
 from spinefx.runtime.provenance import NOT_A_DEVICE
 from spinefx.train.model import SpineFxNet, load_model
 from spinefx.train.run_folder import manifest_permission
@@ -47,6 +55,7 @@ from .onnx_export import (
     ExportError,
     ParityReport,
 )
+from .ood import DEFAULT_K, DEFAULT_QUANTILE, add_to_spec, check_features, fit_from_session
 from .quantize import AUC_DROP_BOUND, PROB_DIFF_BOUND
 from .run_record import (
     metrics_summary,
@@ -80,10 +89,12 @@ def stratified_order(cases: list[Case], seed: int = 0) -> list[int]:
     return [int(i) for i in np.argsort(keys, kind="stable")]
 
 
-def prepare_inputs(cases: list[Case], config: PreprocessConfig,
-                   progress: bool = False) -> tuple[np.ndarray, list[Case], list[str]]:
-    """Preprocess cases (as training and the runtime do); a case that fails is skipped and
-    named in the returned notes."""
+def prepare_inputs(cases: list[Case], config: PreprocessConfig, progress: bool = False,
+                   headers: list[tuple[float, str]] | None = None
+                   ) -> tuple[np.ndarray, list[Case], list[str]]:
+    """Preprocess cases (as training and the runtime do: ``runtime.prepare_case``'s steps); a
+    case that fails is skipped and named in the returned notes. ``headers``, if given, gets
+    each kept case's (T1 slice spacing in mm, T2 kind): model.json's training ranges."""
     from tqdm.auto import tqdm
 
     arrays, kept, notes = [], [], []
@@ -91,7 +102,12 @@ def prepare_inputs(cases: list[Case], config: PreprocessConfig,
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", SpineFXWarning)
-                arrays.append(prepare_case(case, config).array)
+                t1, t2 = load_volume(case.t1, "T1"), load_volume(case.t2, "T2")
+                arrays.append(build_six_channel(align_pair(t1, t2), case.slice, box=case.box,
+                                                center=case.center, size_mm=case.size_mm,
+                                                config=config).array)
+            if headers is not None:
+                headers.append((t1.slice_spacing, t2_kind(t2.description)))
             kept.append(case)
         except SpineFXError as exc:
             notes.append(f"case {case.case_id} skipped: {exc}")
@@ -112,7 +128,8 @@ def _gate_manifest(manifest: str | PathLike | None, run_dir: Path, config: dict,
 
 
 def _gate_cases(manifest_path: Path, prep: PreprocessConfig, n_cases: int | None, seed: int,
-                progress: bool, log, allow_outside: bool = False
+                progress: bool, log, allow_outside: bool = False,
+                headers: list[tuple[float, str]] | None = None
                 ) -> tuple[np.ndarray, list[Case], list[str]]:
     """The manifest's cases in stratified order (the first ``n_cases`` of them, if given),
     preprocessed; a case that fails is skipped with a warning naming ``export_model``'s
@@ -122,7 +139,7 @@ def _gate_cases(manifest_path: Path, prep: PreprocessConfig, n_cases: int | None
     if n_cases is not None:
         order = order[:n_cases]
     log(f"preprocessing {len(order)} case(s) from {manifest_path} at {prep.image_size} px")
-    inputs, kept, notes = prepare_inputs(order, prep, progress)
+    inputs, kept, notes = prepare_inputs(order, prep, progress, headers)
     for note in notes:
         warnings.warn(note, SpineFXWarning, stacklevel=3)
     if len(kept) == 0:
@@ -168,7 +185,8 @@ def export_model(run_dir: str | PathLike, out_dir: str | PathLike,
                  auc_drop_bound: float = AUC_DROP_BOUND,
                  prob_diff_bound: float = PROB_DIFF_BOUND, seed: int = 0,
                  progress: bool = False, log=print, fp16: bool = False,
-                 only_default: bool = False, allow_outside: bool = False) -> Path:
+                 only_default: bool = False, allow_outside: bool = False, ood: bool = True,
+                 ood_k: int = DEFAULT_K, ood_quantile: float = DEFAULT_QUANTILE) -> Path:
     """Export the run in ``run_dir`` to ``out_dir`` (see the module docstring); returns the
     path of ``model.json``. Raises :class:`ParityError` when the fp32 graph fails a gate (nothing
     is written) and :class:`ExportError` for unusable inputs. A refused int8 model is not an
@@ -177,7 +195,9 @@ def export_model(run_dir: str | PathLike, out_dir: str | PathLike,
     way; the default variant is int8 if it passed, else fp16 if it passed, else fp32.
     ``only_default`` keeps only the default variant's file (a lean bundle). ``allow_outside``:
     the gate manifest's series may lie outside its folder; the training manifest of a run
-    trained with that permission has it already (its ``run.json`` records it)."""
+    trained with that permission has it already (its ``run.json`` records it). ``ood``: fit
+    the out-of-distribution score (:mod:`spinefx.export.ood`) on every case of the manifest
+    (k = ``ood_k`` directions, threshold at the ``ood_quantile`` of out-of-fold scores)."""
 
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     log = log or (lambda *a, **k: None)
@@ -194,16 +214,22 @@ def export_model(run_dir: str | PathLike, out_dir: str | PathLike,
         raise ExportError(f"cannot load the model: {str(exc).splitlines()[0]}", run_dir) from None
     manifest_path = _gate_manifest(manifest, run_dir, config, metrics)
     permission = manifest_permission(run_dir, manifest_path, allow_outside)
-    # the gates of the reduced variants judge every case; fp32's parity needs only the first
+    # the gates of the reduced variants and the OOD fit use every case; fp32's parity needs
+    # only the first
+    headers: list[tuple[float, str]] = []
     inputs, kept, notes = _gate_cases(manifest_path, model.preprocess_config,
-                                      None if (int8 or fp16) else parity_cases, seed, progress,
-                                      log, permission)
+                                      None if (int8 or fp16 or ood) else parity_cases, seed,
+                                      progress, log, permission, headers)
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".spinefx-export-", dir=out_dir.parent))
     try:
         fp32 = export_fp32(model, staging / FP32_FILE, inputs[:parity_cases], exporter,
                            probability_bound, cam_r_bound, log)
+        features_parity = check_features(model, fp32.session, inputs[:parity_cases], log)
+        ood_info, ood_note = (fit_from_session(fp32.session, inputs, kept, manifest_path.name,
+                                               ood_k, ood_quantile, seed, log)
+                              if ood else (None, "not fitted: export_model(ood=False)"))
         files: dict[str, FileEntry] = {"fp32": file_entry(fp32.path, "float32")}
         default = "fp32"
         int8_info = fp16_info = None
@@ -225,6 +251,7 @@ def export_model(run_dir: str | PathLike, out_dir: str | PathLike,
         spec = _model_spec(name or run_dir.resolve().name, model, files, default, threshold,
                            config, metrics, manifest_path, fp32, int8_info, fp16_info,
                            t_start, notes)
+        add_to_spec(spec, features_parity, ood_info, ood_note, headers)
         atomic_write_json(staging / MODEL_JSON, spec)
         _install(staging, out_dir, [f["path"] for f in files.values()] + [MODEL_JSON])
     finally:

@@ -39,6 +39,7 @@ from spinefx.runtime.errors import SpineFXError
 INPUT_NAME = "input"
 PROBABILITY_NAME = "probability"
 CAM_NAME = "cam"
+FEATURES_NAME = "features"     # the pooled layer4 features (N, 2048): the OOD score's input
 OPSET = 18
 PROBABILITY_BOUND = 1e-4     # max |p_onnx - p_torch|
 CAM_R_BOUND = 0.999          # min Pearson r per map, in-graph CAM vs pytorch-grad-cam
@@ -97,6 +98,33 @@ class CamModel(nn.Module):
         return probability, cam
 
 
+class CamFeaturesModel(nn.Module):
+    """``forward(x) -> (probability, cam, features)``: :class:`CamModel`'s two outputs plus the
+    head's own pooled input (``backbone.avgpool`` of layer4, flattened to (B, 2048)).
+
+    The pooled tensor is taken with a forward hook on the head's pooling, so the graph has one
+    pooling node feeding both the linear head and ``features`` (no second backbone pass, and
+    int8's float head keeps ``features`` float), and probability/cam are exactly
+    :class:`CamModel`'s.
+    """
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.cam_model = CamModel(model)
+        self.pool = model.get_submodule("backbone.avgpool")
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        pooled: list[torch.Tensor] = []
+        handle = self.pool.register_forward_hook(lambda _m, _i, out: pooled.append(out))
+        try:
+            probability, cam = self.cam_model(x)
+        finally:
+            handle.remove()
+        if not pooled:
+            raise ExportError("the model's head did not pool through backbone.avgpool")
+        return probability, cam, torch.flatten(pooled[-1], 1)
+
+
 class _ProbabilityOnly(nn.Module):
     """Probability-only graph (no CAM branch): for the benchmark's CAM-overhead row."""
 
@@ -120,8 +148,10 @@ def _dynamo_available() -> bool:
 
 
 def export_onnx(model: nn.Module, path: str | PathLike, image_size: int, in_channels: int = 6,
-                opset: int = OPSET, exporter: str = "auto", cam: bool = True) -> dict:
-    """Write ``CamModel(model)`` (or the probability-only graph with ``cam=False``) as ONNX.
+                opset: int = OPSET, exporter: str = "auto", cam: bool = True,
+                features: bool = True) -> dict:
+    """Write ``CamFeaturesModel(model)`` (probability, cam, features), ``CamModel(model)`` with
+    ``features=False``, or the probability-only graph with ``cam=False``, as ONNX.
 
     ``exporter``: ``"dynamo"`` (``torch.export`` based, torch's default since 2.9; needs
     ``onnxscript``), ``"torchscript"`` (the legacy tracer) or ``"auto"`` (dynamo when onnxscript is
@@ -137,8 +167,14 @@ def export_onnx(model: nn.Module, path: str | PathLike, image_size: int, in_chan
         raise ExportError("the dynamo ONNX exporter needs onnxscript: "
                           "pip install onnx onnxscript")
     model = model.eval()
-    wrapper = (CamModel(model) if cam else _ProbabilityOnly(model)).eval()
-    outputs = [PROBABILITY_NAME, CAM_NAME] if cam else [PROBABILITY_NAME]
+    wrapper: nn.Module
+    if not cam:
+        wrapper, outputs = _ProbabilityOnly(model), [PROBABILITY_NAME]
+    elif features:
+        wrapper, outputs = CamFeaturesModel(model), [PROBABILITY_NAME, CAM_NAME, FEATURES_NAME]
+    else:
+        wrapper, outputs = CamModel(model), [PROBABILITY_NAME, CAM_NAME]
+    wrapper = wrapper.eval()
     example = torch.rand(2, in_channels, image_size, image_size)  # batch 2: not specialised
     t0 = time.perf_counter()
     with torch.no_grad(), warnings.catch_warnings(), \
@@ -163,8 +199,9 @@ def export_onnx(model: nn.Module, path: str | PathLike, image_size: int, in_chan
 
 def check_onnx(path: str | PathLike) -> dict:
     """``onnx.checker`` (full check, with shape inference) + the contract's structure: one input
-    ``(batch, C, S, S)`` and the outputs ``probability (batch,)``/``cam (batch, h, w)``, batch
-    symbolic, every initializer stored inside the file. Returns a summary; raises ExportError."""
+    ``(batch, C, S, S)`` and the outputs ``probability (batch,)``/``cam (batch, h, w)`` (and
+    ``features (batch, 2048)`` where exported), batch symbolic, every initializer stored inside
+    the file. Returns a summary; raises ExportError."""
     import onnx
 
     path = Path(path)
@@ -206,6 +243,23 @@ def ort_session(path: str | PathLike, threads: int | None = None):
     options.log_severity_level = 3
     return ort.InferenceSession(str(path), sess_options=options,
                                 providers=["CPUExecutionProvider"])
+
+
+def run_features(session, batch: np.ndarray, chunk: int = 16) -> np.ndarray:
+    """The pooled features (N, 2048) of a graph with a ``features`` output, in chunks."""
+    out = [np.asarray(session.run([FEATURES_NAME], {INPUT_NAME: np.ascontiguousarray(
+        batch[i:i + chunk], np.float32)})[0], np.float32) for i in range(0, len(batch), chunk)]
+    return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+
+
+@torch.no_grad()
+def torch_features(model: nn.Module, batch: np.ndarray, chunk: int = 16) -> np.ndarray:
+    """PyTorch's pooled layer4 features (N, 2048): what the graph's ``features`` must match."""
+    source, pool = cast(_CamSource, model.eval()), model.get_submodule("backbone.avgpool")
+    out = [torch.flatten(pool(source.forward_features(
+        torch.from_numpy(np.ascontiguousarray(batch[i:i + chunk], np.float32)))), 1)
+        for i in range(0, len(batch), chunk)]
+    return torch.cat(out).numpy()
 
 
 def run_session(session, batch: np.ndarray, chunk: int = 16) -> tuple[np.ndarray, np.ndarray]:

@@ -22,6 +22,7 @@ from .cases import Case, load_volume
 from .errors import SpineFXError, SpineFXWarning
 from .matching import AlignedPair, align_pair
 from .model_files import ModelSpec, read_model_spec
+from .ood import OodScorer
 from .preprocess import Box, ModelInput, build_six_channel, resize
 from .volume import Volume
 
@@ -84,6 +85,12 @@ class Prediction:
     model_id: str
     model_sha256: str
     timings_ms: dict[str, float] = field(default_factory=dict)
+    ood: dict | None = None           # runtime.ood: flagged, score, threshold, meaning
+    ood_reason: str = ""              # why ``ood`` is None (the model has no OOD check)
+
+    @property
+    def ood_flagged(self) -> bool:
+        return bool(self.ood and self.ood["flagged"])
 
     @property
     def roi(self) -> tuple[int, int, int, int]:
@@ -97,6 +104,7 @@ class Prediction:
                 "model_sha256": self.model_sha256,
                 "preprocessing": self.model_input.config.to_dict(),
                 "notes": list(self.model_input.notes),
+                "ood": self.ood, **({"ood_reason": self.ood_reason} if self.ood is None else {}),
                 "timings_ms": {k: round(v, 2) for k, v in self.timings_ms.items()}}
 
 
@@ -145,6 +153,8 @@ class Predictor:
             options.intra_op_num_threads = int(threads)
         self.session = ort.InferenceSession(str(self.path), sess_options=options, providers=wanted)
         self.provider = self.session.get_providers()[0]
+        graph_outputs = [o.name for o in self.session.get_outputs()]
+        self.ood, self.ood_reason = OodScorer.from_spec(self.spec.raw, graph_outputs)
         log.info("spinefx model %s (%s) running on %s", self.model_id, self.variant, self.provider)
 
     @property
@@ -161,15 +171,26 @@ class Predictor:
 
     def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Probabilities (N,) and raw maps (N, h, w) for a float32 batch (N, 6, S, S)."""
+        prob, cam, _ = self.run_all(batch, features=False)
+        return prob, cam
+
+    def run_all(self, batch: np.ndarray, features: bool = True
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """:meth:`run` plus the pooled features (N, D) when the model has an OOD check (else
+        None)."""
         batch = np.asarray(batch, dtype=np.float32)
         if batch.ndim == 3:
             batch = batch[None]
         expected = (self.config.n_channels, self.config.image_size, self.config.image_size)
         if batch.shape[1:] != expected:
             raise ValueError(f"input shape {batch.shape[1:]} does not match the model's {expected}")
-        prob_name, cam_name = self.spec.output_names
-        prob, cam = self.session.run([prob_name, cam_name], {self.spec.input_name: batch})
-        return np.asarray(prob, dtype=np.float64).reshape(-1), np.asarray(cam, dtype=np.float32)
+        names = list(self.spec.output_names)
+        if features and self.ood is not None:
+            names.append(self.ood.output)
+        out = self.session.run(names, {self.spec.input_name: batch})
+        pooled = np.asarray(out[2], dtype=np.float32) if len(out) > 2 else None
+        return (np.asarray(out[0], dtype=np.float64).reshape(-1),
+                np.asarray(out[1], dtype=np.float32), pooled)
 
     def predict_volumes(self, t1: Volume, t2: Volume, slice_index: int, box: Box | None = None,
                         center: tuple[float, float] | None = None,
@@ -191,7 +212,7 @@ class Predictor:
         model_input = build_six_channel(pair, slice_index, box=box, center=center,
                                         size_mm=size_mm, config=self.config)
         t1_ = time.perf_counter()
-        prob, cam = self.run(model_input.array)
+        prob, cam, pooled = self.run_all(model_input.array)
         t2_ = time.perf_counter()
         cam_map = normalise_cam(cam[0])
         side = model_input.roi[2] - model_input.roi[0]
@@ -203,7 +224,9 @@ class Predictor:
             cam_slice=place_cam(cam_map, model_input.roi, t1.data.shape[1:]),
             model_input=model_input, t1_slice=t1.data[slice_index],
             t2_slice=np.nan_to_num(t2.data[slice_index]),
-            model_id=self.model_id, model_sha256=self.sha256)
+            model_id=self.model_id, model_sha256=self.sha256,
+            ood=self.ood.assess(pooled[0]) if self.ood is not None and pooled is not None
+            else None, ood_reason=self.ood_reason)
         prediction.timings_ms = {"preprocess": (t1_ - t0) * 1e3, "inference": (t2_ - t1_) * 1e3,
                                  "postprocess": (time.perf_counter() - t2_) * 1e3}
         return prediction

@@ -12,7 +12,7 @@ from tqdm import tqdm
 from .cases import load_volume, read_manifest
 from .errors import SpineFXError
 from .files import atomic_write_csv
-from .inference import Predictor
+from .inference import Prediction, Predictor
 from .outputs import check_output_folder
 from .preprocess import Box
 from .service import Result, analyse, parse_numbers, require_dicom, resolve_roi, write_outputs
@@ -93,8 +93,18 @@ def predict_study(predictor: Predictor, study: str | PathLike | None, out_dir: s
     return result
 
 
-PREDICTION_COLUMNS = ("case_id", "label", "probability", "predicted", "threshold", "status",
-                      "error")
+PREDICTION_COLUMNS = ("case_id", "label", "probability", "predicted", "threshold", "ood",
+                      "ood_score", "status", "error")
+
+
+def _ood_cells(prediction: Prediction) -> dict[str, str]:
+    """predictions.csv's ``ood`` (true/false; empty when the model has no OOD check) and
+    ``ood_score``."""
+    if prediction.ood is None:
+        return {"ood": "", "ood_score": ""}
+    score = prediction.ood["score"]
+    return {"ood": "true" if prediction.ood["flagged"] else "false",
+            "ood_score": "" if score is None else f"{score:.4f}"}
 
 
 def predict_manifest(predictor: Predictor, manifest: str | PathLike, out_dir: str | PathLike,
@@ -113,15 +123,21 @@ def predict_manifest(predictor: Predictor, manifest: str | PathLike, out_dir: st
         row = {"case_id": case.case_id, "label": case.label or "", "threshold": predictor.threshold}
         try:
             p = predictor.predict_case(case)
-            row.update(probability=f"{p.probability:.6f}", predicted=p.label, status="ok", error="")
+            row.update(probability=f"{p.probability:.6f}", predicted=p.label, status="ok", error="",
+                       **_ood_cells(p))
         except SpineFXError as exc:
             line = getattr(case, "line", None)
             where = f"{manifest} line {line}" if line else f"{manifest} case {case.case_id}"
             message = str(_in_study(exc, where))
             log.warning("case %s skipped: %s", case.case_id, message)
-            row.update(probability="", predicted="", status="error", error=message)
+            row.update(probability="", predicted="", status="error", error=message, ood="",
+                       ood_score="")
         rows.append(row)
     path = atomic_write_csv(out / "predictions.csv", PREDICTION_COLUMNS, rows)
+    n_ood = sum(r["ood"] == "true" for r in rows)
+    if n_ood:
+        log.warning("%d of %d cases are unlike the model's training data (ood = true in %s); "
+                    "their probabilities are not meaningful", n_ood, len(rows), path)
     n_bad = sum(r["status"] == "error" for r in rows)
     if n_bad:
         log.warning("%d of %d cases failed; see the 'error' column of %s", n_bad, len(rows), path)

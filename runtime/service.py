@@ -24,6 +24,7 @@ from .errors import RoiError, SpineFXError
 from .files import atomic_write_json
 from .inference import Prediction, Predictor
 from .matching import AlignedPair
+from .ood import OOD_WARNING, spacing_warning, t2_kind, t2_kind_warning, trained_on_kind
 from .outputs import atomic_write_png, check_output_folder, write_secondary_capture
 from .overlay import render_overlay
 from .preprocess import MAX_BOX_FACTOR, Box, PreprocessConfig, box_from_center
@@ -197,7 +198,23 @@ def analyse(predictor: Predictor, study: Study, pair: SeriesPair, roi: Roi) -> R
                   series={"t1": study.entries[pair.t1].label, "t2": study.entries[pair.t2].label},
                   synthetic_model=predictor.spec.synthetic,
                   study_notes=[*study.notes, *pair.notes], truth=study.truth,
-                  warnings=pair_warnings(study, pair))
+                  warnings=input_warnings(predictor, study, pair, prediction))
+
+
+def input_warnings(predictor: Predictor, study: Study, pair: SeriesPair,
+                   prediction: Prediction) -> list[str]:
+    """:func:`pair_warnings`, then inputs unlike the model's training cases (slice spacing, T2
+    kind; from model.json's ``training_data``) and the OOD flag, each in plain words."""
+    raw = predictor.spec.raw
+    t1, t2 = study.volume(pair.t1), study.volume(pair.t2)  # decoded already: cached
+    kind = t2_kind(t2.description, t2.weighting)
+    out = [w for w in pair_warnings(study, pair)
+           if not (w == STIR_WARNING and trained_on_kind(raw, "STIR"))]  # it saw STIR
+    for warning in (spacing_warning(raw, t1.slice_spacing, "T1"),
+                    t2_kind_warning(raw, kind), OOD_WARNING if prediction.ood_flagged else None):
+        if warning and warning not in out:
+            out.append(warning)
+    return out
 
 
 #: What :func:`pair_warnings` says when the T2 channel is a STIR series.
