@@ -25,9 +25,9 @@ THRESHOLD = 0.5
 ERODE_MM = 2.0          # bridges thinner than 2 x this are cut (discs are >= 4 mm, bodies >= 15 mm)
 MIN_BODY_MM3 = 1000.0   # a whole thoracic body is ~5000 mm3, a lumbar one ~25000 mm3
 MIN_BODY_SHARE = 0.2    # ... and a body is at least this share of the median body
-SACRAL_GAP_SHARE = 0.4  # a gap below this share of the median disc gap joins fused segments
+SACRAL_GAP_SHARE = 0.5  # a gap below this share of the median disc gap joins fused segments
 SACRAL_GAP_MM = 3.0     # ... and below this many mm (a lumbar disc is 5-12 mm)
-SACRAL_SHRINK = 0.85    # each fused segment is smaller than the one above (S2 ~0.6 x S1)
+SACRAL_SHRINK = 0.65    # S2 is under this share of S1 (phantoms 0.4-0.6; L5/L4 is 0.7-1.2)
 
 
 @dataclass
@@ -172,28 +172,38 @@ def find_vertebrae(prob: np.ndarray, spacing_mm: tuple[float, float, float],
     if not mask.any():
         empty.reason = f"no voxel reaches body probability {threshold:g}: no spine found"
         return empty
+    # work inside the mask's bounding box (+1 voxel): the spine is a small part of a series
+    hits = np.argwhere(mask)
+    lo = np.maximum(hits.min(0) - 1, 0)
+    hi = np.minimum(hits.max(0) + 2, mask.shape)
+    crop = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
     steps = max(1, int(round(ERODE_MM / min(spacing[1], spacing[2]))))
-    seeds, _ = label_components(erode_in_plane(mask, steps))
-    labels = grow_back(seeds, mask, max_steps=4 * steps + 4)
-    bodies = _measure(labels, spacing)
+    seeds, _ = label_components(erode_in_plane(mask[crop], steps))
+    labels = grow_back(seeds, mask[crop], max_steps=4 * steps + 4)
+    offset = (int(lo[0]), int(lo[1]), int(lo[2]))
+    bodies = _measure(labels, spacing, offset, mask.shape)
     if _merge_side_by_side(labels, bodies):
-        bodies = _measure(labels, spacing)
+        bodies = _measure(labels, spacing, offset, mask.shape)
     if not bodies:
         empty.reason = "only fragments smaller than a vertebral body were found: no spine found"
         return empty
     out = VertebraList([], np.zeros(prob.shape, dtype=np.int16), spacing)
+    renumbered = np.zeros(int(labels.max()) + 1, dtype=np.int16)
     for new_value, body in enumerate(sorted(bodies, key=lambda b: b.centroid_mm[1]), start=1):
-        out.labels[labels == body.value] = new_value
+        renumbered[body.value] = new_value
         body.value = new_value
         out.vertebrae.append(body)
+    out.labels[crop] = renumbered[labels]
     out.gaps_mm = [disc_gap(out, i) for i in range(len(out) - 1)]
     if label_levels:
         assign_levels(out)
     return out
 
 
-def _measure(labels: np.ndarray, spacing: tuple[float, float, float]) -> list[Vertebra]:
-    """One :class:`Vertebra` per component large enough to be a body."""
+def _measure(labels: np.ndarray, spacing: tuple[float, float, float],
+             offset: tuple[int, int, int], shape: tuple[int, ...]) -> list[Vertebra]:
+    """One :class:`Vertebra` per component of ``labels`` (a crop at ``offset`` of a grid of
+    ``shape``) large enough to be a body, in the whole grid's coordinates."""
     voxel = spacing[0] * spacing[1] * spacing[2]
     counts = np.bincount(labels.ravel())
     counts[0] = 0
@@ -203,11 +213,15 @@ def _measure(labels: np.ndarray, spacing: tuple[float, float, float]) -> list[Ve
     volumes = counts[present] * voxel
     keep_from = max(MIN_BODY_MM3, MIN_BODY_SHARE * float(np.median(volumes)))
     bodies = []
+    order = np.argsort(labels.ravel(), kind="stable")   # one pass, not one per component
+    ends = np.cumsum(np.bincount(labels.ravel(), minlength=int(labels.max()) + 1))
     for value, volume in zip(present, volumes):
         if volume < keep_from:
             continue
-        k, r, c = np.nonzero(labels == value)
-        areas = np.bincount(k, minlength=labels.shape[0])
+        flat = order[ends[value - 1]:ends[value]]
+        k, r, c = np.unravel_index(flat, labels.shape)
+        k, r, c = k + offset[0], r + offset[1], c + offset[2]
+        areas = np.bincount(k, minlength=shape[0])
         widest = int(np.argmax(areas))
         on = k == widest
         box = (int(c[on].min()), int(r[on].min()), int(c[on].max()) + 1, int(r[on].max()) + 1)
@@ -217,7 +231,7 @@ def _measure(labels: np.ndarray, spacing: tuple[float, float, float]) -> list[Ve
             centroid_mm=(centroid[2] * spacing[0], centroid[1] * spacing[1],
                          centroid[0] * spacing[2]),
             volume_mm3=float(volume), slice=widest, box=box,
-            truncated=bool(r.min() == 0 or r.max() == labels.shape[1] - 1)))
+            truncated=bool(r.min() == 0 or r.max() == shape[1] - 1)))
     return bodies
 
 
@@ -271,8 +285,8 @@ def disc_gap(vl: VertebraList, i: int) -> float:
 def sacral_start(vl: VertebraList) -> int | None:
     """Index of S1 when the sacrum is visible, else None. The sacral segments are fused (a
     rudimentary disc, under :data:`SACRAL_GAP_MM` and well under the lumbar disc gaps) and
-    shrink downwards, so S1 is the top of the lowest such run of bodies; a lone lowest body that is
-    far taller along the spine than its neighbour is a sacrum labelled as one piece."""
+    shrink downwards, so S1 is the top of the lowest such run of bodies; a lone lowest body
+    far larger than its neighbour is a sacrum labelled as one piece."""
     n = len(vl)
     if n < 3:
         return None
@@ -283,9 +297,9 @@ def sacral_start(vl: VertebraList) -> int | None:
         start = n - 2
         while start > 0 and fused[start - 1]:
             start -= 1
-        volumes = [v.volume_mm3 for v in vl.vertebrae[start:]]
-        shrinking = all(b < SACRAL_SHRINK * a for a, b in zip(volumes, volumes[1:]))
-        if start >= 2 and shrinking:   # two free bodies above (lumbar discs); S2 < S1 ...
+        body = vl.vertebrae
+        shrinking = body[start + 1].volume_mm3 < SACRAL_SHRINK * body[start].volume_mm3
+        if start >= 2 and shrinking:   # two free bodies above (lumbar discs); S2 << S1
             return start
     last, above = vl.vertebrae[-1], vl.vertebrae[-2]
     if last.volume_mm3 > 1.8 * above.volume_mm3 and not last.truncated:

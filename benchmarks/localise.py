@@ -1,0 +1,182 @@
+"""Benchmark of ``spinefx localise``: detection, Dice, centroid error, levels, grading, speed.
+
+Two sets, each reported on its own:
+
+- real: vb3 subjects 45-54 of ../shared/data/real-spine (held out from the localiser's
+  training; healthy volunteers, masks L1-L5 only, no sacrum labelled);
+- phantoms: SYNTHETIC cases rendered from a fresh seed (levels and the drawn fracture known).
+
+``--truth-masks`` feeds the ground-truth body masks in as the probability map (geometry,
+levels and grading only); by default the ONNX localiser (``segment_bodies``) makes the map,
+and the run stops with the localiser's own error when its model folder is missing.
+
+    .venv/bin/python benchmarks/localise.py --truth-masks --phantoms 40 --json out.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from spinefx.runtime.localise import body_probability, localise_series
+from spinefx.runtime.volume import Volume
+
+REAL_SPINE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real-spine"
+HELD_OUT = range(45, 55)
+
+
+def vb3_subjects(root: Path, subjects: range) -> Iterator[tuple[str, Volume, np.ndarray, list]]:
+    """(name, volume, truth label map on the volume grid, level names of values 1..n)."""
+    for n in subjects:
+        data = np.load(root / "vb3" / f"vb3_{n:02d}.npz")
+        image = np.moveaxis(data["image"], 2, 0)            # (slices, rows, cols)
+        truth = np.moveaxis(data["vertebral_bodies"], 2, 0)
+        sp = [float(v) for v in data["spacing_mm"]]           # rows, cols, slices
+        volume = Volume.from_array(image, pixel_spacing=(sp[0], sp[1]), slice_spacing=sp[2],
+                                   source=f"vb3_{n:02d}")
+        yield f"vb3_{n:02d}", volume, truth, ["L1", "L2", "L3", "L4", "L5"]
+
+
+def phantom_cases(seed: int, n: int) -> Iterator[tuple[str, Volume, np.ndarray, list, Any]]:
+    from spinefx.phantom import render_case
+
+    for i in range(n):
+        case = render_case(seed + i, "malignant" if i % 2 else "benign")
+        volume = Volume.from_array(case.t1, pixel_spacing=case.pixel_spacing,
+                                   slice_spacing=case.spacing_between_slices,
+                                   source=f"phantom seed {seed + i} (SYNTHETIC)")
+        yield (f"phantom_{seed + i}", volume, case.masks("t1")["bodies"],
+               list(case.level_names), case)
+
+
+def drawn_genant_loss(case) -> float:
+    """The fracture's height loss as a 3-point Genant measure would see it on the phantom's
+    drawn shape: wedge depressions fall linearly to the posterior wall, concave ones peak in
+    the middle (``spinefx.phantom.anatomy``), plus the shortening of the whole body."""
+    lv, lesion = case.spine.levels, case.lesion
+    i = lv.index(lesion.level)
+    wedge = lv.wedge_top[i] + lv.wedge_bot[i]
+    concave = lv.concave_top[i] + lv.concave_bot[i]
+    worst = max(0.9 * wedge + 0.36 * concave, 0.5 * wedge + concave)
+    return float(worst / lv.height[i] + lesion.posterior_loss)
+
+
+def score_subject(volume: Volume, truth: np.ndarray, names: list, use_truth: bool,
+                  model: str | None) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    prob = (truth > 0).astype(np.float32) if use_truth else body_probability(volume, model)
+    result = localise_series(volume, None, probability=prob,
+                             probability_source="ground truth" if use_truth else "localiser")
+    seconds = time.perf_counter() - t0
+    vl = result.vertebrae
+    spacing = np.array(vl.spacing_mm)
+    present = [int(v) for v in np.unique(truth) if v > 0]
+    matched: dict[int, Any] = {}
+    false_bodies = 0
+    for i, v in enumerate(vl.vertebrae):
+        x, y, k = v.centroid
+        value = int(truth[int(round(k)), int(round(y)), int(round(x))])
+        if value == 0 or value in matched:
+            false_bodies += 1
+            continue
+        mask_true = truth == value
+        pred = vl.mask(i)
+        dice = 2 * (pred & mask_true).sum() / (pred.sum() + mask_true.sum())
+        true_c = np.argwhere(mask_true).mean(0) * spacing
+        err = float(np.linalg.norm(true_c - np.array(v.centroid_mm)))
+        matched[value] = {"dice": float(dice), "centroid_mm": err,
+                          "level_ok": v.level == names[value - 1], "vertebra": v}
+    return {"seconds": seconds, "n_true": len(present), "found": len(matched),
+            "false_bodies": false_bodies, "matched": matched, "vl": vl,
+            # every body it found named right (a missed sliver at the edge is a detection
+            # miss, counted above, not a level error)
+            "all_levels_ok": bool(matched) and all(m["level_ok"] for m in matched.values())}
+
+
+def summarise(rows: list[dict], label: str) -> dict[str, Any]:
+    matched = [m for r in rows for m in r["matched"].values()]
+    n_true = sum(r["n_true"] for r in rows)
+    return {"set": label, "subjects": len(rows),
+            "detection_rate": sum(r["found"] for r in rows) / max(1, n_true),
+            "false_bodies_per_10": 10 * sum(r["false_bodies"] for r in rows) / max(1, len(rows)),
+            "dice_median": float(np.median([m["dice"] for m in matched])) if matched else None,
+            "centroid_error_mm_median": float(np.median([m["centroid_mm"] for m in matched]))
+            if matched else None,
+            "level_accuracy_bodies": float(np.mean([m["level_ok"] for m in matched]))
+            if matched else None,
+            "subjects_all_levels_right": float(np.mean([r["all_levels_ok"] for r in rows])),
+            "seconds_median": float(np.median([r["seconds"] for r in rows]))}
+
+
+def false_high_grades(row: dict, exclude: set[int]) -> int:
+    """Bodies graded 2+ whose truth value is not in ``exclude`` (the drawn fractures)."""
+    return sum(1 for value, m in row["matched"].items()
+               if value not in exclude and (m["vertebra"].grading.get("grade") or 0) >= 2)
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    report: dict[str, Any] = {"truth_masks": bool(args.truth_masks),
+                              "note": "phantom rows are SYNTHETIC"}
+    if (REAL_SPINE / "vb3").is_dir():
+        rows = [score_subject(v, t, names, args.truth_masks, args.model)
+                for _, v, t, names in vb3_subjects(REAL_SPINE, HELD_OUT)]
+        real = summarise(rows, "vb3 45-54 (real, healthy)")
+        high = sum(false_high_grades(r, set()) for r in rows)
+        real["false_grade2_per_10"] = 10 * high / len(rows)
+        real["levels_note"] = "no sacrum labelled: levels by lumbar-by-default counting"
+        report["real"] = real
+    else:
+        report["real"] = f"skipped: {REAL_SPINE} absent"
+    rows, sens, sens_drawn, fp2, with_s1 = [], [], [], 0, []
+    for _, volume, truth, names, case in phantom_cases(args.seed, args.phantoms):
+        row = score_subject(volume, truth, names, args.truth_masks, args.model)
+        rows.append(row)
+        fx = names.index(case.level) + 1
+        exclude = {fx}
+        if case.lesion.flags.get("multiple_fractures"):
+            exclude.add(names.index(case.lesion.other_fracture[0]) + 1)
+        m = row["matched"].get(fx)
+        hit = m is not None and (m["vertebra"].grading.get("grade") or 0) >= 1
+        sens.append(hit)
+        if drawn_genant_loss(case) >= 0.2:
+            sens_drawn.append(hit)
+        fp2 += false_high_grades(row, exclude)
+        if names.index("S1") + 1 in np.unique(truth):
+            with_s1.append(row["all_levels_ok"])
+    ph = summarise(rows, f"phantoms seed {args.seed}.. (SYNTHETIC)")
+    ph.update(grading_sensitivity=float(np.mean(sens)),
+              grading_sensitivity_drawn_loss_ge_20=float(np.mean(sens_drawn)) if sens_drawn
+              else None, fractures_drawn_ge_20=len(sens_drawn),
+              false_grade2_per_10=10 * fp2 / max(1, len(rows)),
+              subjects_with_s1=len(with_s1),
+              all_levels_right_with_s1=float(np.mean(with_s1)) if with_s1 else None)
+    report["phantoms"] = ph
+    report["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--truth-masks", action="store_true",
+                   help="ground-truth masks as the probability map (geometry only)")
+    p.add_argument("--phantoms", type=int, default=20, help="phantom cases (default 20)")
+    p.add_argument("--seed", type=int, default=90_000, help="first phantom seed (fresh)")
+    p.add_argument("--model", help="localiser model folder (default weights/localiser/)")
+    p.add_argument("--json", type=Path, help="also write the report here")
+    args = p.parse_args(argv)
+    report = run(args)
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.json:
+        args.json.write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
