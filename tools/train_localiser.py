@@ -70,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--channels", default="8,16,32,64,128", help="U-Net widths per level")
     parser.add_argument("--out", type=Path, default=REPO / "weights" / "localiser")
     parser.add_argument("--real-spine", type=Path, default=REAL_SPINE)
+    parser.add_argument("--checkpoint", type=Path, default=None,
+                        help="also save the torch state_dict here (for fine-tuning; not shipped)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
 
@@ -95,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     result = train_localiser([phantoms, real], config, _log)
 
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.checkpoint is not None:
+        torch.save(result.model.state_dict(), args.checkpoint)
     model_path = args.out / "model.onnx"
     export = export_onnx(result.model, model_path)
     probe = np.random.default_rng(1).random((2, 1, 96, 112)).astype(np.float32)

@@ -89,3 +89,13 @@ def test_export_round_trip_matches_torch(tmp_path):
     rng = np.random.default_rng(0)
     for shape in ((1, 1, 32, 32), (3, 1, 48, 64)):   # dynamic batch, rows and cols
         assert onnx_parity(model, path, rng.random(shape).astype(np.float32)) < 1e-4
+
+
+def test_the_same_seed_trains_the_same_weights():
+    torch.set_num_threads(1)
+    config = TrainConfig(steps=3, batch=2, size=32, pixel_mm=2.0, channels=TINY_CHANNELS,
+                         group_p=(1.0,), log_every=1)
+    runs = [train_localiser([[_boxes_source(0)]], config, log=lambda _: None).model
+            for _ in range(2)]
+    for a, b in zip(runs[0].state_dict().values(), runs[1].state_dict().values()):
+        assert torch.equal(a, b)
