@@ -70,6 +70,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--channels", default="8,16,32,64,128", help="U-Net widths per level")
     parser.add_argument("--out", type=Path, default=REPO / "weights" / "localiser")
     parser.add_argument("--real-spine", type=Path, default=REAL_SPINE)
+    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--init-onnx", type=Path, default=None,
+                        help="fine-tune this exported localiser (its model.json beside it)")
     parser.add_argument("--checkpoint", type=Path, default=None,
                         help="also save the torch state_dict here (for fine-tuning; not shipped)")
     args = parser.parse_args(argv)
@@ -80,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         TrainConfig,
         config_record,
         export_onnx,
+        load_onnx_weights,
         n_parameters,
         onnx_parity,
         train_localiser,
@@ -92,9 +96,10 @@ def main(argv: list[str] | None = None) -> int:
     _log(f"data ready: {len(phantoms)} phantom series, {len(real)} vb3 subjects "
          f"({time.perf_counter() - t0:.0f}s)")
     config = TrainConfig(steps=args.steps, seed=args.seed, max_minutes=args.max_minutes,
-                         size=args.size,
+                         size=args.size, lr=args.lr,
                          channels=tuple(int(c) for c in args.channels.split(",")))
-    result = train_localiser([phantoms, real], config, _log)
+    init = None if args.init_onnx is None else load_onnx_weights(args.init_onnx, config.channels)
+    result = train_localiser([phantoms, real], config, _log, init=init)
 
     args.out.mkdir(parents=True, exist_ok=True)
     if args.checkpoint is not None:
@@ -131,6 +136,15 @@ def main(argv: list[str] | None = None) -> int:
             "torch": torch.__version__, "threads": 1},
         "export": export,
     }
+    if args.init_onnx is not None:
+        from spinefx.runtime.segmentation import file_sha256
+
+        parent = json.loads((args.init_onnx.parent / "model.json").read_text())
+        card["training"]["data"] = ("fine-tuned from the model below on " +
+                                    card["training"]["data"])
+        card["training"]["fine_tuned_from"] = {"sha256": file_sha256(args.init_onnx),
+                                               "training": parent["training"],
+                                               "validation": parent.get("validation")}
     (args.out / "model.json").write_text(json.dumps(card, indent=2) + "\n")
     _log("validating through segment_bodies")
     held_out = range(HELD_OUT_PHANTOM_SEED, HELD_OUT_PHANTOM_SEED + args.held_out_phantoms)

@@ -126,11 +126,14 @@ class TrainResult:
 
 
 def train_localiser(groups: list[list[SliceSource]], config: TrainConfig,
-                    log: Callable[[str], None] = print) -> TrainResult:
-    """Train :class:`BodyUNet` on batches drawn from ``groups`` (see :func:`draw_batch`)."""
+                    log: Callable[[str], None] = print, init: BodyUNet | None = None
+                    ) -> TrainResult:
+    """Train :class:`BodyUNet` on batches drawn from ``groups`` (see :func:`draw_batch`);
+    ``init``: fine-tune this model instead of a fresh one (its BatchNorm statistics are kept
+    frozen, as :func:`load_onnx_weights` leaves them)."""
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
-    model = BodyUNet(config.channels)
+    model = init if init is not None else BodyUNet(config.channels)
     optimiser = torch.optim.AdamW(model.parameters(), lr=config.lr,
                                   weight_decay=config.weight_decay)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=config.lr,
@@ -140,6 +143,8 @@ def train_localiser(groups: list[list[SliceSource]], config: TrainConfig,
     t0, window, losses, step = time.perf_counter(), [], [], 0
     stopped = False
     model.train()
+    if init is not None:
+        _freeze_norm_statistics(model)
     for step in range(1, config.steps + 1):
         x, t, w = (torch.from_numpy(a) for a in
                    draw_batch(rng, groups, list(p), config.batch, config.size, config.pixel_mm))
@@ -162,6 +167,57 @@ def train_localiser(groups: list[list[SliceSource]], config: TrainConfig,
         losses.append(round(float(np.mean(window)), 4))
     model.eval()
     return TrainResult(model, step, time.perf_counter() - t0, losses, stopped)
+
+
+def _freeze_norm_statistics(model: nn.Module) -> None:
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.eval()
+
+
+def load_onnx_weights(path: Path, channels: tuple[int, ...]) -> BodyUNet:
+    """A :class:`BodyUNet` computing exactly what the exported ``path`` computes. The export
+    folds each BatchNorm into its convolution; here the folded weight goes into the conv and
+    the folded bias into an identity BatchNorm (mean 0, variance 1 - eps), so fine-tuning starts
+    from the shipped function (keep those BatchNorms in eval mode)."""
+    import onnx
+    from onnx import numpy_helper
+
+    graph = onnx.load(str(path)).graph
+    weights = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    for node in graph.node:   # the exporter shares equal tensors through Identity nodes
+        if node.op_type == "Identity" and node.input[0] in weights:
+            weights[node.output[0]] = weights[node.input[0]]
+    model = BodyUNet(channels).eval()
+    convs = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
+    nodes = [n for n in graph.node if n.op_type in ("Conv", "ConvTranspose")]
+    blocks = [m for m in model.modules() if isinstance(m, _DoubleConv)]
+    order = [*[c for b in blocks[:len(channels)] for c in b if isinstance(c, nn.Conv2d)]]
+    # graph order: encoder convs, then per decoder level its ConvTranspose and two convs, head
+    decoder = []
+    for up, merge in zip(model.up, model.merge):
+        decoder += [up, *[c for c in merge if isinstance(c, nn.Conv2d)]]
+    order += [*decoder, model.head]
+    if len(nodes) != len(order) or len(convs) != len(order):
+        raise ValueError(f"{path} has {len(nodes)} convolutions, the U-Net {len(order)}")
+    norms = {id(b[i]): b[i + 1] for b in blocks for i in (0, 3)}
+    with torch.no_grad():
+        for node, conv in zip(nodes, order):
+            w = torch.from_numpy(weights[node.input[1]].copy())
+            b = torch.from_numpy(weights[node.input[2]].copy())
+            if conv.weight.shape != w.shape:
+                raise ValueError(f"{node.name}: shape {tuple(w.shape)} vs "
+                                 f"{tuple(conv.weight.shape)}")
+            conv.weight.copy_(w)
+            if id(conv) in norms:
+                norm = norms[id(conv)]
+                norm.weight.fill_(1.0)
+                norm.bias.copy_(b)
+                norm.running_mean.zero_()
+                norm.running_var.fill_(1.0 - norm.eps)
+            else:
+                conv.bias.copy_(b)
+    return model
 
 
 # ---------------------------------------------------------------------------------------------
