@@ -117,7 +117,7 @@ def body_probability(volume: Volume, model_dir: str | PathLike | None = None) ->
     except ImportError as exc:
         raise SpineFXError(f"the vertebral-body localiser is not installed ({exc})",
                            folder) from exc
-    spacing = (volume.slice_spacing, *volume.pixel_spacing)
+    spacing = (abs(volume.slice_spacing) or 1.0, *volume.pixel_spacing)
     return np.asarray(segment_bodies(volume.data, spacing, model_dir=folder), dtype=np.float32)
 
 
@@ -141,7 +141,7 @@ def localise_series(source: str | PathLike | Volume, out_dir: str | PathLike | N
         raise SpineFXError(f"body probability {probability.shape} does not match the series "
                            f"grid {volume.data.shape}")
     flips = canonical_flips(volume)
-    spacing = (volume.slice_spacing, *volume.pixel_spacing)
+    spacing = (abs(volume.slice_spacing) or 1.0, *volume.pixel_spacing)
     vl = grade_vertebrae(find_vertebrae(_flip(probability, flips), spacing))
     doc = vertebrae_document(vl, volume, flips, probability_source or "given probability map")
     result = Localisation(doc, vl, volume)
