@@ -142,7 +142,7 @@ def grow_back(seeds: np.ndarray, mask: np.ndarray, max_steps: int) -> np.ndarray
         for axis in range(3):
             for shift in (1, -1):
                 moved = np.roll(cand, shift, axis=axis)
-                edge = [slice(None)] * 3
+                edge: list[slice | int] = [slice(None)] * 3
                 edge[axis] = 0 if shift == 1 else -1   # np.roll wraps: the wrapped face is void
                 moved[tuple(edge)] = big
                 np.minimum(best, moved, out=best)
