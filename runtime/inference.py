@@ -1,4 +1,5 @@
-"""Torch-free inference: an ONNX model with two outputs, probability and class-activation map.
+"""Torch-free inference: an ONNX model with two outputs, probability and class-activation map,
+and, in models exported with the OOD check, a third: the pooled features ``runtime.ood`` scores.
 
 For a ResNet head of global average pooling + one linear layer, Grad-CAM at the last block is
 ReLU(sum_k w_k A_k) up to a positive constant, so the exported graph emits the map itself and
