@@ -43,6 +43,17 @@ def _slice(text: str) -> int:
     return value
 
 
+def _ood_line(ood: dict | None, reason: str) -> str:
+    """One line on the out-of-distribution check (its warning, when flagged, is printed with
+    the other warnings)."""
+    if ood is None:
+        return f"out-of-distribution check: none ({reason})"
+    verdict = ("FLAGGED: this input is unlike the model's training data" if ood["flagged"]
+               else "within the training data's range")
+    return (f"out-of-distribution check: score {ood['score']} (threshold "
+            f"{ood['threshold']}): {verdict}")
+
+
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser(
         "predict", help="malignancy probability + Grad-CAM overlay for a study or a manifest",
@@ -143,6 +154,7 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(json.loads(result.files["result"].read_text()), indent=2))
     print(f"P(malignant) = {p.probability:.3f} -> {p.label} (threshold {p.threshold:.2f}). "
           f"{DISCLAIMER}", file=human)
+    print(_ood_line(p.ood, p.ood_reason), file=human)
     for name, path in result.files.items():
         print(f"{name}: {path}", file=human)
     return 0

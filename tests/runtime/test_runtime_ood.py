@@ -116,7 +116,9 @@ def test_result_json_carries_ood_and_the_cli_warns(models, study, tmp_path, caps
     result = json.loads((out / "result.json").read_text())
     assert result["ood"]["flagged"] is False and result["ood"]["score"] < 1.0
     assert result["ood"]["threshold"] == 4.0 and "training" in result["ood"]["meaning"]
-    assert OOD_WARNING not in result["warnings"] and OOD_WARNING not in capsys.readouterr().err
+    printed = capsys.readouterr()
+    assert OOD_WARNING not in result["warnings"] and OOD_WARNING not in printed.err
+    assert "out-of-distribution check: score" in printed.out and "FLAGGED" not in printed.out
     # another vertebra's box: other channel means, far beyond SIGMA -> flagged, said plainly
     x0, y0, x1, y1 = case.box
     moved = f"{x0},{y0 + 3 * (y1 - y0)},{x1},{y1 + 3 * (y1 - y0)}"
@@ -126,19 +128,21 @@ def test_result_json_carries_ood_and_the_cli_warns(models, study, tmp_path, caps
     flagged = json.loads((out2 / "result.json").read_text())
     assert flagged["ood"]["flagged"] is True and flagged["ood"]["score"] > 4.0
     assert OOD_WARNING in flagged["warnings"]
-    assert f"warning: {OOD_WARNING}" in capsys.readouterr().err
+    printed = capsys.readouterr()
+    assert f"warning: {OOD_WARNING}" in printed.err and "FLAGGED" in printed.out
 
 
 @pytest.mark.parametrize("which, reason", [("old", "no 'features' output"),
                                            ("no_block", "no 'ood' block")])
-def test_models_without_the_check_give_null_with_a_reason(models, study, tmp_path, which,
-                                                          reason) -> None:
+def test_models_without_the_check_give_null_with_a_reason(models, study, tmp_path, capsys,
+                                                          which, reason) -> None:
     folder, _, _, case, _ = study
     out = tmp_path / which
     assert main(["predict", str(folder), "--box", ",".join(map(str, case.box)), "--model",
                  str(models[which]), "--out", str(out), "--no-progress"]) == 0
     result = json.loads((out / "result.json").read_text())
     assert result["ood"] is None and reason in result["ood_reason"]
+    assert "out-of-distribution check: none (" in capsys.readouterr().out
     assert Predictor(models[which]).run_all(np.zeros((1, 6, 64, 64), np.float32))[2] is None
 
 
