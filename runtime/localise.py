@@ -27,7 +27,7 @@ from .files import atomic_write_bytes, atomic_write_json, atomic_write_png
 from .grading import grade_vertebrae
 from .outputs import check_output_folder
 from .provenance import DISCLAIMER
-from .vertebrae import VertebraList, find_vertebrae
+from .vertebrae import VertebraList, find_vertebrae, relabel
 from .volume import Volume
 
 JSON_FILE, MASK_FILE, OVERVIEW_FILE = "vertebrae.json", "vertebrae_mask.nii.gz", "overview.png"
@@ -127,11 +127,14 @@ def body_probability(volume: Volume, model_dir: str | PathLike | None = None) ->
 def localise_series(source: str | PathLike | Volume, out_dir: str | PathLike | None = None,
                     series: str | None = None, model_dir: str | PathLike | None = None,
                     probability: np.ndarray | None = None,
-                    probability_source: str = "") -> Localisation:
+                    probability_source: str = "",
+                    anchor: tuple[int, str] | None = None) -> Localisation:
     """Find, label and grade the vertebral bodies of one sagittal series; with ``out_dir``
     write vertebrae.json, vertebrae_mask.nii.gz and overview.png there. ``probability`` (on
     the series grid) replaces the localiser, e.g. a ground-truth mask; ``probability_source``
-    says what it is in the document."""
+    says what it is in the document. ``anchor`` = (index, level): a person's correction of
+    the count, body ``index`` (0 = the most superior) is ``level``
+    (:func:`spinefx.runtime.vertebrae.relabel`)."""
     volume = read_sagittal(source, series)
     if probability is None:
         probability = body_probability(volume, model_dir)
@@ -142,7 +145,15 @@ def localise_series(source: str | PathLike | Volume, out_dir: str | PathLike | N
                            f"grid {volume.data.shape}")
     flips = canonical_flips(volume)
     spacing = (abs(volume.slice_spacing) or 1.0, *volume.pixel_spacing)
-    vl = grade_vertebrae(find_vertebrae(_flip(probability, flips), spacing))
+    vl = find_vertebrae(_flip(probability, flips), spacing)
+    if anchor is not None:
+        if not vl.vertebrae:
+            raise SpineFXError("cannot set a level: no vertebra was found")
+        try:
+            relabel(vl, anchor[0], anchor[1])
+        except ValueError as exc:
+            raise SpineFXError(str(exc)) from exc
+    grade_vertebrae(vl)
     doc = vertebrae_document(vl, volume, flips, probability_source or "given probability map")
     result = Localisation(doc, vl, volume)
     if out_dir is not None:

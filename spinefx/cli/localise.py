@@ -10,6 +10,18 @@ from pathlib import Path
 from ._common import DISCLAIMER, EPILOG
 
 
+def _anchor(text: str) -> tuple[int, str]:
+    """An argparse type: 'N=LEVEL' -> (N - 1, LEVEL)."""
+    number, _, level = text.partition("=")
+    try:
+        index = int(number)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected N=LEVEL (e.g. 5=L5), got {text!r}") from None
+    if index < 1 or not level.strip():
+        raise argparse.ArgumentTypeError(f"expected N=LEVEL with N >= 1, got {text!r}")
+    return index - 1, level.strip()
+
+
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser(
         "localise", help="find, label and grade the vertebral bodies of a sagittal series",
@@ -24,6 +36,9 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    "description); default its sagittal T1, else T2")
     p.add_argument("--model", type=Path, help="localiser model folder "
                    "(default: weights/localiser/)")
+    p.add_argument("--anchor", type=_anchor, metavar="N=LEVEL",
+                   help="correct the level count: body N (1 = the most superior found) is "
+                        "LEVEL, e.g. 5=L5; the others follow in order")
     p.add_argument("--out", required=True, type=Path, help="output folder")
     p.add_argument("--json", action="store_true",
                    help="print vertebrae.json to stdout; files are still written")
@@ -34,7 +49,8 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from spinefx.runtime.localise import localise_series
 
-    result = localise_series(args.study, args.out, series=args.series, model_dir=args.model)
+    result = localise_series(args.study, args.out, series=args.series, model_dir=args.model,
+                             anchor=args.anchor)
     doc = result.document
     human = sys.stderr if args.json else sys.stdout
     if args.json:

@@ -209,3 +209,34 @@ def test_vb3_subject_levels_flagged_uncertain(real_spine, tmp_path):
     assert [e["level"] for e in doc["vertebrae"]] == ["L1", "L2", "L3", "L4", "L5"]
     assert doc["levels_uncertain"] is True and "lumbar-by-default" in doc["level_reason"]
     assert doc["synthetic_input"] is False
+
+
+def test_user_anchor_relabels_before_grading(tmp_path):
+    p = np.zeros((5, 120, 60), np.float32)
+    for top in (5, 40, 75):
+        p[1:4, top:top + 26, 10:42] = 1
+    volume = Volume.from_array(p)
+    doc = localise_series(volume, None, probability=p, anchor=(0, "T11")).document
+    assert [e["level"] for e in doc["vertebrae"]] == ["T11", "T12", "L1"]
+    assert doc["level_confidence"] == 1.0 and doc["levels_uncertain"] is False
+    with pytest.raises(SpineFXError, match="unknown level"):
+        localise_series(volume, None, probability=p, anchor=(0, "X9"))
+    with pytest.raises(SystemExit):
+        main(["localise", "s", "--out", "o", "--anchor", "0=L1"])
+
+
+def test_cli_end_to_end_with_a_stand_in_localiser(phantom_study, tmp_path, monkeypatch, capsys):
+    import spinefx.runtime.localise as loc
+
+    root, _, case, truth = phantom_study
+    monkeypatch.setattr(loc, "body_probability",
+                        lambda volume, model_dir=None: (truth > 0).astype(np.float32))
+    out = tmp_path / "o"
+    assert main(["localise", str(root), "--out", str(out), "--anchor", "1=T11"]) == 0
+    captured = capsys.readouterr()
+    assert "T11" in captured.out and "vertebrae:" in captured.out
+    doc = json.loads((out / "vertebrae.json").read_text())
+    assert doc["vertebrae"][0]["level"] == "T11" and "user" in doc["level_reason"]
+    assert main(["localise", str(root), "--out", str(out), "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["vertebrae"][0]["level"] == "T12"      # counted from S1 again
