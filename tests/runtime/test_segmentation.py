@@ -18,8 +18,8 @@ from spinefx.runtime.segmentation import (
 from spinefx.train.seg_data import dice, labelled_band, load_real
 
 PHANTOM_SEED = 424_242          # not among the training seeds (0..31) of model.json
-PHANTOM_DICE_BOUND = 0.85       # measured 0.943 on this phantom with the shipped model
-VB3_DICE_BOUND = 0.78           # measured 0.839 on held-out vb3_50 (model.json per_case)
+PHANTOM_DICE_BOUND = 0.85       # measured 0.944 on this phantom with the shipped model
+VB3_DICE_BOUND = 0.80           # measured 0.849 on held-out vb3_50 (model.json per_case)
 
 
 def _card() -> dict:
