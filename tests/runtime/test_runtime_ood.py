@@ -213,3 +213,17 @@ def test_the_runtime_ood_path_imports_no_torch() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_the_demo_shows_the_same_warning(models, study) -> None:
+    from spinefx.demo.views import result_markdown
+
+    _, t1_dir, t2_dir, case, _ = study
+    t1, t2 = load_series(t1_dir), load_series(t2_dir)
+    predictor = Predictor(models["ood"])
+    x0, y0, x1, y1 = case.box
+    own = predictor.predict_volumes(t1, t2, case.slice, box=case.box)
+    moved = predictor.predict_volumes(t1, t2, case.slice,
+                                      box=(x0, y0 + 3 * (y1 - y0), x1, y1 + 3 * (y1 - y0)))
+    assert OOD_WARNING not in result_markdown(own, True)
+    assert OOD_WARNING in result_markdown(moved, True)
