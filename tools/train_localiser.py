@@ -59,6 +59,26 @@ def validate(model_dir: Path, real_root: Path, phantom_seeds: range) -> dict:
             "held_out_phantoms_SYNTHETIC": summary(phantoms, "whole volume, every body labelled")}
 
 
+def time_segmentation(model_dir: Path, repeats: int = 5) -> dict[str, float]:
+    """Median seconds of ``segment_bodies`` (2 ORT threads) on a 15 x 512^2 series (a SYNTHETIC
+    phantom's T1 resampled to 512^2) at 0.5, 0.7 and 0.9 mm pixels, session already open."""
+    from spinefx.phantom import render_case
+    from spinefx.runtime.segmentation import resample_slices, segment_bodies
+
+    t1 = render_case(7, "benign", variation=1.0, n_slices=15).t1
+    image = resample_slices(t1, (t1.shape[1] / 512, t1.shape[2] / 512), (512, 512))
+    out = {}
+    for pixel in (0.5, 0.7, 0.9):
+        segment_bodies(image, (4.0, pixel, pixel), model_dir)
+        seconds = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            segment_bodies(image, (4.0, pixel, pixel), model_dir)
+            seconds.append(time.perf_counter() - t0)
+        out[f"15x512x512_at_{pixel}mm_s"] = round(float(np.median(seconds)), 3)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=1200)
@@ -75,8 +95,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="fine-tune this exported localiser (its model.json beside it)")
     parser.add_argument("--checkpoint", type=Path, default=None,
                         help="also save the torch state_dict here (for fine-tuning; not shipped)")
+    parser.add_argument("--time-only", action="store_true",
+                        help="only time segment_bodies with the model in --out; train nothing")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
+    if args.time_only:
+        for key, seconds in time_segmentation(args.out).items():
+            print(f"{key}: {seconds}")
+        return 0
 
     from spinefx.train.seg_data import VB3_TRAIN, phantom_sources, vb3_sources
     from spinefx.train.segmentation import (
