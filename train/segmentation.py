@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -189,33 +190,39 @@ def load_onnx_weights(path: Path, channels: tuple[int, ...]) -> BodyUNet:
         if node.op_type == "Identity" and node.input[0] in weights:
             weights[node.output[0]] = weights[node.input[0]]
     model = BodyUNet(channels).eval()
-    convs = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
-    nodes = [n for n in graph.node if n.op_type in ("Conv", "ConvTranspose")]
-    blocks = [m for m in model.modules() if isinstance(m, _DoubleConv)]
-    order = [*[c for b in blocks[:len(channels)] for c in b if isinstance(c, nn.Conv2d)]]
     # graph order: encoder convs, then per decoder level its ConvTranspose and two convs, head
-    decoder = []
+    pairs: list[tuple[nn.Conv2d | nn.ConvTranspose2d, nn.BatchNorm2d | None]] = []
+
+    def add_block(block: nn.Module) -> None:
+        layers = list(block.children())            # conv, norm, relu, conv, norm, relu
+        for conv, norm in zip(layers[0::3], layers[1::3]):
+            pairs.append((cast(nn.Conv2d, conv), cast(nn.BatchNorm2d, norm)))
+
+    for block in model.down:
+        add_block(block)
     for up, merge in zip(model.up, model.merge):
-        decoder += [up, *[c for c in merge if isinstance(c, nn.Conv2d)]]
-    order += [*decoder, model.head]
-    if len(nodes) != len(order) or len(convs) != len(order):
-        raise ValueError(f"{path} has {len(nodes)} convolutions, the U-Net {len(order)}")
-    norms = {id(b[i]): b[i + 1] for b in blocks for i in (0, 3)}
+        pairs.append((cast(nn.ConvTranspose2d, up), None))
+        add_block(merge)
+    pairs.append((model.head, None))
+    nodes = [n for n in graph.node if n.op_type in ("Conv", "ConvTranspose")]
+    if len(nodes) != len(pairs):
+        raise ValueError(f"{path} has {len(nodes)} convolutions, the U-Net {len(pairs)}")
     with torch.no_grad():
-        for node, conv in zip(nodes, order):
+        for node, (conv, norm) in zip(nodes, pairs):
             w = torch.from_numpy(weights[node.input[1]].copy())
             b = torch.from_numpy(weights[node.input[2]].copy())
             if conv.weight.shape != w.shape:
                 raise ValueError(f"{node.name}: shape {tuple(w.shape)} vs "
                                  f"{tuple(conv.weight.shape)}")
             conv.weight.copy_(w)
-            if id(conv) in norms:
-                norm = norms[id(conv)]
+            if norm is not None:
+                assert norm.running_mean is not None and norm.running_var is not None
                 norm.weight.fill_(1.0)
                 norm.bias.copy_(b)
                 norm.running_mean.zero_()
                 norm.running_var.fill_(1.0 - norm.eps)
             else:
+                assert conv.bias is not None
                 conv.bias.copy_(b)
     return model
 
