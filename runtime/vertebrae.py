@@ -25,6 +25,7 @@ THRESHOLD = 0.5
 ERODE_MM = 2.0          # bridges thinner than 2 x this are cut (discs are >= 4 mm, bodies >= 15 mm)
 MIN_BODY_MM3 = 1000.0   # a whole thoracic body is ~5000 mm3, a lumbar one ~25000 mm3
 MIN_BODY_SHARE = 0.2    # ... and a body is at least this share of the median body
+MERGED_SHARE = 1.7      # a component this many typical bodies large is split further
 SACRAL_GAP_SHARE = 0.5  # a gap below this share of the median disc gap joins fused segments
 SACRAL_GAP_MM = 3.0     # ... and below this many mm (a lumbar disc is 5-12 mm)
 SACRAL_SHRINK = 0.65    # S2 is under this share of S1 (phantoms 0.4-0.6; L5/L4 is 0.7-1.2)
@@ -180,6 +181,7 @@ def find_vertebrae(prob: np.ndarray, spacing_mm: tuple[float, float, float],
     steps = max(1, int(round(ERODE_MM / min(spacing[1], spacing[2]))))
     seeds, _ = label_components(erode_in_plane(mask[crop], steps))
     labels = grow_back(seeds, mask[crop], max_steps=4 * steps + 4)
+    labels = _split_merged(labels, steps)
     offset = (int(lo[0]), int(lo[1]), int(lo[2]))
     bodies = _measure(labels, spacing, offset, mask.shape)
     if _merge_side_by_side(labels, bodies):
@@ -211,7 +213,7 @@ def _measure(labels: np.ndarray, spacing: tuple[float, float, float],
     if len(present) == 0:
         return []
     volumes = counts[present] * voxel
-    keep_from = max(MIN_BODY_MM3, MIN_BODY_SHARE * float(np.median(volumes)))
+    keep_from = max(MIN_BODY_MM3, MIN_BODY_SHARE * typical_size(volumes, MIN_BODY_MM3))
     bodies = []
     order = np.argsort(labels.ravel(), kind="stable")   # one pass, not one per component
     ends = np.cumsum(np.bincount(labels.ravel(), minlength=int(labels.max()) + 1))
@@ -233,6 +235,43 @@ def _measure(labels: np.ndarray, spacing: tuple[float, float, float],
             volume_mm3=float(volume), slice=widest, box=box,
             truncated=bool(r.min() == 0 or r.max() == shape[1] - 1)))
     return bodies
+
+
+def typical_size(sizes: np.ndarray, floor: float) -> float:
+    """The size of a typical body among component ``sizes``: the median of the larger half of
+    those over ``floor`` (speckles and fragments must not pull it down); 0 if none is."""
+    big = np.asarray(sizes, dtype=np.float64)
+    big = big[big >= floor]
+    if len(big) == 0:
+        return 0.0
+    return float(np.median(big[big >= np.median(big)]))
+
+
+def _split_merged(labels: np.ndarray, steps: int) -> np.ndarray:
+    """Split components far larger than the typical one (two bodies joined through a disc
+    the map did not separate): erode each more and more until it falls into pieces that are
+    each at least a quarter of it, then grow those back inside it."""
+    counts = np.bincount(labels.ravel())
+    counts[0] = 0
+    typical = typical_size(counts[counts > 0], 8.0 * steps ** 3)
+    if typical == 0:
+        return labels
+    next_value = int(labels.max()) + 1
+    for value in np.nonzero(counts > MERGED_SHARE * typical)[0]:
+        piece = labels == value
+        for factor in (2, 3, 4):
+            seeds, n = label_components(erode_in_plane(piece, factor * steps))
+            big = np.bincount(seeds.ravel())[1:] >= 0.25 * MERGED_SHARE * typical / factor ** 2
+            if n < 2 or big.sum() < 2:
+                continue
+            keep = np.r_[False, big]
+            seeds = np.where(keep[seeds], seeds, 0)
+            grown = grow_back(seeds, piece, max_steps=4 * factor * steps + 4)
+            for j, seed_value in enumerate(np.nonzero(keep)[0]):
+                labels[grown == seed_value] = value if j == 0 else next_value + j - 1
+            next_value += int(big.sum())
+            break
+    return labels
 
 
 def _box_iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
