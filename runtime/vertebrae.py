@@ -313,6 +313,7 @@ def disc_gap(vl: VertebraList, i: int) -> float:
         axis = (pb.mean(0) - pa.mean(0)) / max(1e-6, float(np.linalg.norm(pb.mean(0) - pa.mean(0))))
         pa = pa[pa @ axis >= np.quantile(pa @ axis, 0.8)]
         pb = pb[pb @ axis <= np.quantile(pb @ axis, 0.2)]
+        pa, pb = pa[::max(1, len(pa) // 400)], pb[::max(1, len(pb) // 400)]   # bound the cost
         d = np.sqrt(((pa[:, None, :] - pb[None, :, :]) ** 2).sum(-1)).min()
         best = min(best, float(max(0.0, d - scale.min())))   # centre-to-centre -> edge gap
     return best
