@@ -33,15 +33,25 @@ from spinefx.export.quantize import (
 )
 
 CANDIDATES: dict[str, Int8Settings] = {
-    "u8s8-7bit": CHOSEN,
+    "u8s8-7bit": Int8Settings(),
     "u8u8": Int8Settings(weights="QUInt8", reduce_range=False),
     "u8s8-8bit (VNNI-dependent)": Int8Settings(reduce_range=False),
     "u8s8-7bit per-tensor": Int8Settings(per_channel=False),
-    "u8s8-7bit float-stem": Int8Settings(float_stem=True),
-    "u8u8 float-stem": Int8Settings(weights="QUInt8", reduce_range=False, float_stem=True),
+    "u8s8-7bit float-stem": Int8Settings(float_first_convs=1),
+    "u8u8 float-stem": Int8Settings(weights="QUInt8", reduce_range=False, float_first_convs=1),
+    "u8s8-7bit float-first2": Int8Settings(float_first_convs=2),
+    "u8u8 float-first2": Int8Settings(weights="QUInt8", reduce_range=False, float_first_convs=2),
+    "u8s8-7bit float-first4": Int8Settings(float_first_convs=4),
+    "u8u8 float-first4": Int8Settings(weights="QUInt8", reduce_range=False, float_first_convs=4),
+    "u8s8-7bit float-layer4": Int8Settings(float_last_convs=10),
+    "u8u8 float-layer4": Int8Settings(weights="QUInt8", reduce_range=False, float_last_convs=10),
+    "u8s8-7bit float-stem-layer4": Int8Settings(float_first_convs=1, float_last_convs=10),
+    "u8u8 float-stem-layer4": Int8Settings(weights="QUInt8", reduce_range=False,
+                                           float_first_convs=1, float_last_convs=10),
     "u8s8-7bit int8-head": Int8Settings(float_head=False),
     "s8s8-7bit sym-act": Int8Settings(activations="QInt8", symmetric_activations=True),
     "u8s8-7bit percentile": Int8Settings(calibration="Percentile"),
+    "u8s8-7bit percentile 99.99": Int8Settings(calibration="Percentile", percentile=99.99),
     "u8s8-7bit entropy": Int8Settings(calibration="Entropy"),
 }
 
@@ -55,9 +65,9 @@ def fp32_graph(model_dir: Path, out: Path) -> Path:
 
 
 def phantom_inputs(model_dir: Path, seed: int, n_cases: int, variations: list[float],
-                   workers: int) -> tuple[np.ndarray, np.ndarray]:
-    """(inputs (N, 6, S, S), labels) of ``n_cases`` phantoms per variation, half malignant,
-    built as the runtime builds them (manifest box)."""
+                   workers: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(inputs (N, 6, S, S), labels, variation of each) of ``n_cases`` phantoms per
+    variation, half malignant, built as the runtime builds them (manifest box)."""
     from spinefx.phantom import iter_cases
     from spinefx.phantom.case import case_volumes
     from spinefx.runtime.matching import align_pair
@@ -65,14 +75,15 @@ def phantom_inputs(model_dir: Path, seed: int, n_cases: int, variations: list[fl
     from spinefx.runtime.preprocess import build_six_channel
 
     config = read_model_spec(model_dir).preprocessing
-    xs, ys = [], []
+    xs, ys, vs = [], [], []
     for variation in variations:
         for row, case in iter_cases(seed=seed, n_cases=n_cases, n_malignant=n_cases // 2,
                                     variation=variation, workers=workers, progress=False):
             pair = align_pair(*case_volumes(case))
             xs.append(build_six_channel(pair, case.slice, box=case.box, config=config).array)
             ys.append(int(row["label"] == "malignant"))
-    return np.stack(xs).astype(np.float32), np.array(ys)
+            vs.append(variation)
+    return np.stack(xs).astype(np.float32), np.array(ys), np.array(vs)
 
 
 def session(path: Path, threads: int):
@@ -103,7 +114,7 @@ def latency_ms(sess, x1: np.ndarray, runs: int) -> float:
 
 
 def compare(fp32: Path, settings: Int8Settings, calib: np.ndarray, x: np.ndarray,
-            y: np.ndarray, work: Path, threads: int, runs: int) -> dict:
+            y: np.ndarray, v: np.ndarray, work: Path, threads: int, runs: int) -> dict:
     """One candidate: quantise, then int8 vs fp32 on the evaluation inputs."""
     q8 = work / "candidate.int8.onnx"
     info = quantize_int8(fp32, q8, calib, settings=settings)
@@ -113,6 +124,7 @@ def compare(fp32: Path, settings: Int8Settings, calib: np.ndarray, x: np.ndarray
     return {"settings": settings.to_dict(), "label": settings.label,
             "max_dp": float(dp.max()), "mean_dp": float(dp.mean()),
             "p95_dp": float(np.percentile(dp, 95)),
+            "max_dp_by_variation": {f"{g:g}": float(dp[v == g].max()) for g in np.unique(v)},
             "auc_fp32": auc(y, p32), "auc_int8": auc(y, p8), "auc_drop": auc(y, p32) - auc(y, p8),
             "weight_range": weight_range(q8), "quantise_s": info["seconds"],
             "fp32_ms": latency_ms(s32, x[:1], runs), "int8_ms": latency_ms(s8, x[:1], runs),
@@ -120,15 +132,19 @@ def compare(fp32: Path, settings: Int8Settings, calib: np.ndarray, x: np.ndarray
 
 
 def table(rows: dict[str, dict]) -> str:
-    lines = ["| candidate | CPU-independent | max abs dp | mean abs dp | AUC drop | fp32 ms | "
-             "int8 ms | speed-up |", "|---|---|---|---|---|---|---|---|"]
+    lines = ["| candidate | CPU-independent | max abs dp | max abs dp per variation | "
+             "mean abs dp | AUC drop | fp32 ms | int8 ms | speed-up |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for name, r in rows.items():
         if "error" in r:
-            lines.append(f"| {name} | | failed: {r['error'][:60]} | | | | | |")
+            lines.append(f"| {name} | | failed: {r['error'][:60]} | | | | | | |")
             continue
         fits = r["weight_range"]["u8s8_pair_sum_fits_int16"]
         indep = "yes" if r["settings"]["cpu_independent"] and fits else "no"
-        lines.append(f"| {name} | {indep} | {r['max_dp']:.4f} | {r['mean_dp']:.4f} | "
+        if r["settings"] == CHOSEN.to_dict():
+            name = f"**{name}** (chosen)"
+        per = ", ".join(f"v{g} {d:.3f}" for g, d in r["max_dp_by_variation"].items())
+        lines.append(f"| {name} | {indep} | {r['max_dp']:.4f} | {per} | {r['mean_dp']:.4f} | "
                      f"{r['auc_drop']:+.4f} | {r['fp32_ms']:.1f} | {r['int8_ms']:.1f} | "
                      f"{r['fp32_ms'] / r['int8_ms']:.2f}x |")
     return "\n".join(lines)
@@ -155,18 +171,21 @@ def main() -> None:
     if args.inputs_cache and args.inputs_cache.is_file():
         data = np.load(args.inputs_cache)
         calib, x, y = data["calib"], data["x"], data["y"]
+        v = data["variation"] if "variation" in data.files else \
+            np.repeat(args.variation, len(x) // len(args.variation))  # cached before it was kept
     else:
-        calib, _ = phantom_inputs(args.model, args.calib_seed, args.calib_cases, args.variation,
-                                  args.workers)
-        x, y = phantom_inputs(args.model, args.seed, args.cases, args.variation, args.workers)
+        calib, _, _ = phantom_inputs(args.model, args.calib_seed, args.calib_cases,
+                                     args.variation, args.workers)
+        x, y, v = phantom_inputs(args.model, args.seed, args.cases, args.variation,
+                                 args.workers)
         if args.inputs_cache:
-            np.savez_compressed(args.inputs_cache, calib=calib, x=x, y=y)
+            np.savez_compressed(args.inputs_cache, calib=calib, x=x, y=y, variation=v)
     rows: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="spinefx-int8-settings-") as tmp:
         fp32 = fp32_graph(args.model, Path(tmp) / "model.onnx")
         for name in args.only or list(CANDIDATES):
             try:
-                rows[name] = compare(fp32, CANDIDATES[name], calib, x, y, Path(tmp),
+                rows[name] = compare(fp32, CANDIDATES[name], calib, x, y, v, Path(tmp),
                                      args.threads, args.runs)
             except Exception as exc:  # noqa: BLE001 - a candidate onnxruntime rejects is a row
                 rows[name] = {"error": f"{type(exc).__name__}: {exc}"}

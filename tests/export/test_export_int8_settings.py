@@ -10,9 +10,9 @@ import pytest
 from spinefx.export.quantize import (
     CHOSEN,
     Int8Settings,
+    backbone_convs,
     head_nodes,
     quantize_int8,
-    stem_nodes,
     weight_range,
 )
 
@@ -94,12 +94,15 @@ def test_float_nodes_follow_the_outputs(tmp_path):
     # every node not shared by all three outputs: the head, the CAM branch, the features' GAP
     assert head_nodes(path) == sorted(["gap", "flatten", "fc", "sigmoid", "cam_conv",
                                        "cam_relu"])
-    assert stem_nodes(path) == ["stem"]
+    assert backbone_convs(path) == ["stem", "body"]      # shared by all outputs, in order
 
 
-def test_float_stem_keeps_the_stem_convolution_float(exported, inputs, tmp_path):
+def test_first_and_last_convolutions_can_stay_float(exported, inputs, tmp_path):
     out, _ = exported
     info = quantize_int8(out / "model.onnx", tmp_path / "q.onnx", inputs[0][:4],
-                         settings=Int8Settings(float_stem=True))
-    stem = stem_nodes(out / "model.onnx")
-    assert stem and set(stem) <= set(info["float_nodes"]) and info["float_stem"] is True
+                         settings=Int8Settings(float_first_convs=2, float_last_convs=1))
+    convs = backbone_convs(tmp_path / "q.onnx")   # the quantised graph keeps the node names
+    assert len(convs) > 3
+    assert {convs[0], convs[1], convs[-1]} <= set(info["float_nodes"])
+    assert not {convs[2], convs[-2]} & set(info["float_nodes"])
+    assert info["float_first_convs"] == 2 and info["float_last_convs"] == 1
