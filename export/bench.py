@@ -112,7 +112,6 @@ def _model_folder(model_dir: str | os.PathLike) -> tuple[Path, dict[str, Path], 
     hf://owner/name via the cache."""
     import json
 
-
     folder = resolve_model(model_dir)
     spec = json.loads((Path(folder) / "model.json").read_text())
     channels, image_size = spec["input"]["shape"][1], spec["input"]["shape"][2]
@@ -123,7 +122,6 @@ def _model_folder(model_dir: str | os.PathLike) -> tuple[Path, dict[str, Path], 
 def _random_init_model(image_size: int) -> SpineFxNet:
     """The torch rows' network (seeded; speed does not depend on the weights)."""
     import torch
-
 
     torch.manual_seed(0)
     return SpineFxNet(preprocess=PreprocessConfig(image_size=image_size).to_dict()).eval()
@@ -202,7 +200,6 @@ def _time_batch(model: SpineFxNet, sessions: dict[str, Any], x: np.ndarray, runs
     """The rows of one batch ``x``: torch eager, torch + grad-cam, then each session."""
     import torch
 
-
     batch = len(x)
     xt = torch.from_numpy(x)
 
@@ -222,7 +219,6 @@ def _time_gradcam(model: SpineFxNet, xt, runs: int) -> dict:
     """Probability plus pytorch-grad-cam's GradCAM on layer4 (autograd), fewer runs."""
     from pytorch_grad_cam import GradCAM
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
-
 
     batch = len(xt)
     cam = GradCAM(model=_LogitAsClasses(model).eval(), target_layers=[model.backbone.layer4])
@@ -295,7 +291,6 @@ def write_bench_study(folder: Path, size: int = 512, n_slices: int = 15,
     """A phantom study of 2 series x ``n_slices`` slices at ``size`` x ``size`` (the phantom
     upsampled, PixelSpacing scaled to match); returns (lesion slice, box in the new pixels)."""
     import pydicom
-
 
     t1_dir, t2_dir, case = write_phantom_study(folder, seed=seed, label="malignant",
                                                n_slices=n_slices)

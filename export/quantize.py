@@ -89,7 +89,10 @@ def head_nodes(model_path: str | PathLike) -> list[str]:
     proto = onnx.load(str(model_path), load_external_data=False)
     producer = {out: node for node in proto.graph.node for out in node.output}
     branches = [_ancestors(producer, out.name) for out in proto.graph.output]
-    return sorted(set().union(*branches) - set.intersection(*branches)) if branches else []
+    if not branches:
+        return []
+    shared = set(branches[0]).intersection(*branches[1:])
+    return sorted(set(branches[0]).union(*branches[1:]) - shared)
 
 
 @dataclass(frozen=True)
