@@ -8,8 +8,8 @@ import pytest
 
 from spinefx.cli import build_parser, main
 
-SUBCOMMANDS = ["phantom", "inspect", "train", "evaluate", "readers", "export", "bench", "publish",
-               "predict", "demo"]
+SUBCOMMANDS = ["phantom", "inspect", "localise", "train", "evaluate", "readers", "export", "bench",
+               "publish", "predict", "demo"]
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:
