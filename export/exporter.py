@@ -39,7 +39,7 @@ from spinefx.runtime import (
     read_manifest,
 )
 from spinefx.runtime.errors import SpineFXError, SpineFXWarning
-from spinefx.runtime.files import atomic_write_json
+from spinefx.runtime.files import atomic_write_text
 from spinefx.runtime.model_files import FORMAT, MODEL_JSON
 from spinefx.runtime.ood import t2_kind
 from spinefx.runtime.provenance import NOT_A_DEVICE
@@ -55,7 +55,14 @@ from .onnx_export import (
     ExportError,
     ParityReport,
 )
-from .ood import DEFAULT_K, DEFAULT_QUANTILE, add_to_spec, check_features, fit_from_session
+from .ood import (
+    DEFAULT_K,
+    DEFAULT_QUANTILE,
+    add_to_spec,
+    check_features,
+    fit_from_session,
+    model_json_text,
+)
 from .quantize import AUC_DROP_BOUND, PROB_DIFF_BOUND
 from .run_record import (
     metrics_summary,
@@ -252,7 +259,7 @@ def export_model(run_dir: str | PathLike, out_dir: str | PathLike,
                            config, metrics, manifest_path, fp32, int8_info, fp16_info,
                            t_start, notes)
         add_to_spec(spec, features_parity, ood_info, ood_note, headers)
-        atomic_write_json(staging / MODEL_JSON, spec)
+        atomic_write_text(staging / MODEL_JSON, model_json_text(spec))
         _install(staging, out_dir, [f["path"] for f in files.values()] + [MODEL_JSON])
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -22,6 +22,7 @@ the flag rate on a fresh phantom seed).
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -197,6 +198,30 @@ def add_to_spec(spec: dict, features_parity: ParityReport, ood_info: dict | None
             "min": round(min(positive), 3), "max": round(max(positive), 3),
             "n_cases": len(positive),
             "measured": "T1 centre-to-centre slice spacing of the export's cases"}
+
+
+_ARRAYS = ("mean", "components", "variances")
+
+
+def model_json_text(spec: dict) -> str:
+    """``runtime.files.json_text`` (indent 2), except that the OOD block's arrays are written
+    compactly, one component per line: the same JSON, about half the bytes, still readable."""
+    from spinefx.runtime.files import json_text
+
+    ood = spec.get("ood")
+    if not isinstance(ood, dict):
+        return json_text(spec)
+    marks = {key: f"@@ood-{key}@@" for key in _ARRAYS if key in ood}
+    text = json_text({**spec, "ood": {**ood, **marks}})
+    for key, mark in marks.items():
+        value = ood[key]
+        if key == "components":
+            rows = ",\n      ".join(json.dumps(row, separators=(",", ":")) for row in value)
+            compact = f"[\n      {rows}\n    ]"
+        else:
+            compact = json.dumps(value, separators=(",", ":"))
+        text = text.replace(json.dumps(mark), compact, 1)
+    return text
 
 
 def _round(value: float) -> float:
