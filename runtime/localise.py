@@ -17,7 +17,7 @@ import gzip
 from dataclasses import dataclass, field
 from os import PathLike
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -219,8 +219,10 @@ def vertebrae_document(vl: VertebraList, volume: Volume, flips: tuple[bool, bool
 # files
 # ---------------------------------------------------------------------------------------------
 def write_localisation(result: Localisation, out_dir: str | PathLike,
-                       source: str | PathLike | Volume) -> dict[str, Path]:
-    """vertebrae_mask.nii.gz, overview.png, then vertebrae.json (last: it lists the others)."""
+                       source: str | PathLike | Volume,
+                       annotations: Sequence[str] | None = None) -> dict[str, Path]:
+    """vertebrae_mask.nii.gz, overview.png, then vertebrae.json (last: it lists the others);
+    ``annotations``: one extra text per vertebra on the overview (see :func:`overview_image`)."""
     inputs = [] if isinstance(source, Volume) else [source]
     out = check_output_folder(out_dir, inputs)
     out.mkdir(parents=True, exist_ok=True)
@@ -228,7 +230,8 @@ def write_localisation(result: Localisation, out_dir: str | PathLike,
     labels = _flip(result.vertebrae.labels, flips)     # a flip is its own inverse
     files = {"mask": write_label_nifti(out / MASK_FILE, labels, result.volume),
              "overview": atomic_write_png(out / OVERVIEW_FILE,
-                                          overview_image(result, labels))}
+                                          overview_image(result, labels,
+                                                         annotations=annotations))}
     result.document["files"] = {k: p.name for k, p in files.items()}
     files["vertebrae"] = atomic_write_json(out / JSON_FILE, result.document)
     return files
@@ -255,9 +258,11 @@ def write_label_nifti(path: Path, labels: np.ndarray, volume: Volume) -> Path:
     return atomic_write_bytes(path, gzip.compress(image.to_bytes(), mtime=0))
 
 
-def overview_image(result: Localisation, labels: np.ndarray, scale: int = 2) -> Image.Image:
+def overview_image(result: Localisation, labels: np.ndarray, scale: int = 2,
+                   annotations: Sequence[str] | None = None) -> Image.Image:
     """The series' middle body slice with each body outlined on it and its level written;
-    graded fractures in red with their grade."""
+    graded fractures in red with their grade. ``annotations`` (one per vertebra, in the
+    document's order; '' for none) are written after the level, e.g. predict's probability."""
     vol, doc = result.volume, result.document
     entries = doc["vertebrae"]
     k = int(np.median([e["slice"] for e in entries])) if entries else vol.n_slices // 2
@@ -272,10 +277,13 @@ def overview_image(result: Localisation, labels: np.ndarray, scale: int = 2) -> 
     canvas = Image.fromarray(rgb).resize((rgb.shape[1] * scale, rgb.shape[0] * scale),
                                          Image.Resampling.NEAREST)
     draw = ImageDraw.Draw(canvas)
-    for e in entries:
+    notes = list(annotations) if annotations is not None else [""] * len(entries)
+    if len(notes) != len(entries):
+        raise ValueError(f"{len(notes)} annotations for {len(entries)} vertebrae")
+    for e, note in zip(entries, notes):
         x, y = e["box"][2] * scale + 4, e["centroid"][1] * scale - 6
         fractured = (e["grade"] or 0) >= 1
-        text = e["level"] + (f" G{e['grade']}" if fractured else "")
+        text = e["level"] + (f" G{e['grade']}" if fractured else "") + (f" {note}" if note else "")
         draw.text((x, y), text, fill=(255, 60, 60) if fractured else (255, 255, 120))
     caption = "levels uncertain - check them" if doc["levels_uncertain"] else ""
     if doc["synthetic_input"]:

@@ -17,6 +17,7 @@ from .outputs import check_output_folder
 from .preprocess import Box
 from .service import Result, analyse, parse_numbers, require_dicom, resolve_roi, write_outputs
 from .study import SeriesPair, Study
+from .study_analysis import analyse_spine, write_spine_outputs
 from .volume import Volume
 
 __all__ = ["PREDICTION_COLUMNS", "open_inputs", "parse_numbers", "predict_manifest",
@@ -72,23 +73,39 @@ def predict_study(predictor: Predictor, study: str | PathLike | None, out_dir: s
                   t1: str | None = None, t2: str | None = None, slice_index: int | None = None,
                   box: Box | None = None, center: tuple[float, float] | None = None,
                   size_mm: float | None = None, dicom: bool = False,
-                  opacity: float = 0.45, allow_mixed: bool = False) -> Result:
+                  opacity: float = 0.45, allow_mixed: bool = False,
+                  fractured_only: bool = False, levels: Sequence[str] = (),
+                  localiser_dir: str | PathLike | None = None) -> Result:
     """`spinefx predict STUDY`: strict series choice (named, or the only sagittal T1/T2),
-    then the service's analysis and files (result.json, overlay.png, + the DICOM capture)."""
+    then the service's analysis and files (result.json, overlay.png, + the DICOM capture).
+
+    With no slice, box or centre (and no default box in the study) every vertebra is found
+    and classified (:mod:`spinefx.runtime.study_analysis`; ``fractured_only``, ``levels``,
+    ``localiser_dir``): the returned result is the most suspicious vertebra's, its ``spine``
+    holds them all, and OUT also gets vertebrae.json, vertebrae_mask.nii.gz, overview.png."""
     inputs = [p for p in (study, t1, t2) if p and Path(p).exists()]
     check_output_folder(out_dir, inputs)
     opened = open_inputs(study, t1, t2)
+    whole_spine = (slice_index is None and box is None and center is None
+                   and opened.default_box is None)
     try:
         pair = (SeriesPair("t1", "t2") if opened.kind == "files"
                 else opened.choose_pair(t1, t2, "strict", allow_mixed=allow_mixed))
         if dicom:
             require_dicom(opened, pair)
-        roi = resolve_roi(opened.volume(pair.t1), predictor.config, slice_index, box, center,
-                          size_mm, opened.default_slice, opened.default_box)
-        result = analyse(predictor, opened, pair, roi)
+        if whole_spine:
+            spine = analyse_spine(predictor, opened, pair, fractured_only, levels,
+                                  localiser_dir)
+        else:
+            roi = resolve_roi(opened.volume(pair.t1), predictor.config, slice_index, box, center,
+                              size_mm, opened.default_slice, opened.default_box)
+            result = analyse(predictor, opened, pair, roi)
     except SpineFXError as exc:
         where = study if opened.kind != "files" else f"T1 {t1}"  # the grid the ROI is on
         raise _in_study(exc, where) from exc
+    if whole_spine:
+        write_spine_outputs(spine, opened, out_dir, inputs, dicom=dicom, opacity=opacity)
+        return spine.primary
     write_outputs(result, opened, out_dir, inputs, dicom=dicom, opacity=opacity)
     return result
 

@@ -162,6 +162,9 @@ class Result:
     truth: dict | None = None
     warnings: list[str] = field(default_factory=list)   # loud: the CLI also prints them
     files: dict[str, Path] = field(default_factory=dict)
+    # predict without a box (runtime.study_analysis): every vertebra, this one the most
+    # suspicious; merged into the document after the single-prediction fields
+    spine: dict | None = None
 
     def to_json(self) -> dict:
         """The one result document: the CLI's result.json, the demo's details and API."""
@@ -172,6 +175,8 @@ class Result:
                "warnings": list(self.warnings)}
         if self.truth is not None:
             out["truth"] = self.truth
+        if self.spine is not None:
+            out.update(self.spine)
         if self.files:
             out["files"] = {k: v.name for k, v in self.files.items()}
         return out
@@ -260,14 +265,16 @@ OVERLAY_FILE, RESULT_FILE, CAPTURE_FILE = "overlay.png", "result.json", "overlay
 
 def write_outputs(result: Result, study: Study, out_dir: str | PathLike,
                   inputs: Sequence[str | PathLike] = (), dicom: bool = False,
-                  opacity: float = 0.45) -> dict[str, Path]:
+                  opacity: float = 0.45,
+                  extra_files: dict[str, Path] | None = None) -> dict[str, Path]:
     """overlay.png, result.json (+ overlay_sc.dcm with ``dicom``), each written atomically;
-    refuses an output folder inside an input folder and never replaces an input file."""
+    refuses an output folder inside an input folder and never replaces an input file.
+    ``extra_files``: files the caller wrote there already (listed in result.json, kept)."""
     out = check_output_folder(out_dir, list(inputs))
     if dicom:
         require_dicom(study, result.pair)
     image = result.overlay(opacity)
-    files = {"overlay": atomic_write_png(out / OVERLAY_FILE, image)}
+    files = {**(extra_files or {}), "overlay": atomic_write_png(out / OVERLAY_FILE, image)}
     if dicom:
         files["dicom"] = write_secondary_capture(out / CAPTURE_FILE, image,
                                                  dicom_source(study, result), result.to_json())
@@ -278,7 +285,8 @@ def write_outputs(result: Result, study: Study, out_dir: str | PathLike,
     return files
 
 
-#: Every file a prediction may write (only these are ever removed as stale).
+#: Every file a prediction may write (only these are ever removed as stale). Localise's files
+#: (vertebrae.json, ...) are not: `spinefx localise` may have written them there on purpose.
 OUTPUT_FILES = (OVERLAY_FILE, RESULT_FILE, CAPTURE_FILE)
 
 

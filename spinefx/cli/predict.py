@@ -54,6 +54,25 @@ def _ood_line(ood: dict | None, reason: str) -> str:
             f"{ood['threshold']}): {verdict}")
 
 
+def _print_vertebrae(spine: dict, out) -> None:
+    """One line per vertebra (predict without a box), then which one the result is about."""
+    for e in spine["vertebrae"]:
+        grade = "grade -" if e["grade"] is None else f"grade {e['grade']}"
+        if e["probability"] is None:
+            verdict = f"not classified ({e['error']})" if e.get("error") else "not classified"
+        else:
+            ood = "OOD FLAGGED" if e["ood"] and e["ood"]["flagged"] else (
+                "ood ok" if e["ood"] else "ood n/a")
+            verdict = f"P = {e['probability']:.3f} {e['label']:<9} {ood}"
+        print(f"{e['level']:>4}  slice {e['slice']:>3}  {grade}  {verdict}", file=out)
+    if spine["levels_uncertain"]:
+        print(f"warning: levels uncertain: {spine['level_reason']}", file=sys.stderr)
+    for note in spine["localise_notes"]:
+        print(f"note: {note}", file=sys.stderr)
+    print(f"most suspicious: {spine['most_suspicious']['level']} (classified: "
+          f"{spine['classified']}; the lines below are about it)", file=out)
+
+
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser(
         "predict", help="malignancy probability + Grad-CAM overlay for a study or a manifest",
@@ -65,13 +84,20 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("study", nargs="?", type=Path, help="study folder (DICOM, any layout)")
     p.add_argument("--t1", help="T1 series: UID, series number, description, or a path")
     p.add_argument("--t2", help="T2 series: UID, series number, description, or a path")
-    p.add_argument("--slice", type=_slice, help="lesion slice index on the T1 grid "
-                   "(default: the middle slice)")
+    p.add_argument("--slice", type=_slice, help="lesion slice index on the T1 grid, with "
+                   "--box or --center (default: the middle slice)")
     roi = p.add_mutually_exclusive_group()
     roi.add_argument("--box", help="x0,y0,x1,y1 in T1 pixels around the vertebral body")
     roi.add_argument("--center", help="x,y of the vertebral body centre in T1 pixels")
     p.add_argument("--size-mm", type=_size_mm,
                    help="box side in mm for --center, 5..300 (default: the model's)")
+    p.add_argument("--fractured-only", action="store_true",
+                   help="without --box/--center: classify only the vertebrae graded >= 1 "
+                        "(height loss >= 20%%) and any named with --level (default: all)")
+    p.add_argument("--level", action="append", default=[], metavar="LEVEL",
+                   help="with --fractured-only: also classify this level (e.g. L2; repeat)")
+    p.add_argument("--localiser", type=Path, help="vertebral-body localiser model folder "
+                   "for predict without --box (default: weights/localiser/)")
     p.add_argument("--manifest", type=Path, help="score every case of this manifest instead")
     p.add_argument("--model", help="model folder (default: the bundled model)")
     p.add_argument("--variant", help="ONNX variant from model.json (fp32, int8)")
@@ -101,8 +127,12 @@ def run(args: argparse.Namespace) -> int:
 
     if args.manifest is None and args.study is None and not (args.t1 and args.t2):
         raise UsageError("give a STUDY folder, --t1 and --t2 paths, or --manifest")
-    if args.manifest is None and not (args.box or args.center):
-        raise UsageError("say where the vertebra is: --box x0,y0,x1,y1 or --center x,y")
+    if args.manifest is None and args.slice is not None and not (args.box or args.center):
+        raise UsageError("--slice needs --box x0,y0,x1,y1 or --center x,y (without all three "
+                         "every vertebra is found and classified)")
+    if (args.box or args.center) and (args.fractured_only or args.level or args.localiser):
+        raise UsageError("--fractured-only, --level and --localiser are for predict without "
+                         "--box/--center")
     if args.manifest is not None and args.json:
         raise UsageError("--json prints one study's result; with --manifest read "
                          "OUT/predictions.csv")
@@ -145,13 +175,16 @@ def run(args: argparse.Namespace) -> int:
     result = predict_study(predictor, args.study, args.out, t1=args.t1, t2=args.t2,
                            slice_index=args.slice, box=box, center=center,
                            size_mm=args.size_mm, dicom=args.dicom, opacity=args.opacity,
-                           allow_mixed=args.force_pairing)
+                           allow_mixed=args.force_pairing, fractured_only=args.fractured_only,
+                           levels=args.level, localiser_dir=args.localiser)
     for warning in result.warnings:  # also in result.json ("warnings")
         print(f"warning: {warning}", file=sys.stderr)
     p = result.prediction
     human = sys.stderr if args.json else sys.stdout
     if args.json:  # the document result.json holds, as written
         print(json.dumps(json.loads(result.files["result"].read_text()), indent=2))
+    if result.spine is not None:
+        _print_vertebrae(result.spine, human)
     print(f"P(malignant) = {p.probability:.3f} -> {p.label} (threshold {p.threshold:.2f}). "
           f"{DISCLAIMER}", file=human)
     print(_ood_line(p.ood, p.ood_reason), file=human)
