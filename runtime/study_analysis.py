@@ -104,10 +104,10 @@ def wanted(entry: dict[str, Any], fractured_only: bool, levels: Sequence[str]) -
 
 def most_suspicious(entries: list[dict[str, Any]], results: list[Result | None]) -> int:
     """Index of the highest probability among vertebrae graded >= 1, else among all."""
-    scored = [i for i, r in enumerate(results) if r is not None]
+    scored = {i: r.prediction.probability for i, r in enumerate(results) if r is not None}
     graded = [i for i in scored if (entries[i].get("grade") or 0) >= 1]
-    pool = graded or scored
-    return max(pool, key=lambda i: (results[i].prediction.probability, -i))  # type: ignore
+    pool = graded or list(scored)
+    return max(pool, key=lambda i: (scored[i], -i))   # a tie: the most superior
 
 
 def analyse_spine(predictor: Predictor, study: Study, pair: SeriesPair,
