@@ -18,12 +18,14 @@ from spinefx.export.quantize import (
 
 
 def test_cpu_independence_of_each_setting():
-    assert CHOSEN.cpu_independent and CHOSEN.reduce_range and CHOSEN.weights == "QInt8"
+    assert CHOSEN.cpu_independent and CHOSEN.activations == "QUInt8"
+    assert Int8Settings(reduce_range=True).cpu_independent                          # 7-bit U8S8
     assert Int8Settings(weights="QUInt8", reduce_range=False).cpu_independent      # U8U8
     assert not Int8Settings(reduce_range=False).cpu_independent                    # 8-bit U8S8
     assert not Int8Settings(activations="QInt8", symmetric_activations=True).cpu_independent
     assert CHOSEN.to_dict()["cpu_independent"] is True
-    assert "7-bit w" in CHOSEN.label and "8-bit w" in Int8Settings(reduce_range=False).label
+    assert "7-bit w" in Int8Settings().label and "8-bit w" in Int8Settings(reduce_range=False).label
+    assert CHOSEN.label.startswith("u8u8") and "first 2 convs float" in CHOSEN.label
 
 
 def test_the_export_records_the_chosen_settings(exported):
@@ -32,11 +34,14 @@ def test_the_export_records_the_chosen_settings(exported):
     for key, value in CHOSEN.to_dict().items():
         assert q[key] == value, key
     assert q["settings"] == CHOSEN.label
-    # the promise behind cpu_independent, checked on the written weights: |w| <= 64 so a pair
-    # sum 255 * |w_a| + 255 * |w_b| fits int16 (vpmaddubsw cannot saturate)
+    # the promise behind cpu_independent, checked on the written weights: uint8 weights (U8U8
+    # kernels widen before multiplying), or int8 with |w| <= 64 so that a pair sum
+    # 255 * |w_a| + 255 * |w_b| fits int16 (vpmaddubsw cannot saturate)
     wr = q["weight_range"]
-    assert wr["dtypes"] == ["int8"] and -64 <= wr["min"] and wr["max"] <= 64
-    assert wr["u8s8_pair_sum_fits_int16"] is True
+    expected = "uint8" if CHOSEN.weights == "QUInt8" else "int8"
+    assert wr["dtypes"] == [expected] and wr["u8s8_pair_sum_fits_int16"] is True
+    if expected == "int8":
+        assert -64 <= wr["min"] and wr["max"] <= 64
     assert spec["int8"]["passed"] and spec["default"] == "int8"
 
 
