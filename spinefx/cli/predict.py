@@ -78,7 +78,11 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "predict", help="malignancy probability + Grad-CAM overlay for a study or a manifest",
         description="Run the ONNX model (torch-free) on one study -> OUT/result.json, "
                     "OUT/overlay.png (and with --dicom a Secondary Capture in the source study), "
-                    "or on every case of a manifest -> OUT/predictions.csv. Without --model the "
+                    "or on every case of a manifest -> OUT/predictions.csv. Without --box and "
+                    "--center every vertebra is found (the localiser, weights/localiser/), "
+                    "graded and classified: result.json lists them, OUT/overview.png shows "
+                    "them, OUT/vertebrae.json and vertebrae_mask.nii.gz are written as by "
+                    "'spinefx localise'. Without --model the "
                     "bundled demonstration model (trained on SYNTHETIC phantoms) is used.",
         epilog=EPILOG)
     p.add_argument("study", nargs="?", type=Path, help="study folder (DICOM, any layout)")
