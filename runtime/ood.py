@@ -148,3 +148,99 @@ def trained_on_kind(raw: Mapping, kind: str) -> bool:
     data = raw.get("training_data")
     seen = data.get("t2_kinds") if isinstance(data, Mapping) else None
     return isinstance(seen, Mapping) and kind in seen
+
+
+# ---------------------------------------------------------------------------------------------
+# the second signal: is there a vertebral body in the ROI? (the localiser, runtime.segmentation)
+# ---------------------------------------------------------------------------------------------
+CENTRAL = (0.5, 0.25)    # the ROI's central area: these fractions of its width and height
+# (a quarter of the height: a box slipped onto a disc keeps the endplates above and below out)
+CROP_MARGIN = 1.0        # the localiser sees the box plus this many box sides on each side
+NEIGHBOURS = 1           # slices either side of the lesion slice segmented too
+BODY_PROBABILITY = 0.5   # a pixel is vertebral body above this localiser probability
+BODY_MEANING = ("fraction of the ROI's central area (middle {central[0]:.0%} of its width, "
+                "{central[1]:.0%} of its height) that the vertebral-body localiser calls "
+                "vertebral body, the highest over the lesion slice and its neighbours; below "
+                "{threshold:.3f} there is no vertebral body where the box is")
+
+
+def body_fraction(image: np.ndarray, spacing_mm: tuple[float, float, float], slice_index: int,
+                  box: tuple[float, float, float, float], model_dir=None,
+                  threads: int = 2) -> float:
+    """The fraction of ``box``'s central area (:data:`CENTRAL`) that is vertebral body, the
+    highest over the lesion slice and its :data:`NEIGHBOURS` (a box at the body's lateral edge
+    still finds it on the next slice). Only those slices, cropped to the box plus
+    :data:`CROP_MARGIN` box sides, are segmented: the localiser needs context, not the image."""
+    data = np.asarray(image)
+    n, rows, cols = data.shape
+    x0, y0, x1, y1 = (float(v) for v in box)
+    width, height = x1 - x0, y1 - y0
+    c0 = int(np.clip(np.floor(x0 - CROP_MARGIN * width), 0, cols - 1))
+    c1 = int(np.clip(np.ceil(x1 + CROP_MARGIN * width), c0 + 1, cols))
+    r0 = int(np.clip(np.floor(y0 - CROP_MARGIN * height), 0, rows - 1))
+    r1 = int(np.clip(np.ceil(y1 + CROP_MARGIN * height), r0 + 1, rows))
+    k0, k1 = max(0, slice_index - NEIGHBOURS), min(n, slice_index + NEIGHBOURS + 1)
+    from .segmentation import segment_bodies
+
+    prob = segment_bodies(data[k0:k1, r0:r1, c0:c1], spacing_mm, model_dir, threads)
+    cx, cy = (x0 + x1) / 2 - c0, (y0 + y1) / 2 - r0
+    half_w, half_h = max(CENTRAL[0] * width / 2, 0.5), max(CENTRAL[1] * height / 2, 0.5)
+    a0, a1 = int(np.clip(round(cx - half_w), 0, c1 - c0 - 1)), int(round(cx + half_w))
+    b0, b1 = int(np.clip(round(cy - half_h), 0, r1 - r0 - 1)), int(round(cy + half_h))
+    central = prob[:, b0:max(b1, b0 + 1), a0:max(a1, a0 + 1)] > BODY_PROBABILITY
+    return float(central.reshape(len(central), -1).mean(1).max())
+
+
+def body_threshold(raw: Mapping) -> float | None:
+    """model.json's ``ood.body_fraction_threshold`` (None: the feature score only)."""
+    block = raw.get("ood")
+    value = block.get("body_fraction_threshold") if isinstance(block, Mapping) else None
+    try:
+        return float(value) if value is not None and np.isfinite(float(value)) else None
+    except (TypeError, ValueError):
+        return None
+
+
+def combine(feature_ood: dict, fraction: float | None, threshold: float) -> dict:
+    """The combined rule: flagged when the feature score is over its threshold OR the body
+    fraction is under its own (a fraction that could not be measured fires nothing)."""
+    fired = ["feature score"] if feature_ood["flagged"] else []
+    if fraction is not None and fraction < threshold:
+        fired.append("no vertebral body")
+    words = {(): "neither signal fired: the input looks like the training cases",
+             ("feature score",): "the feature score is over its threshold (the input is unlike "
+                                 "the training cases); a vertebral body is in the box",
+             ("no vertebral body",): "no vertebral body in the box's centre (the localiser "
+                                     "finds too little), although the feature score is under "
+                                     "its threshold",
+             ("feature score", "no vertebral body"): "both: the feature score is over its "
+                                                     "threshold and there is no vertebral "
+                                                     "body in the box's centre"}
+    meaning = (f"{MEANING}. Also: {BODY_MEANING.format(central=CENTRAL, threshold=threshold)}. "
+               f"Flagged when either fires. This input: {words[tuple(fired)]}")
+    return {**feature_ood, "flagged": bool(fired),
+            "body_fraction": None if fraction is None else round(fraction, 4),
+            "body_fraction_threshold": round(threshold, 4), "fired": fired, "meaning": meaning}
+
+
+def assess_ood(feature_ood: dict | None, raw: Mapping, t1, slice_index: int,
+               box: tuple[float, float, float, float], localiser_dir=None,
+               threads: int = 2) -> dict | None:
+    """result.json's ``ood`` for one prediction: the feature score's ``feature_ood``
+    (:meth:`OodScorer.assess`, None when the model has no OOD check) combined with the body
+    fraction of ``box`` on T1 ``slice_index`` (``t1``: the aligned pair's T1 Volume), when
+    model.json's ``ood`` block has ``body_fraction_threshold``; else ``feature_ood`` as it is.
+    A missing localiser leaves the feature score alone and says so (never an error)."""
+    threshold = body_threshold(raw)
+    if feature_ood is None or threshold is None:
+        return feature_ood
+    from .segmentation import LocaliserModelError
+
+    spacing = (float(t1.slice_spacing), *t1.pixel_spacing)
+    try:
+        fraction: float | None = body_fraction(t1.data, spacing, slice_index, box,
+                                               localiser_dir, threads)
+    except LocaliserModelError as exc:
+        fraction = None
+        feature_ood = {**feature_ood, "body_fraction_note": f"not measured: {exc}"}
+    return combine(feature_ood, fraction, threshold)
