@@ -121,6 +121,9 @@ def analyse_spine(predictor: Predictor, study: Study, pair: SeriesPair,
     entries = localisation.document["vertebrae"]
     chosen = [wanted(e, fractured_only, levels) for e in entries]
     classified = FRACTURED if fractured_only else ALL
+    found = {e["level"] for e in entries}
+    notes += [f"level {name} was asked for, but no vertebra found is labelled {name}"
+              for name in dict.fromkeys(levels) if name not in found]
     if not any(chosen):
         notes.append("no vertebra is graded >= 1: every vertebra was classified")
         chosen, classified = [True] * len(entries), ALL

@@ -103,10 +103,11 @@ def test_files_and_cli_lines(phantom, predicted):
 def test_fractured_only_classifies_the_graded_ones(phantom, tmp_path):
     root, _, _ = phantom
     assert main(["predict", str(root), "--out", str(tmp_path), "--fractured-only",
-                 "--level", "T12", "--dicom", "--no-progress"]) == 0
+                 "--level", "T12", "--level", "C2", "--dicom", "--no-progress"]) == 0
     doc = json.loads((tmp_path / "result.json").read_text())
     # the capture is the most suspicious vertebra's overlay, in the source study
     assert doc["files"]["dicom"] == "overlay_sc.dcm" and (tmp_path / "overlay_sc.dcm").is_file()
+    assert any("level C2 was asked for" in note for note in doc["localise_notes"])
     entries = doc["vertebrae"]
     graded = [e for e in entries if (e["grade"] or 0) >= 1]
     if not graded:  # none graded: every vertebra is classified, and the result says so
