@@ -269,7 +269,8 @@ def markdown(results: dict) -> str:
     for key, name in (("oracle_lr", "feature oracle: logistic regression (15 features)"),
                       ("oracle_nb", "feature oracle: naive Bayes (15 features)"),
                       ("statistics", "intensity statistics: logistic regression (42)"),
-                      ("cnn", "CNN (out-of-fold)"), ("held_out", "CNN on fresh held-out cohort")):
+                      ("cnn", results.get("cnn_label", "CNN (out-of-fold)")),
+                      ("held_out", "CNN on fresh held-out cohort")):
         m = results.get(key)
         if m is None:
             continue
@@ -295,7 +296,8 @@ def measure(args: argparse.Namespace) -> dict:
     from spinefx.train.oof import read_oof
 
     cohort = load_cohort(args.manifest, args.allow_outside)
-    results: dict[str, Any] = {"synthetic": SYNTHETIC, "manifest": str(args.manifest)}
+    results: dict[str, Any] = {"synthetic": SYNTHETIC, "manifest": str(args.manifest),
+                               "cnn_label": args.cnn_label}
     oof = None
     if args.oof:
         oof = read_oof(args.oof)
@@ -348,6 +350,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--allow-outside", action="store_true",
                     help="the manifest's series may lie outside its folder")
     ap.add_argument("--json", type=Path, metavar="FILE", help="also write the results as JSON")
+    ap.add_argument("--cnn-label", default="CNN (out-of-fold)",
+                    help="the CNN row's name, e.g. for predictions of a model trained on another "
+                         "cohort (every case held out) whose fold column is only the split the "
+                         "baselines use")
     args = ap.parse_args(argv)
     if args.held_out_cases < 2:
         ap.error(f"--held-out-cases must be at least 2, got {args.held_out_cases}")
