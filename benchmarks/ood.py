@@ -10,9 +10,11 @@ Three kinds of input, all in memory:
 * (c) brain MR slices from pydicom's test files (MR_small.dcm, emri_small.dcm), the same
   series given as T1 and T2, boxes at the centre and around it.
 
-(b) and (c) should be flagged (target >= 95% of them together). Prints the rates, and for (c)
-also how often a plain-words warning (same series, OOD, ...) was raised at all. A benchmark,
-not a test:
+(b) and (c) should be flagged (target >= 95% of them together). Each input goes through
+:func:`spinefx.runtime.ood.assess_ood`, the entry point the service calls: the feature score
+combined with the vertebral-body fraction of the ROI when model.json has its threshold.
+Prints the rates, and for (c) also how often a plain-words warning (same series, OOD, ...)
+was raised at all. A benchmark, not a test:
 
     python benchmarks/ood.py                    # weights/ (the bundled model)
     python benchmarks/ood.py MODEL_DIR --cases 100 --seed 9090 --variation 1 --json ood.json
@@ -80,12 +82,21 @@ def phantom_inputs(predictor, seed: int, n_cases: int, variation: float) -> dict
         pair = align_pair(t1, t2)
         box: Box = tuple(float(v) for v in case.box)  # type: ignore[assignment]
         k = case.slice
-        found["phantom (manifest box)"].append(predictor.predict_pair(pair, k, box=box).ood)
+        found["phantom (manifest box)"].append(assessed(predictor, pair, k, box))
         for disc in disc_boxes(case.masks("t1")["discs"][k], box):
-            found["disc box"].append(predictor.predict_pair(pair, k, box=disc).ood)
+            found["disc box"].append(assessed(predictor, pair, k, disc))
         found["background box"].append(
-            predictor.predict_pair(pair, k, box=background_box(t1.data[k], box)).ood)
+            assessed(predictor, pair, k, background_box(t1.data[k], box)))
     return found
+
+
+def assessed(predictor, pair, k: int, box: Box) -> dict | None:
+    """result.json's ``ood`` as the service gives it: the prediction's feature score through
+    :func:`spinefx.runtime.ood.assess_ood` (the combined rule, when model.json has it)."""
+    from spinefx.runtime.ood import assess_ood
+
+    prediction = predictor.predict_pair(pair, k, box=box)
+    return assess_ood(prediction.ood, predictor.spec.raw, pair.t1, k, box)
 
 
 def pydicom_volumes() -> list[tuple[str, Any]]:
@@ -117,6 +128,7 @@ def pydicom_volumes() -> list[tuple[str, Any]]:
 def pydicom_inputs(predictor) -> tuple[list, int]:
     """OOD results of (c), through the service as `spinefx predict --t1 F --t2 F` runs them,
     and how many of those inputs raised any plain-words warning."""
+    from spinefx.runtime.ood import assess_ood
     from spinefx.runtime.service import Roi, analyse
     from spinefx.runtime.study import SeriesPair, Study
 
@@ -129,9 +141,10 @@ def pydicom_inputs(predictor) -> tuple[list, int]:
         centres = [(cols / 2, rows / 2), (cols / 3, rows / 3), (2 * cols / 3, 2 * rows / 3)]
         for k in range(volume.n_slices):
             for centre in centres:
-                result = analyse(predictor, study, SeriesPair("t1", "t2"),
-                                 Roi(k, box_at(centre, side, side)))
-                found.append(result.prediction.ood)
+                roi = Roi(k, box_at(centre, side, side))
+                result = analyse(predictor, study, SeriesPair("t1", "t2"), roi)
+                found.append(assess_ood(result.prediction.ood, predictor.spec.raw,
+                                        study.aligned(SeriesPair("t1", "t2")).t1, k, roi.box))
                 warned += bool(result.warnings)
     return found, warned
 
@@ -139,17 +152,26 @@ def pydicom_inputs(predictor) -> tuple[list, int]:
 def rate(results: list) -> dict:
     flagged = [bool(r and r["flagged"]) for r in results]
     scores = [r["score"] for r in results if r and r["score"] is not None]
+    fractions = [r["body_fraction"] for r in results if r and r.get("body_fraction") is not None]
+    fired = [r.get("fired", ["feature score"] if r["flagged"] else []) for r in results if r]
     return {"n": len(results), "flagged": int(sum(flagged)),
             "rate": float(np.mean(flagged)) if flagged else float("nan"),
-            "median_score": float(np.median(scores)) if scores else None}
+            "median_score": float(np.median(scores)) if scores else None,
+            "by_feature_score": sum("feature score" in f for f in fired),
+            "by_body_fraction": sum("no vertebral body" in f for f in fired),
+            "median_body_fraction": float(np.median(fractions)) if fractions else None}
 
 
-def print_table(rows: dict[str, dict], threshold: float) -> None:
-    print(f"\n| input | n | flagged | rate | median score (threshold {threshold:.3f}) |")
-    print("|---|---|---|---|---|")
+def print_table(rows: dict[str, dict], threshold: float, body: float | None) -> None:
+    body_text = f"{body:.3f}" if body is not None else "none: feature score only"
+    print(f"\n| input | n | flagged | rate | fired: feature score / no body | median score "
+          f"(threshold {threshold:.3f}) | median body fraction (threshold {body_text}) |")
+    print("|---|---|---|---|---|---|---|")
     for name, r in rows.items():
         median = f"{r['median_score']:.3f}" if r["median_score"] is not None else "-"
-        print(f"| {name} | {r['n']} | {r['flagged']} | {r['rate']:.1%} | {median} |")
+        fraction = "-" if r["median_body_fraction"] is None else f"{r['median_body_fraction']:.2f}"
+        print(f"| {name} | {r['n']} | {r['flagged']} | {r['rate']:.1%} | "
+              f"{r['by_feature_score']} / {r['by_body_fraction']} | {median} | {fraction} |")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -181,7 +203,9 @@ def main(argv: list[str] | None = None) -> int:
     not_spine = [r for name, results in found.items() if name != "phantom (manifest box)"
                  for r in results]
     rows["(b) + (c): not a spine ROI"] = rate(not_spine)
-    print_table(rows, predictor.ood.threshold)
+    from spinefx.runtime.ood import body_threshold
+
+    print_table(rows, predictor.ood.threshold, body_threshold(predictor.spec.raw))
     in_dist, flagged = rows["phantom (manifest box)"]["rate"], rows["(b) + (c): not a spine ROI"]
     print(f"\nheld-out phantoms flagged {in_dist:.1%} (target <= {TARGET_IN_DIST:.0%}: "
           f"{'pass' if in_dist <= TARGET_IN_DIST else 'MISS'}); non-spine inputs flagged "

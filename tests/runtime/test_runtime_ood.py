@@ -207,7 +207,7 @@ def test_a_malformed_block_gives_a_reason_not_a_crash() -> None:
 
 def test_the_runtime_ood_path_imports_no_torch() -> None:
     code = ("import sys, spinefx.runtime.ood, spinefx.runtime.inference, "
-            "spinefx.runtime.service, spinefx.runtime.predict; "
+            "spinefx.runtime.service, spinefx.runtime.predict, spinefx.runtime.segmentation; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in "
             "('torch', 'torchvision', 'sklearn', 'scipy')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
@@ -227,3 +227,75 @@ def test_the_demo_shows_the_same_warning(models, study) -> None:
                                       box=(x0, y0 + 3 * (y1 - y0), x1, y1 + 3 * (y1 - y0)))
     assert OOD_WARNING not in result_markdown(own, True)
     assert OOD_WARNING in result_markdown(moved, True)
+
+
+# ---------------------------------------------------------------------------------------------
+# the second signal: the vertebral-body fraction of the ROI, and the combined rule
+# ---------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def body_fractions() -> dict[str, list[float]]:
+    """Body fractions of one phantom (seed 5, benign, in memory) at its manifest box, the box
+    moved onto the two nearest discs, and onto the image corner farthest from the spine."""
+    from spinefx.runtime.ood import body_fraction
+    from tests.helpers.phantoms import phantom_volumes
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    try:
+        from ood import background_box, disc_boxes  # benchmarks/ood.py: the same boxes
+    finally:
+        sys.path.pop(0)
+    t1, _, case = phantom_volumes(5, "benign")
+    k, box = case.slice, tuple(float(v) for v in case.box)
+    spacing = (t1.slice_spacing, *t1.pixel_spacing)
+    discs = disc_boxes(case.masks("t1")["discs"][k], box)
+    assert len(discs) == 2
+    return {"manifest": [body_fraction(t1.data, spacing, k, box)],
+            "discs": [body_fraction(t1.data, spacing, k, d) for d in discs],
+            "background": [body_fraction(t1.data, spacing, k,
+                                         background_box(t1.data[k], box))]}
+
+
+def test_body_fraction_is_high_on_the_body_and_low_off_it(body_fractions) -> None:
+    assert body_fractions["manifest"][0] >= 0.8
+    assert body_fractions["background"][0] <= 0.05
+    assert max(body_fractions["discs"]) <= 0.5
+    assert all(0.0 <= v <= 1.0 for values in body_fractions.values() for v in values)
+
+
+def test_the_combined_rule_flags_when_either_signal_fires() -> None:
+    from spinefx.runtime.ood import combine
+
+    def feature(flagged: bool) -> dict:
+        return {"flagged": flagged, "score": 5.0 if flagged else 1.0, "threshold": 4.0,
+                "meaning": "x"}
+
+    for feature_flag, fraction, fired in [(False, 0.9, []), (True, 0.9, ["feature score"]),
+                                          (False, 0.1, ["no vertebral body"]),
+                                          (True, 0.1, ["feature score", "no vertebral body"]),
+                                          (False, None, [])]:
+        out = combine(feature(feature_flag), fraction, 0.3)
+        assert out["fired"] == fired and out["flagged"] is bool(fired)
+        assert out["body_fraction_threshold"] == 0.3 and out["score"] == feature(feature_flag)[
+            "score"]
+        assert "vertebral body" in out["meaning"] and "Flagged when either fires" in out["meaning"]
+
+
+def test_assess_ood_without_the_new_keys_is_the_feature_score(study) -> None:
+    from spinefx.runtime.ood import assess_ood
+
+    _, t1_dir, t2_dir, case, _ = study
+    t1 = align_pair(load_series(t1_dir), load_series(t2_dir)).t1
+    feature = {"flagged": False, "score": 1.0, "threshold": 4.0, "meaning": "m"}
+    old = {"ood": _ood_block(np.zeros(6))}
+    assert assess_ood(feature, old, t1, case.slice, case.box) is feature
+    assert assess_ood(None, {"ood": {**old["ood"], "body_fraction_threshold": 0.3}}, t1,
+                      case.slice, case.box) is None
+    # with the key: the body fraction is measured on the study's own vertebra (not flagged)
+    new = {"ood": {**old["ood"], "body_fraction_threshold": 0.3}}
+    out = assess_ood(feature, new, t1, case.slice, case.box)
+    assert out is not None and out["body_fraction"] >= 0.8 and out["flagged"] is False
+    # a missing localiser: the feature score alone, and a note saying why
+    missing = assess_ood(feature, new, t1, case.slice, case.box,
+                         localiser_dir=Path(t1_dir) / "no-localiser")
+    assert missing is not None and missing["body_fraction"] is None
+    assert "not measured" in missing["body_fraction_note"] and missing["flagged"] is False
