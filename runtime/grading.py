@@ -12,7 +12,9 @@ largest relative loss of the three; Genant grade 0 (< 20%), 1 (20-25%), 2 (25-40
 posterior wall: crush). Endplate irregularity: RMS (mm) of each endplate around a smooth
 (quadratic) fit across the central 80% of the depth.
 
-Sacral segments and bodies cut by the image's edge are not graded (grade None, with a note).
+Sacral segments and bodies cut by the field of view (within 2 mm of the top/bottom row, or
+widest on the first/last slice: :func:`spinefx.runtime.vertebrae.is_truncated`) are not graded
+(grade None, with a note): a cut body's heights are those of its part inside the image.
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .vertebrae import Vertebra, VertebraList
+from .vertebrae import EDGE_MM, Vertebra, VertebraList
 
 GRADE_LIMITS = (0.20, 0.25, 0.40)   # Genant: grade 1 from 20%, 2 from 25%, 3 above 40%
 POSITIONS = {"anterior": 0.1, "middle": 0.5, "posterior": 0.9}   # share of the depth
@@ -180,7 +182,9 @@ def grade_vertebrae(vl: VertebraList) -> VertebraList:
         h = measured[i]
         if h is None:
             why = ("sacral segment: not graded" if v.level.startswith("S") else
-                   "cut by the image's edge: not graded" if v.truncated else
+                   f"truncated: cut by the image's edge (within {EDGE_MM:g} mm of the top/"
+                   "bottom row or widest on the first/last slice): not graded" if v.truncated
+                   else
                    "too small to measure on its mid-sagittal slice")
             v.grading.update(height_loss=None, grade=None, shape=None, grade_note=why)
             continue

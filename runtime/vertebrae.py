@@ -29,6 +29,7 @@ MERGED_SHARE = 1.7      # a component this many typical bodies large is split fu
 SACRAL_GAP_SHARE = 0.5  # a gap below this share of the median disc gap joins fused segments
 SACRAL_GAP_MM = 3.0     # ... and below this many mm (a lumbar disc is 5-12 mm)
 SACRAL_SHRINK = 0.65    # S2 is under this share of S1 (phantoms 0.4-0.6; L5/L4 is 0.7-1.2)
+EDGE_MM = 2.0           # a body this close to the top/bottom row is cut by the field of view
 
 
 @dataclass
@@ -40,7 +41,7 @@ class Vertebra:
     volume_mm3: float
     slice: int                                 # where the body's sagittal area is largest
     box: tuple[int, int, int, int]             # x0, y0, x1, y1 on `slice` (x1, y1 exclusive)
-    truncated: bool = False                    # touches the image's top or bottom edge
+    truncated: bool = False                    # cut by the field of view (see is_truncated)
     level: str = "?"
     level_confidence: float = 0.0
     grading: dict = field(default_factory=dict)  # filled by spinefx.runtime.grading
@@ -233,8 +234,20 @@ def _measure(labels: np.ndarray, spacing: tuple[float, float, float],
             centroid_mm=(centroid[2] * spacing[0], centroid[1] * spacing[1],
                          centroid[0] * spacing[2]),
             volume_mm3=float(volume), slice=widest, box=box,
-            truncated=bool(r.min() == 0 or r.max() == shape[1] - 1)))
+            truncated=is_truncated(int(r.min()), int(r.max()), widest, shape, spacing)))
     return bodies
+
+
+def is_truncated(row_min: int, row_max: int, widest: int, shape: tuple[int, ...],
+                 spacing: tuple[float, float, float]) -> bool:
+    """Whether the field of view cuts a body: its mask comes within :data:`EDGE_MM` of the
+    top or bottom row (its endplate may lie outside the image), or its widest slice is the
+    first or last one (its mid-sagittal plane may lie beyond the stack). Its heights would
+    then be those of the part inside the image, so a healthy body would read as a crush."""
+    above_mm = row_min * spacing[1]
+    below_mm = (shape[1] - 1 - row_max) * spacing[1]
+    at_side = shape[0] > 1 and widest in (0, shape[0] - 1)
+    return bool(min(above_mm, below_mm) <= EDGE_MM or at_side)
 
 
 def typical_size(sizes: np.ndarray, floor: float) -> float:

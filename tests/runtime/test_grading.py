@@ -135,6 +135,39 @@ def test_truncated_and_sacral_bodies_are_not_graded():
     assert "sacral" in vl.vertebrae[-1].grading["grade_note"]
 
 
+def test_body_cut_by_the_bottom_edge_is_truncated_not_a_crush():
+    """The real DzZ case: the lowest body runs into the image's last rows; its part inside
+    the image is short, so measured it reads as a crush on a healthy spine."""
+    mask = spine()                            # five healthy 24-row bodies, 8-row discs
+    last_top = 10 + 4 * (24 + 8)
+    cut = mask[:, :last_top + 12, :]          # the last body keeps 12 of its 24 rows ...
+    vl = grade_vertebrae(find_vertebrae(cut, (3.0, 1.0, 1.0)))
+    assert len(vl) == 5 and vl.vertebrae[-1].truncated
+    assert not any(v.truncated for v in vl.vertebrae[:-1])
+    assert vl.vertebrae[-1].grading["grade"] is None
+    assert vl.vertebrae[-1].grading["height_loss"] is None
+    assert "truncated" in vl.vertebrae[-1].grading["grade_note"]
+    assert [v.grading["grade"] for v in vl.vertebrae[:-1]] == [0] * 4
+    # ... and one row of background below it (1 mm < 2 mm) is still cut, 3 mm is not
+    one_row = np.zeros_like(mask[:, :last_top + 13, :])
+    one_row[:, :last_top + 12, :] = cut
+    assert find_vertebrae(one_row, (3.0, 1.0, 1.0)).vertebrae[-1].truncated
+    whole = mask[:, :last_top + 24 + 3, :]
+    assert not find_vertebrae(whole, (3.0, 1.0, 1.0)).vertebrae[-1].truncated
+
+
+def test_body_widest_on_the_last_slice_is_truncated():
+    mask = spine()
+    rows = slice(10 + 2 * 32, 10 + 2 * 32 + 24)
+    mask[1:-1, rows] = False                  # body 2 lies at the stack's side: a small
+    mask[-2, rows, 20:40] = True              # part on the last-but-one slice and its
+    mask[-1, rows, 20:52] = True              # widest part on the last slice
+    vl = grade_vertebrae(find_vertebrae(mask, (3.0, 1.0, 1.0)))
+    assert vl.vertebrae[2].slice == mask.shape[0] - 1 and vl.vertebrae[2].truncated
+    assert vl.vertebrae[2].grading["grade"] is None
+    assert not any(v.truncated for i, v in enumerate(vl.vertebrae) if i != 2)
+
+
 def test_lone_body_falls_back_to_its_posterior_height():
     mask = np.zeros((5, 60, 60), dtype=bool)
     mask[1:4, 10:10 + 24, 10:42] = _wedge(24, 32, keep=0.6)
