@@ -8,8 +8,9 @@ user's box would, and each is classified by the one application path
 carries the whole-spine document (``Result.spine``), so result.json keeps its single-prediction
 fields for existing readers and gains ``vertebrae``.
 
-The bundled Predictor predicts one ROI per call, so the vertebrae are classified one after
-another (a handful of small model runs per study).
+The vertebrae of one study are classified in one batched model run
+(:meth:`Predictor.predict_rois`, the same predictions as one call each); should building one
+vertebra's input fail, they are classified one by one so that one keeps its error alone.
 """
 from __future__ import annotations
 
@@ -28,7 +29,15 @@ from .files import atomic_write_png
 from .inference import Predictor
 from .localise import Localisation
 from .outputs import check_output_folder
-from .service import Result, analyse, require_dicom, resolve_roi, write_outputs
+from .service import (
+    Result,
+    Roi,
+    analyse,
+    input_warnings,
+    require_dicom,
+    resolve_roi,
+    write_outputs,
+)
 from .study import SeriesPair, Study
 from .volume import Volume
 
@@ -102,11 +111,17 @@ def wanted(entry: dict[str, Any], fractured_only: bool, levels: Sequence[str]) -
             or entry.get("level") in set(levels))
 
 
+MOST_SUSPICIOUS_RULE = ("highest probability among vertebrae graded >= 1, else among the "
+                        "classified ones not cut by the image's edge, else among all classified")
+
+
 def most_suspicious(entries: list[dict[str, Any]], results: list[Result | None]) -> int:
-    """Index of the highest probability among vertebrae graded >= 1, else among all."""
+    """Index of the highest probability among vertebrae graded >= 1, else among those not
+    truncated (a cut body is never graded, and its ROI is cut too), else among all."""
     scored = {i: r.prediction.probability for i, r in enumerate(results) if r is not None}
     graded = [i for i in scored if (entries[i].get("grade") or 0) >= 1]
-    pool = graded or list(scored)
+    whole = [i for i in scored if not entries[i].get("truncated")]
+    pool = graded or whole or list(scored)
     return max(pool, key=lambda i: (scored[i], -i))   # a tie: the most superior
 
 
@@ -127,24 +142,7 @@ def analyse_spine(predictor: Predictor, study: Study, pair: SeriesPair,
     if not any(chosen):
         notes.append("no vertebra is graded >= 1: every vertebra was classified")
         chosen, classified = [True] * len(entries), ALL
-    t1 = study.volume(pair.t1)
-    results: list[Result | None] = []
-    errors: list[str | None] = []
-    for entry, take in zip(entries, chosen):
-        if not take:
-            results.append(None)
-            errors.append(None)
-            continue
-        try:
-            box = tuple(float(v) for v in entry["box"])
-            roi = resolve_roi(t1, predictor.config, int(entry["slice"]),
-                              (box[0], box[1], box[2], box[3]))
-            results.append(analyse(predictor, study, pair, roi))
-            errors.append(None)
-        except SpineFXError as exc:   # one vertebra at the field's edge does not stop the rest
-            log.warning("vertebra %s not classified: %s", entry["level"], exc)
-            results.append(None)
-            errors.append(str(exc))
+    results, errors = classify(predictor, study, pair, entries, chosen)
     if not any(r is not None for r in results):
         reasons = "; ".join(f"{e['level']}: {m}" for e, m in zip(entries, errors) if m)
         raise SpineFXError(f"no vertebra could be classified ({reasons})")
@@ -152,6 +150,46 @@ def analyse_spine(predictor: Predictor, study: Study, pair: SeriesPair,
                           classified, localised_on, notes)
     attach_document(spine)
     return spine
+
+
+def classify(predictor: Predictor, study: Study, pair: SeriesPair,
+             entries: list[dict[str, Any]], chosen: list[bool]
+             ) -> tuple[list[Result | None], list[str | None]]:
+    """One :class:`Result` per chosen entry (None elsewhere) and each failure's message. The
+    ROIs are checked as a user's box would be; those that pass run in one batch."""
+    t1 = study.volume(pair.t1)
+    rois: dict[int, Roi] = {}
+    errors: list[str | None] = [None] * len(entries)
+    for i, (entry, take) in enumerate(zip(entries, chosen)):
+        if not take:
+            continue
+        box = tuple(float(v) for v in entry["box"])
+        try:
+            rois[i] = resolve_roi(t1, predictor.config, int(entry["slice"]),
+                                  (box[0], box[1], box[2], box[3]))
+        except SpineFXError as exc:   # one vertebra at the field's edge does not stop the rest
+            log.warning("vertebra %s not classified: %s", entry["level"], exc)
+            errors[i] = str(exc)
+    results: list[Result | None] = [None] * len(entries)
+    try:
+        predictions = predictor.predict_rois(study.aligned(pair),
+                                             [(r.slice_index, r.box) for r in rois.values()])
+    except SpineFXError as exc:       # which one failed: one by one, each keeps its error
+        log.info("batched classification failed (%s): one vertebra at a time", exc)
+        for i, roi in rois.items():
+            try:
+                results[i] = analyse(predictor, study, pair, roi)
+            except SpineFXError as one:
+                log.warning("vertebra %s not classified: %s", entries[i]["level"], one)
+                errors[i] = str(one)
+        return results, errors
+    for (i, roi), prediction in zip(rois.items(), predictions):
+        results[i] = Result(
+            prediction=prediction, roi=roi, pair=pair,
+            series={"t1": study.entries[pair.t1].label, "t2": study.entries[pair.t2].label},
+            synthetic_model=predictor.spec.synthetic, study_notes=[*study.notes, *pair.notes],
+            truth=study.truth, warnings=input_warnings(predictor, study, pair, prediction))
+    return results, errors
 
 
 # ---------------------------------------------------------------------------------------------
@@ -183,8 +221,7 @@ def attach_document(spine: SpineAnalysis) -> None:
         "vertebrae": entries, "classified": spine.classified,
         "most_suspicious": {"level": entries[spine.primary_index]["level"],
                             "index": spine.primary_index,
-                            "rule": "highest probability among vertebrae graded >= 1, "
-                                    "else among all classified"},
+                            "rule": MOST_SUSPICIOUS_RULE},
         "localised_on": spine.localised_on,
         "levels_uncertain": doc["levels_uncertain"], "level_confidence": doc["level_confidence"],
         "level_reason": doc["level_reason"], "grading": doc["grading"],

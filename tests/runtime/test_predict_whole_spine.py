@@ -15,7 +15,8 @@ from spinefx.runtime import localise
 from spinefx.runtime.errors import SpineFXError
 from spinefx.runtime.inference import Predictor
 from spinefx.runtime.predict import open_inputs
-from spinefx.runtime.study_analysis import analyse_spine
+from spinefx.runtime.service import analyse, resolve_roi
+from spinefx.runtime.study_analysis import analyse_spine, most_suspicious
 
 ENTRY_KEYS = {"level", "level_confidence", "slice", "box", "centroid", "heights_mm",
               "height_loss", "grade", "shape", "probability", "label", "ood"}
@@ -73,7 +74,8 @@ def test_top_level_is_the_most_suspicious_vertebra(predicted):
     doc, _ = predicted
     assert SINGLE_PREDICTION_KEYS <= set(doc) and doc["status"] == "ok"
     entries = doc["vertebrae"]
-    graded = [e for e in entries if (e["grade"] or 0) >= 1] or entries
+    graded = ([e for e in entries if (e["grade"] or 0) >= 1]
+              or [e for e in entries if not e["truncated"]] or entries)
     top = max(graded, key=lambda e: e["probability"])
     chosen = entries[doc["most_suspicious"]["index"]]
     assert chosen is top and doc["most_suspicious"]["level"] == top["level"]
@@ -138,6 +140,73 @@ def test_t2_when_t1_gives_nothing_and_an_error_when_neither(phantom, monkeypatch
     assert "nor on T2" in str(info.value) and "--box" in str(info.value)
 
 
+def _truth_localiser(monkeypatch, case):
+    truth = (case.masks("t1")["bodies"] > 0).astype(np.float32)
+    monkeypatch.setattr(localise, "body_probability", lambda volume, model_dir=None: truth)
+
+
+def test_batched_vertebrae_equal_one_by_one_analyse(phantom, monkeypatch):
+    root, case, _ = phantom
+    _truth_localiser(monkeypatch, case)
+    predictor = Predictor()
+    study = open_inputs(root)
+    pair = study.choose_pair(policy="strict")
+    spine = analyse_spine(predictor, study, pair)
+    entries = spine.localisation.document["vertebrae"]
+    t1 = study.volume(pair.t1)
+    assert len(entries) >= 5 and all(r is not None for r in spine.results)
+    for entry, result in zip(entries, spine.results):
+        assert result is not None
+        roi = resolve_roi(t1, predictor.config, entry["slice"], tuple(entry["box"]))
+        alone = analyse(predictor, study, pair, roi)
+        assert result.prediction.probability == pytest.approx(alone.prediction.probability,
+                                                              abs=1e-5)
+        assert result.roi == alone.roi and result.warnings == alone.warnings
+        assert result.series == alone.series and result.study_notes == alone.study_notes
+
+
+def test_batch_failure_falls_back_to_one_by_one(phantom, monkeypatch):
+    root, case, _ = phantom
+    _truth_localiser(monkeypatch, case)
+    predictor = Predictor()
+    study = open_inputs(root)
+    pair = study.choose_pair(policy="strict")
+    entries = analyse_spine(predictor, study, pair).localisation.document["vertebrae"]
+    bad_slice = entries[1]["slice"]
+    one_by_one = predictor.predict_pair
+
+    def refuse_batch(*args, **kwargs):
+        raise SpineFXError("stand-in: one input could not be built")
+
+    def refuse_one(aligned, slice_index, **kwargs):
+        if slice_index == bad_slice:
+            raise SpineFXError("stand-in: this vertebra's input could not be built")
+        return one_by_one(aligned, slice_index, **kwargs)
+
+    monkeypatch.setattr(predictor, "predict_rois", refuse_batch)
+    monkeypatch.setattr(predictor, "predict_pair", refuse_one)
+    spine = analyse_spine(predictor, study, pair)
+    for e, result, error in zip(entries, spine.results, spine.errors):
+        failed = e["slice"] == bad_slice
+        assert (result is None) == failed and (error is not None) == failed
+    assert any(r is not None for r in spine.results)
+
+
+def test_truncated_body_is_never_most_suspicious_by_grade():
+    def result(p):
+        return type("R", (), {"prediction": type("P", (), {"probability": p})()})()
+
+    entries = [{"grade": 0, "truncated": False}, {"grade": 1, "truncated": False},
+               {"grade": None, "truncated": True}]
+    results = [result(0.2), result(0.3), result(0.9)]
+    assert most_suspicious(entries, results) == 1         # graded >= 1 first
+    entries[1]["grade"] = 0
+    assert most_suspicious(entries, results) == 1         # then the bodies not cut
+    for e in entries:
+        e["truncated"] = True
+    assert most_suspicious(entries, results) == 2         # all cut: the highest P
+
+
 def test_missing_localiser_names_its_folder(phantom, tmp_path, capsys):
     root, _, _ = phantom
     missing = tmp_path / "no_localiser"
@@ -174,6 +243,15 @@ def test_real_dzz_pair_every_vertebra_has_a_probability(real_spine, tmp_path):
     doc = json.loads((tmp_path / "result.json").read_text())
     assert len(doc["vertebrae"]) >= 5 and doc["localised_on"] == "T1"
     assert all(0.0 <= e["probability"] <= 1.0 for e in doc["vertebrae"])
+    # the lowest body runs into the image's bottom rows (its box to row 349 of 351 before
+    # the truncation rule, graded 3 "crush" there): cut, not graded, not the chosen one
+    rows = json.loads((tmp_path / "vertebrae.json").read_text())["series"]["matrix"][0]
+    at_edge = [e for e in doc["vertebrae"] if e["box"][1] <= 2 or e["box"][3] >= rows - 2]
+    assert at_edge
+    for e in doc["vertebrae"]:
+        assert e["truncated"] or e not in at_edge
+        assert not e["truncated"] or (e["grade"] is None and "truncated" in e["grade_note"])
+    assert not doc["vertebrae"][doc["most_suspicious"]["index"]]["truncated"]
     assert str(real_spine) not in (tmp_path / "result.json").read_text()  # no paths leak
 
 
