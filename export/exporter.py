@@ -58,6 +58,7 @@ from .onnx_export import (
 from .ood import (
     DEFAULT_K,
     DEFAULT_QUANTILE,
+    add_body_fraction,
     add_to_spec,
     check_features,
     fit_from_session,
@@ -237,6 +238,9 @@ def export_model(run_dir: str | PathLike, out_dir: str | PathLike,
         ood_info, ood_note = (fit_from_session(fp32.session, inputs, kept, manifest_path.name,
                                                ood_k, ood_quantile, seed, log)
                               if ood else (None, "not fitted: export_model(ood=False)"))
+        if ood_info is not None:   # the second signal: a vertebral body in the ROI
+            ood_info = add_body_fraction(ood_info, kept, manifest_path.name,
+                                         model.preprocess_config.default_size_mm, log)
         files: dict[str, FileEntry] = {"fp32": file_entry(fp32.path, "float32")}
         default = "fp32"
         int8_info = fp16_info = None

@@ -37,6 +37,7 @@ from .onnx_export import FEATURES_NAME, ParityError, ParityReport, run_features,
 DEFAULT_K = 32
 DEFAULT_QUANTILE = 0.99
 DEFAULT_FOLDS = 5
+BODY_QUANTILE = 0.02     # <= ~2% of in-distribution ROIs fail the body-fraction check
 FEATURES_BOUND = 1e-3    # max |f_onnx - f_torch| / max |f_torch| of the pooled features
 SIGNIFICANT = 6          # digits kept of each stored float (model.json stays < ~1 MB at k=32)
 
@@ -137,6 +138,65 @@ def fit_ood(features: np.ndarray, cases: Sequence[Case], source: str, k: int = D
                                      "network was trained on them, so unseen in-distribution "
                                      "inputs may score somewhat higher)"},
     }
+
+
+def case_body_fraction(case: Case, default_size_mm: float) -> float:
+    """:func:`spinefx.runtime.ood.body_fraction` of a manifest case's box (or centre click)
+    on its T1 lesion slice, as the runtime measures it (T1 is the aligned pair's grid)."""
+    from spinefx.runtime import load_volume
+    from spinefx.runtime.ood import body_fraction
+    from spinefx.runtime.preprocess import box_from_center
+
+    t1 = load_volume(case.t1, "T1")
+    box = case.box
+    if box is None:
+        if case.center is None:
+            raise ValueError(f"case {case.case_id} has neither a box nor a centre")
+        box = box_from_center(case.center, case.size_mm or default_size_mm, t1.pixel_spacing)
+    return body_fraction(t1.data, (t1.slice_spacing, *t1.pixel_spacing), case.slice, box)
+
+
+def fit_body_fraction(fractions: Sequence[float], source: str,
+                      quantile: float = BODY_QUANTILE) -> dict:
+    """The ``ood`` block's body-fraction keys: the threshold is the ``quantile`` of the
+    fractions of the export's cases (held-out phantoms in the real export) at their manifest
+    box, so about that share of in-distribution ROIs fail it."""
+    from spinefx.runtime.ood import BODY_PROBABILITY, CENTRAL, CROP_MARGIN, NEIGHBOURS
+
+    values = np.asarray(fractions, np.float64)
+    if len(values) < 5 or not np.isfinite(values).all():
+        raise ValueError(f"a body-fraction threshold needs >= 5 measured cases, got {len(values)}")
+    threshold = float(np.quantile(values, quantile))
+    return {
+        "body_fraction_threshold": _round(threshold), "body_fraction_quantile": quantile,
+        "body_fraction_rule": f"the {quantile:g} quantile (numpy linear) of the body fractions "
+                              f"of the {len(values)} case(s) of {source} at their manifest box "
+                              "(held-out phantoms in the real export); flagged below it",
+        "body_fraction_definition": {"central_area": list(CENTRAL), "crop_margin": CROP_MARGIN,
+                                     "neighbours": NEIGHBOURS,
+                                     "body_probability": BODY_PROBABILITY,
+                                     "localiser": "weights/localiser (runtime.segmentation)"},
+        "body_fraction_held_out": {
+            "n": len(values), "flagged_rate": round(float(np.mean(values < threshold)), 4),
+            "median": _round(float(np.median(values))), "min": _round(float(values.min()))},
+    }
+
+
+def add_body_fraction(info: dict, cases: Sequence[Case], source: str, default_size_mm: float,
+                      log, quantile: float = BODY_QUANTILE) -> dict:
+    """``info`` (an ``ood`` block) plus the body-fraction keys from ``cases``; unchanged, with
+    ``body_fraction_note``, when the localiser or a case cannot be read (feature score only)."""
+    from spinefx.runtime import SpineFXError
+
+    try:
+        fractions = [case_body_fraction(c, default_size_mm) for c in cases]
+        keys = fit_body_fraction(fractions, source, quantile)
+    except (SpineFXError, OSError, ValueError) as exc:
+        log(f"OOD body-fraction threshold not fitted: {exc}")
+        return {**info, "body_fraction_note": f"not fitted: {exc}"}
+    log(f"OOD body fraction: threshold {keys['body_fraction_threshold']:.3f} ({quantile:g} "
+        f"quantile of {len(fractions)} case(s); median {keys['body_fraction_held_out']['median']})")
+    return {**info, **keys}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -124,3 +124,42 @@ def test_model_without_ood_block_loads_with_a_reason(exported, tmp_path):
     predictor = Predictor(copy, variant="fp32")
     assert predictor.ood is None and "no 'ood' block" in predictor.ood_reason
     assert OodScorer.from_spec(spec, ["probability", "cam"])[0] is None  # graph lacks it
+
+
+def test_body_fraction_threshold_is_the_stated_quantile_of_the_cases(exported, inputs):
+    from spinefx.export.ood import case_body_fraction
+    from spinefx.runtime.ood import body_threshold
+
+    _, spec = exported
+    ood = spec["ood"]
+    _, cases = _export_order(inputs)
+    fractions = np.array([case_body_fraction(c, 50.0) for c in cases])
+    assert np.median(fractions) >= 0.8        # the manifest boxes hold a vertebral body
+    assert ood["body_fraction_threshold"] == pytest.approx(
+        np.quantile(fractions, ood["body_fraction_quantile"]), abs=1e-5)
+    assert body_threshold(spec) == ood["body_fraction_threshold"]
+    held = ood["body_fraction_held_out"]
+    assert held["n"] == 12 and held["flagged_rate"] == pytest.approx(
+        np.mean(fractions < ood["body_fraction_threshold"]), abs=1e-3)
+    assert "quantile" in ood["body_fraction_rule"]
+    assert ood["body_fraction_definition"]["central_area"] == [0.5, 0.25]
+
+
+def test_body_fraction_fit_and_its_failures():
+    from pathlib import Path
+
+    from spinefx.export.ood import add_body_fraction, fit_body_fraction
+    from spinefx.runtime import Case
+
+    values = np.linspace(0.0, 1.0, 101)
+    keys = fit_body_fraction(values, "m.csv", quantile=0.05)
+    assert keys["body_fraction_threshold"] == pytest.approx(0.05)
+    assert keys["body_fraction_held_out"]["flagged_rate"] == pytest.approx(0.05, abs=0.011)
+    with pytest.raises(ValueError):
+        fit_body_fraction([0.5] * 4, "m.csv")
+    lost = Case("x", "benign", Path("/nonexistent/t1"), Path("/nonexistent/t2"), 3,
+                box=(1.0, 1.0, 9.0, 9.0))
+    notes: list[str] = []
+    info = add_body_fraction({"threshold": 1.0}, [lost] * 5, "m.csv", 50.0, notes.append)
+    assert "body_fraction_threshold" not in info and info["threshold"] == 1.0
+    assert info["body_fraction_note"].startswith("not fitted") and notes
