@@ -142,7 +142,9 @@ def test_body_fraction_threshold_is_the_stated_quantile_of_the_cases(exported, i
     assert held["n"] == 12 and held["flagged_rate"] == pytest.approx(
         np.mean(fractions < ood["body_fraction_threshold"]), abs=1e-3)
     assert "quantile" in ood["body_fraction_rule"]
-    assert ood["body_fraction_definition"]["central_area"] == [0.5, 0.25]
+    from spinefx.runtime.ood import CENTRAL
+
+    assert ood["body_fraction_definition"]["central_area"] == list(CENTRAL)
 
 
 def test_body_fraction_fit_and_its_failures():
