@@ -4,6 +4,7 @@ Two sets, each reported on its own:
 
 - real: vb3 subjects 45-54 of ../shared/data/real-spine (held out from the localiser's
   training; healthy volunteers, masks L1-L5 only, no sacrum labelled);
+- DzZ: the real DzZ T1 (healthy; 9 bodies in its masks, their levels not named), grades only;
 - phantoms: SYNTHETIC cases rendered from a fresh seed (levels and the drawn fracture known).
 
 ``--truth-masks`` feeds the ground-truth body masks in as the probability map (geometry,
@@ -41,6 +42,19 @@ def vb3_subjects(root: Path, subjects: range) -> Iterator[tuple[str, Volume, np.
         volume = Volume.from_array(image, pixel_spacing=(sp[0], sp[1]), slice_spacing=sp[2],
                                    source=f"vb3_{n:02d}")
         yield f"vb3_{n:02d}", volume, truth, ["L1", "L2", "L3", "L4", "L5"]
+
+
+def dzz_subject(root: Path) -> tuple[Volume, np.ndarray, list] | None:
+    """The real DzZ T1 (healthy, 9 bodies labelled, levels not named) or None when absent."""
+    path = root / "dzz_t1.npz"
+    if not path.is_file():
+        return None
+    data = np.load(path)
+    image = np.moveaxis(data["image"], 2, 0)
+    truth = np.moveaxis(data["vertebral_bodies"], 2, 0)
+    volume = Volume.from_array(image, pixel_spacing=(1.0, 1.0), slice_spacing=1.0,
+                               source="dzz_t1")
+    return volume, truth, ["?"] * int(truth.max())
 
 
 def phantom_cases(seed: int, n: int) -> Iterator[tuple[str, Volume, np.ndarray, list, Any]]:
@@ -118,6 +132,9 @@ def summarise(rows: list[dict], label: str) -> dict[str, Any]:
             "level_accuracy_bodies": float(np.mean([m["level_ok"] for m in matched]))
             if matched else None,
             "subjects_all_levels_right": float(np.mean([r["all_levels_ok"] for r in rows])),
+            # cut by the field of view: not graded (spinefx.runtime.vertebrae.is_truncated)
+            "truncated_bodies_per_10": 10 * sum(sum(v.truncated for v in r["vl"].vertebrae)
+                                                for r in rows) / max(1, len(rows)),
             "seconds_median": float(np.median([r["seconds"] for r in rows]))}
 
 
@@ -125,6 +142,12 @@ def false_high_grades(row: dict, exclude: set[int]) -> int:
     """Bodies graded 2+ whose truth value is not in ``exclude`` (the drawn fractures)."""
     return sum(1 for value, m in row["matched"].items()
                if value not in exclude and (m["vertebra"].grading.get("grade") or 0) >= 2)
+
+
+def high_grades_any(row: dict) -> int:
+    """Every body found graded 2+, matched to a labelled one or not (on a healthy subject a
+    body outside the labelled band, e.g. the sacrum taken for L5, is a false call too)."""
+    return sum(1 for v in row["vl"].vertebrae if (v.grading.get("grade") or 0) >= 2)
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -136,6 +159,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         real = summarise(rows, "vb3 45-54 (real, healthy)")
         high = sum(false_high_grades(r, set()) for r in rows)
         real["false_grade2_per_10"] = 10 * high / len(rows)
+        real["grade2_any_body_per_10"] = 10 * sum(high_grades_any(r) for r in rows) / len(rows)
         outside = sum(r["unscored"] for r in rows)
         real["bodies_outside_labelled_band_per_10"] = 10 * outside / len(rows)
         real["levels_note"] = ("only L1-L5 labelled (no sacrum): with truth masks the levels "
@@ -143,6 +167,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         report["real"] = real
     else:
         report["real"] = f"skipped: {REAL_SPINE} absent"
+    dzz = dzz_subject(REAL_SPINE)
+    if dzz is not None:
+        row = score_subject(dzz[0], dzz[1], dzz[2], args.truth_masks, args.model)
+        found = summarise([row], "DzZ T1 (real, healthy; levels not named in its masks)")
+        for key in ("level_accuracy_bodies", "subjects_all_levels_right"):
+            found.pop(key)
+        found["false_grade2"] = false_high_grades(row, set())
+        found["grade2_any_body"] = high_grades_any(row)
+        found["grades_superior_to_inferior"] = [v.grading.get("grade")
+                                                for v in row["vl"].vertebrae]
+        report["dzz"] = found
     rows, sens, sens_drawn, fp2, with_s1 = [], [], [], 0, []
     for _, volume, truth, names, case in phantom_cases(args.seed, args.phantoms):
         row = score_subject(volume, truth, names, args.truth_masks, args.model)
