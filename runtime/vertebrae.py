@@ -240,14 +240,11 @@ def _measure(labels: np.ndarray, spacing: tuple[float, float, float],
 
 def is_truncated(row_min: int, row_max: int, widest: int, shape: tuple[int, ...],
                  spacing: tuple[float, float, float]) -> bool:
-    """Whether the field of view cuts a body: its mask comes within :data:`EDGE_MM` of the
-    top or bottom row (its endplate may lie outside the image), or its widest slice is the
-    first or last one (its mid-sagittal plane may lie beyond the stack). Its heights would
-    then be those of the part inside the image, so a healthy body would read as a crush."""
-    above_mm = row_min * spacing[1]
-    below_mm = (shape[1] - 1 - row_max) * spacing[1]
-    at_side = shape[0] > 1 and widest in (0, shape[0] - 1)
-    return bool(min(above_mm, below_mm) <= EDGE_MM or at_side)
+    """Whether the field of view cuts a body: its mask within :data:`EDGE_MM` of the top or
+    bottom row, or widest on the first or last slice. Its heights would be those of the part
+    inside the image, so a healthy body would read as a crush."""
+    gap_mm = min(row_min, shape[1] - 1 - row_max) * spacing[1]
+    return bool(gap_mm <= EDGE_MM or (shape[0] > 1 and widest in (0, shape[0] - 1)))
 
 
 def typical_size(sizes: np.ndarray, floor: float) -> float:
