@@ -72,7 +72,15 @@ from .run_record import (
     training_data,
     training_manifest,
 )
-from .variants import FileEntry, Fp32Export, export_fp32, file_entry, fp16_variant, int8_variant
+from .variants import (
+    FileEntry,
+    Fp32Export,
+    export_fp32,
+    file_entry,
+    fp16_variant,
+    gate_provenance,
+    int8_variant,
+)
 
 FP32_FILE = "model.onnx"
 INT8_FILE = "model.int8.onnx"
@@ -221,6 +229,7 @@ def export_model(run_dir: str | PathLike, out_dir: str | PathLike,
     except (OSError, RuntimeError, ValueError) as exc:
         raise ExportError(f"cannot load the model: {str(exc).splitlines()[0]}", run_dir) from None
     manifest_path = _gate_manifest(manifest, run_dir, config, metrics)
+    provenance = gate_provenance(manifest_path, training_manifest(run_dir, config, metrics))
     permission = manifest_permission(run_dir, manifest_path, allow_outside)
     # the gates of the reduced variants and the OOD fit use every case; fp32's parity needs
     # only the first
@@ -246,12 +255,14 @@ def export_model(run_dir: str | PathLike, out_dir: str | PathLike,
         int8_info = fp16_info = None
         if int8:
             int8_info, entry = int8_variant(fp32, staging / INT8_FILE, inputs, kept,
-                                            calib_cases, auc_drop_bound, prob_diff_bound, log)
+                                            calib_cases, auc_drop_bound, prob_diff_bound, log,
+                                            provenance=provenance)
             if entry is not None:
                 files["int8"], default = entry, "int8"
         if fp16:
             fp16_info, entry = fp16_variant(fp32, staging / FP16_FILE, inputs, kept,
-                                            auc_drop_bound, prob_diff_bound, log)
+                                            auc_drop_bound, prob_diff_bound, log,
+                                            provenance=provenance)
             if entry is not None:
                 files["fp16"] = entry
                 default = default if default == "int8" else "fp16"
