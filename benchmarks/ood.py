@@ -96,7 +96,7 @@ def assessed(predictor, pair, k: int, box: Box) -> dict | None:
     from spinefx.runtime.ood import assess_ood
 
     prediction = predictor.predict_pair(pair, k, box=box)
-    return assess_ood(prediction.ood, predictor.spec.raw, pair.t1, k, box)
+    return assess_ood(prediction.ood, predictor.spec.raw, pair.t1, k, box)  # combined already
 
 
 def pydicom_volumes() -> list[tuple[str, Any]]:

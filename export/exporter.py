@@ -229,7 +229,8 @@ def export_model(run_dir: str | PathLike, out_dir: str | PathLike,
     except (OSError, RuntimeError, ValueError) as exc:
         raise ExportError(f"cannot load the model: {str(exc).splitlines()[0]}", run_dir) from None
     manifest_path = _gate_manifest(manifest, run_dir, config, metrics)
-    provenance = gate_provenance(manifest_path, training_manifest(run_dir, config, metrics))
+    trained_on = training_manifest(run_dir, config, metrics)
+    provenance = gate_provenance(manifest_path, trained_on)
     permission = manifest_permission(run_dir, manifest_path, allow_outside)
     # the gates of the reduced variants and the OOD fit use every case; fp32's parity needs
     # only the first
@@ -244,7 +245,8 @@ def export_model(run_dir: str | PathLike, out_dir: str | PathLike,
         fp32 = export_fp32(model, staging / FP32_FILE, inputs[:parity_cases], exporter,
                            probability_bound, cam_r_bound, log)
         features_parity = check_features(model, fp32.session, inputs[:parity_cases], log)
-        ood_info, ood_note = (fit_from_session(fp32.session, inputs, kept, manifest_path.name,
+        source = f"{manifest_path.name}, {provenance['cases']} for the final model"
+        ood_info, ood_note = (fit_from_session(fp32.session, inputs, kept, source,
                                                ood_k, ood_quantile, seed, log)
                               if ood else (None, "not fitted: export_model(ood=False)"))
         if ood_info is not None:   # the second signal: a vertebral body in the ROI
@@ -272,7 +274,7 @@ def export_model(run_dir: str | PathLike, out_dir: str | PathLike,
         threshold = operating_threshold(config, metrics)  # none: a warning naming our caller
         spec = _model_spec(name or run_dir.resolve().name, model, files, default, threshold,
                            config, metrics, manifest_path, fp32, int8_info, fp16_info,
-                           t_start, notes)
+                           t_start, notes, trained_on)
         add_to_spec(spec, features_parity, ood_info, ood_note, headers)
         atomic_write_text(staging / MODEL_JSON, model_json_text(spec))
         _install(staging, out_dir, [f["path"] for f in files.values()] + [MODEL_JSON])
@@ -296,8 +298,10 @@ def _only_default(files: dict[str, FileEntry], default: str, log) -> dict[str, F
 def _model_spec(name: str, model: SpineFxNet, files: dict[str, FileEntry], default: str,
                 threshold: tuple[float, str], config: dict, metrics: dict,
                 manifest_path: Path, fp32: Fp32Export, int8_info: dict | None,
-                fp16_info: dict | None, t_start: float, notes: list[str]) -> dict:
-    """The contract read by ``spinefx.runtime``."""
+                fp16_info: dict | None, t_start: float, notes: list[str],
+                trained_on: Path | None = None) -> dict:
+    """The contract read by ``spinefx.runtime``. ``trained_on``: the run's training manifest
+    (its cohort describes the training data; the gate manifest may be another cohort)."""
     prep = model.preprocess_config
     return {
         "format": FORMAT,
@@ -320,7 +324,7 @@ def _model_spec(name: str, model: SpineFxNet, files: dict[str, FileEntry], defau
         "threshold": threshold[0],
         "threshold_source": threshold[1],
         "metrics": metrics_summary(metrics),
-        "training_data": training_data(manifest_path, metrics, config),
+        "training_data": training_data(trained_on or manifest_path, metrics, config),
         "architecture": {"name": model.architecture, "in_channels": model.in_channels,
                          "description": "1x1 conv 6->3 + torchvision ResNet50, GAP + one "
                                         "linear head (Yeh et al. 2022)"},

@@ -134,8 +134,8 @@ def fit_ood(features: np.ndarray, cases: Sequence[Case], source: str, k: int = D
                      "score_max": _round(float(held_scores.max()))},
         "fitted_on": {"n_cases": len(features), "n_patients": n_groups,
                       "description": f"pooled layer4 features of the {len(features)} "
-                                     f"preprocessed case(s) of {source} (the run's cases; the "
-                                     "network was trained on them, so unseen in-distribution "
+                                     f"preprocessed case(s) of {source} (if these are the "
+                                     "run's own training cases, unseen in-distribution "
                                      "inputs may score somewhat higher)"},
     }
 

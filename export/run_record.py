@@ -63,9 +63,14 @@ def operating_threshold(config: dict, metrics: dict) -> tuple[float, str]:
 def metrics_summary(metrics: dict) -> dict:
     """The cross-validated metrics of the training report (whatever of them the run has)."""
     keys = ("n_cases", "n_malignant", "folds", "positive_class", "threshold_rule",
-            "pooled", "pooled_at_operating_threshold", "per_fold_summary", "calibration")
+            "pooled", "pooled_at_operating_threshold", "per_fold_summary", "calibration",
+            "mode", "n_train", "n_val", "best_epoch", "validation")
     out = {k: metrics[k] for k in keys if k in metrics}
-    if out:
+    if out and metrics.get("folds") == 1:  # `spinefx train --folds 1`: no cross-validation
+        out["source"] = ("RUN/metrics.json (the validation split of one training run: it chose "
+                         "the epoch and the threshold, so it is not a test result)")
+        out["synthetic"] = is_synthetic_record(metrics)
+    elif out:
         out["source"] = "RUN/metrics.json (pooled out-of-fold predictions, 95% CIs)"
         out["synthetic"] = is_synthetic_record(metrics)
     return out

@@ -23,7 +23,7 @@ from .cases import Case, load_volume
 from .errors import SpineFXError, SpineFXWarning
 from .matching import AlignedPair, align_pair
 from .model_files import ModelSpec, read_model_spec
-from .ood import OodScorer
+from .ood import OodScorer, assess_ood
 from .preprocess import Box, ModelInput, build_six_channel, resize
 from .volume import Volume
 
@@ -226,11 +226,19 @@ class Predictor:
             model_input=model_input, t1_slice=t1.data[slice_index],
             t2_slice=np.nan_to_num(t2.data[slice_index]),
             model_id=self.model_id, model_sha256=self.sha256,
-            ood=self.ood.assess(pooled[0]) if self.ood is not None and pooled is not None
-            else None, ood_reason=self.ood_reason)
+            ood=self._ood(pooled, 0, t1, slice_index, box or model_input.roi),
+            ood_reason=self.ood_reason)
         prediction.timings_ms = {"preprocess": (t1_ - t0) * 1e3, "inference": (t2_ - t1_) * 1e3,
                                  "postprocess": (time.perf_counter() - t2_) * 1e3}
         return prediction
+
+    def _ood(self, pooled: np.ndarray | None, j: int, t1: Volume, slice_index: int,
+             box: Box) -> dict | None:
+        """result.json's ``ood`` of batch item ``j``: the feature score combined with the
+        body fraction of ``box`` (runtime.ood.assess_ood), None without an OOD check."""
+        if self.ood is None or pooled is None:
+            return None
+        return assess_ood(self.ood.assess(pooled[j]), self.spec.raw, t1, slice_index, box)
 
     def predict_rois(self, pair: AlignedPair, rois: list[tuple[int, Box]],
                      batch_size: int = 32) -> list[Prediction]:
@@ -264,8 +272,8 @@ class Predictor:
                     model_input=model_input, t1_slice=t1.data[k],
                     t2_slice=np.nan_to_num(t2.data[k]),
                     model_id=self.model_id, model_sha256=self.sha256,
-                    ood=self.ood.assess(pooled[j]) if self.ood is not None and pooled is not None
-                    else None, ood_reason=self.ood_reason)
+                    ood=self._ood(pooled, j, t1, k, rois[start + j][1]),
+                    ood_reason=self.ood_reason)
                 prediction.timings_ms = {
                     "preprocess": preprocess_ms[start + j], "inference": share_ms,
                     "postprocess": (time.perf_counter() - t_post) * 1e3}

@@ -234,8 +234,8 @@ def assess_ood(feature_ood: dict | None, raw: Mapping, t1, slice_index: int,
     model.json's ``ood`` block has ``body_fraction_threshold``; else ``feature_ood`` as it is.
     A missing localiser leaves the feature score alone and says so (never an error)."""
     threshold = body_threshold(raw)
-    if feature_ood is None or threshold is None:
-        return feature_ood
+    if feature_ood is None or threshold is None or "body_fraction" in feature_ood:
+        return feature_ood  # nothing to add, or already combined (the Predictor does it)
     from .segmentation import LocaliserModelError
 
     spacing = (float(t1.slice_spacing), *t1.pixel_spacing)

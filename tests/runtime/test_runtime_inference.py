@@ -130,8 +130,11 @@ def test_cli_predict_refuses_output_inside_the_study(model_dir, study, capsys) -
     assert not (folder / "results").exists()
 
 
-def test_cli_predict_needs_a_location(model_dir, study, tmp_path, capsys) -> None:
-    assert main(["predict", str(study[0]), "--model", str(model_dir),
+def test_cli_predict_slice_without_a_location_is_a_usage_error(model_dir, study, tmp_path,
+                                                               capsys) -> None:
+    """No location at all localises every vertebra (tests/runtime/test_predict_whole_spine.py);
+    a slice with no box or centre says which is missing."""
+    assert main(["predict", str(study[0]), "--model", str(model_dir), "--slice", "5",
                  "--out", str(tmp_path / "o")]) == 2
     assert "--box" in capsys.readouterr().err
 
