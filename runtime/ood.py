@@ -242,7 +242,7 @@ def assess_ood(feature_ood: dict | None, raw: Mapping, t1, slice_index: int,
     try:
         fraction: float | None = body_fraction(t1.data, spacing, slice_index, box,
                                                localiser_dir, threads)
-    except LocaliserModelError as exc:
+    except (LocaliserModelError, ValueError) as exc:  # no localiser; implausible geometry
         fraction = None
         feature_ood = {**feature_ood, "body_fraction_note": f"not measured: {exc}"}
     return combine(feature_ood, fraction, threshold)

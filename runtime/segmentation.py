@@ -73,6 +73,10 @@ def _box_average(stack: np.ndarray, factors: tuple[int, int]) -> np.ndarray:
     return blocks.mean(axis=(2, 4))
 
 
+#: the most pixels per side of the localiser's grid (MAX_GRID x pixel_mm = 3 m of field of view)
+MAX_GRID = 2048
+
+
 def grid_shape(shape: tuple[int, int], spacing: tuple[float, float],
                pixel_mm: float) -> tuple[int, int]:
     """Rows, cols of a slice of ``shape`` at ``spacing`` mm once resampled to ``pixel_mm``."""
@@ -155,6 +159,10 @@ def segment_bodies(image: np.ndarray, spacing_mm: tuple[float, float, float],
     pct = card["input"]["normalisation"]["percentiles"]
     spacing = (float(spacing_mm[1]), float(spacing_mm[2]))
     shape = grid_shape(volume.shape[1:], spacing, pixel_mm)
+    if max(shape) > MAX_GRID:  # a header's spacing, not a spine: never allocate for it
+        raise ValueError(f"a {volume.shape[1]} x {volume.shape[2]} slice at {spacing} mm spans "
+                         f"{shape[0] * pixel_mm:.0f} x {shape[1] * pixel_mm:.0f} mm: not a "
+                         "plausible spine field of view")
     scale = (pixel_mm / spacing[0], pixel_mm / spacing[1])
     model_in = resample_slices(volume, scale, shape)
     model_in = pad_to_multiple(normalise_slices(model_in, pct[0], pct[1]))

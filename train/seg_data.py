@@ -53,7 +53,7 @@ def labelled_band(mask: np.ndarray, margin: int = BAND_MARGIN_PX) -> np.ndarray:
 
 def load_real(path: Path, key: str = "vertebral_bodies") -> tuple[np.ndarray, np.ndarray]:
     """A real-spine npz as (slices, rows, cols): image float32, binary body mask uint8."""
-    with np.load(path) as data:
+    with np.load(path, allow_pickle=False) as data:
         image = np.ascontiguousarray(data["image"].transpose(2, 0, 1))
         mask = np.ascontiguousarray((data[key] > 0).transpose(2, 0, 1)).astype(np.uint8)
     return image, mask

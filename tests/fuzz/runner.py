@@ -133,9 +133,21 @@ class _Finding(Exception):
 # ----------------------------------------------------------------------------------- runner
 
 
-def _child(case: FuzzInput, conn, mem_bytes: int) -> None:
+def _mapped_bytes() -> int:
+    """The address space this process maps now (VmSize), 0 where /proc cannot tell."""
     try:
-        resource.setrlimit(resource.RLIMIT_AS, (mem_bytes, mem_bytes))
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[0]) * resource.getpagesize()
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def _child(case: FuzzInput, conn, mem_bytes: int) -> None:
+    # the bound is on what the input makes us allocate: ``mem_bytes`` beyond what the forked
+    # parent already maps (a pytest worker that imported torch maps several GiB itself)
+    limit = _mapped_bytes() + mem_bytes
+    try:
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     except (ValueError, OSError):
         pass
