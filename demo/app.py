@@ -14,16 +14,16 @@ from __future__ import annotations
 
 import os
 from os import PathLike
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import gradio as gr
 
 from . import api
 from . import read_handlers as rh
-from . import teaching as tm
-from . import teaching_handlers as th
 from .context import DemoContext, drop_state
+from .teaching_app import teaching_tab, wire_teaching
 from .views import CAM_CAPTION, DISCLAIMER, SERIES_HEADERS
+from .wiring import UI, bind, pick
 
 STATE_TTL_S = 3600
 DEFAULT_CONCURRENCY = 2
@@ -35,22 +35,6 @@ CSS = """
 #result .prose h3 {margin-top: 0;}
 """
 APP_TITLE = "spinefx: benign vs malignant vertebral compression fracture (research demo)"
-
-UI = dict[str, Any]   # component name -> gradio component
-
-
-def bind(ctx: DemoContext, ui: UI, fn: Callable[..., dict], *fixed: Any) -> Callable:
-    """A gradio callback: ``fn(ctx, *fixed, *inputs)`` with its name-keyed updates mapped to
-    the components."""
-    def callback(*inputs: Any) -> dict:
-        return {ui[name]: value for name, value in fn(ctx, *fixed, *inputs).items()}
-    callback.__name__ = getattr(fn, "__name__", "handler")
-    return callback
-
-
-def _pick(ui: UI, names: Sequence[str]) -> list:
-    return [ui[n] for n in names]
-
 
 # ---------------------------------------------------------------------------------------------
 # Layout
@@ -110,34 +94,6 @@ def _result_column(ui: UI) -> None:
     ui["details"] = gr.JSON(label="details (JSON)", open=False)
 
 
-def _teaching_tab(ctx: DemoContext, ui: UI) -> None:
-    gr.Markdown("Read the case, commit your call and the features you see, then compare with "
-                "the truth and the model. Case library: " + ctx.library.teaching_source + ".")
-    with gr.Row():
-        ui["reader_tb"] = gr.Textbox(label="your name or initials (goes into the CSV)",
-                                     value="resident", scale=2)
-        ui["next_btn"] = gr.Button("Start / next case", variant="secondary",
-                                   elem_id="next-case", scale=1)
-    ui["case_md"] = gr.Markdown(elem_id="case-info")
-    with gr.Row():
-        ui["t_t1"] = gr.Image(label="T1", interactive=False, format="png", height=380)
-        ui["t_t2"] = gr.Image(label="T2", interactive=False, format="png", height=380)
-    ui["t_slice"] = gr.Slider(0, 1, value=0, step=1,
-                              label="slice (the box marks the lesion slice)")
-    ui["call_radio"] = gr.Radio(list(tm.CALLS), label="your call", elem_id="call")
-    ui["feats"] = gr.CheckboxGroup(tm.feature_titles(), label="features you see (8 "
-                                   "malignant-leaning first, then 7 benign-leaning)",
-                                   elem_id="features")
-    ui["commit_btn"] = gr.Button("Commit and reveal", variant="primary", elem_id="commit")
-    ui["t_status"] = gr.Markdown(elem_id="teach-status")
-    ui["reveal_md"] = gr.Markdown(elem_id="reveal")
-    ui["t_overlay"] = gr.Image(label="the model's Grad-CAM", interactive=False, format="png")
-    ui["key_md"] = gr.Markdown()
-    ui["score_md"] = gr.Markdown(elem_id="score")
-    ui["csv_btn"] = gr.DownloadButton("Download this session's reads (CSV)", value=None,
-                                      elem_id="download-csv")
-
-
 def _api_inputs(ui: UI) -> None:
     """Hidden components that give the named API endpoints their parameters."""
     with gr.Column(visible=False):
@@ -162,19 +118,19 @@ def _api_inputs(ui: UI) -> None:
 # ---------------------------------------------------------------------------------------------
 def _wire_read(ctx: DemoContext, ui: UI) -> None:
     private = {"api_visibility": "private"}
-    outputs = _pick(ui, rh.READ_OUTPUTS)
+    outputs = pick(ui, rh.READ_OUTPUTS)
     for ex, btn in ui["examples"]:
         btn.click(bind(ctx, ui, rh.run_example, ex.key), [ui["opacity"]], outputs, **private)
     ui["load_btn"].click(bind(ctx, ui, rh.load_upload),
-                         _pick(ui, ("read_state", "dicom_files", "t1_images", "t2_images",
+                         pick(ui, ("read_state", "dicom_files", "t1_images", "t2_images",
                                     "spacing")), outputs, **private)
-    view = _pick(ui, ("status", "slice_img", "channels"))
+    view = pick(ui, ("status", "slice_img", "channels"))
     for dd in (ui["t1_dd"], ui["t2_dd"]):
         dd.input(bind(ctx, ui, rh.change_series),
-                 _pick(ui, ("read_state", "t1_dd", "t2_dd", "slice_sl", "box_tb")),
-                 _pick(ui, ("read_state", "status", "slice_sl", "slice_img", "channels")),
+                 pick(ui, ("read_state", "t1_dd", "t2_dd", "slice_sl", "box_tb")),
+                 pick(ui, ("read_state", "status", "slice_sl", "slice_img", "channels")),
                  **private)
-    slice_inputs = _pick(ui, ("read_state", "slice_sl", "box_tb"))
+    slice_inputs = pick(ui, ("read_state", "slice_sl", "box_tb"))
     ui["slice_sl"].release(bind(ctx, ui, rh.show_slice), slice_inputs, view, **private)
     ui["box_tb"].submit(bind(ctx, ui, rh.show_slice), slice_inputs, view, **private)
 
@@ -182,29 +138,18 @@ def _wire_read(ctx: DemoContext, ui: UI) -> None:
         out = rh.click_centre(ctx, st, k, size, tuple(evt.index[:2]))
         return {ui[name]: value for name, value in out.items()}
 
-    ui["slice_img"].select(on_select, _pick(ui, ("read_state", "slice_sl", "size_sl")),
-                           _pick(ui, ("read_state", "box_tb", "status", "slice_img",
+    ui["slice_img"].select(on_select, pick(ui, ("read_state", "slice_sl", "size_sl")),
+                           pick(ui, ("read_state", "box_tb", "status", "slice_img",
                                       "channels")), **private)
     ui["size_sl"].release(bind(ctx, ui, rh.resize_box),
-                          _pick(ui, ("read_state", "slice_sl", "size_sl")),
-                          _pick(ui, ("box_tb", "status", "slice_img", "channels")), **private)
+                          pick(ui, ("read_state", "slice_sl", "size_sl")),
+                          pick(ui, ("box_tb", "status", "slice_img", "channels")), **private)
     ui["predict_btn"].click(bind(ctx, ui, rh.run_predict),
-                            _pick(ui, ("read_state", "slice_sl", "box_tb", "opacity")),
-                            _pick(ui, ("read_state", "status", "result_md", "overlay",
+                            pick(ui, ("read_state", "slice_sl", "box_tb", "opacity")),
+                            pick(ui, ("read_state", "status", "result_md", "overlay",
                                        "roi_gal", "details")), **private)
-    ui["opacity"].release(bind(ctx, ui, rh.restyle), _pick(ui, ("read_state", "opacity")),
-                          _pick(ui, ("status", "overlay", "roi_gal")), **private)
-
-
-def _wire_teaching(ctx: DemoContext, ui: UI) -> None:
-    private = {"api_visibility": "private"}
-    ui["next_btn"].click(bind(ctx, ui, th.next_case), _pick(ui, ("teach_state", "reader_tb")),
-                         _pick(ui, th.TEACH_OUTPUTS), **private)
-    ui["t_slice"].release(bind(ctx, ui, th.teach_slice), _pick(ui, ("teach_state", "t_slice")),
-                          _pick(ui, ("t_t1", "t_t2", "t_status")), **private)
-    ui["commit_btn"].click(bind(ctx, ui, th.commit_read),
-                           _pick(ui, ("teach_state", "reader_tb", "call_radio", "feats")),
-                           _pick(ui, th.COMMIT_OUTPUTS), **private)
+    ui["opacity"].release(bind(ctx, ui, rh.restyle), pick(ui, ("read_state", "opacity")),
+                          pick(ui, ("status", "overlay", "roi_gal")), **private)
 
 
 def _endpoint(ctx: DemoContext, fn: Callable) -> Callable:
@@ -215,14 +160,14 @@ def _endpoint(ctx: DemoContext, fn: Callable) -> Callable:
 
 
 def _wire_api(ctx: DemoContext, ui: UI) -> None:
-    result = _pick(ui, ("api_json", "api_overlay"))
-    where = _pick(ui, ("api_slice", "api_box", "api_center", "api_size"))
+    result = pick(ui, ("api_json", "api_overlay"))
+    where = pick(ui, ("api_slice", "api_box", "api_center", "api_size"))
     btns = ui["api_btns"]
     btns[0].click(_endpoint(ctx, api.predict_case),
-                  _pick(ui, ("api_files", "api_t1_series", "api_t2_series")) + where, result,
+                  pick(ui, ("api_files", "api_t1_series", "api_t2_series")) + where, result,
                   api_name="predict_case")
     btns[1].click(_endpoint(ctx, api.predict_images),
-                  _pick(ui, ("api_t1_images", "api_t2_images", "api_spacing")) + where, result,
+                  pick(ui, ("api_t1_images", "api_t2_images", "api_spacing")) + where, result,
                   api_name="predict_images")
     btns[2].click(_endpoint(ctx, api.predict_example), [ui["api_example"]], result,
                   api_name="predict_example")
@@ -264,10 +209,10 @@ def build_app(model: str | PathLike | None = None, cases_dir: str | PathLike | N
                     with gr.Column(scale=3):
                         _result_column(ui)
             with gr.Tab("Teaching", id="teaching"):
-                _teaching_tab(ctx, ui)
+                teaching_tab(ctx, ui)
         _api_inputs(ui)
         _wire_read(ctx, ui)
-        _wire_teaching(ctx, ui)
+        wire_teaching(ctx, ui)
         _wire_api(ctx, ui)
     app.queue(default_concurrency_limit=concurrency)
     return app
