@@ -24,6 +24,7 @@ from .preprocess import ModelInput, PreprocessConfig, box_from_center, build_six
 from .volume import Volume
 
 __all__ = [
+    "analyse_study", "StudyResult",
     "ConfigError",
     "AlignedPair", "LABELS", "Case", "align_pair", "ModelInput", "PreprocessConfig", "align_to",
     "box_from_center",
@@ -33,3 +34,13 @@ __all__ = [
     "ManifestError", "RoiError", "SeriesError", "SeriesInfo", "SpineFXError", "SpineFXWarning",
     "StudyScan", "Volume", "classify_weighting", "load_series", "scan_study",
 ]
+
+
+def __getattr__(name: str):
+    """``analyse_study`` / ``StudyResult`` (runtime/api.py) on first use: importing the package
+    stays cheap (the node starts listening before any model code is imported)."""
+    if name in ("analyse_study", "StudyResult"):
+        from . import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
