@@ -14,6 +14,7 @@ import logging
 import warnings
 from os import PathLike
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pydicom
@@ -28,7 +29,8 @@ from .files import atomic_write_bytes, atomic_write_json, atomic_write_png, atom
 from .provenance import DISCLAIMER
 
 __all__ = ["atomic_write_bytes", "atomic_write_json", "atomic_write_text", "atomic_write_png",
-           "check_output_folder", "secondary_capture", "write_secondary_capture"]
+           "check_output_folder", "copy_patient_study", "quiet_dicom", "read_source_header",
+           "secondary_capture", "write_secondary_capture"]
 
 SECONDARY_CAPTURE = UID("1.2.840.10008.5.1.4.1.1.7")
 # Patient/study attributes copied from the source so PACS files the capture with its study.
@@ -74,23 +76,62 @@ class _DropAll(logging.Filter):
         return False
 
 
+#: Loggers that may quote a source value while a DICOM object is built from it.
+_QUIET_LOGGERS = ("pydicom", "highdicom")
+
+
 @contextlib.contextmanager
-def _quiet_pydicom():
+def quiet_dicom() -> Iterator[None]:
     """No value of the source reaches a log, a warning or the screen while it is copied.
 
     pydicom reports an invalid value (say PatientBirthDate '19XX0101') with the value in the
-    message, as a warning *and* on the "pydicom" logger; here values are copied as they are,
-    unvalidated, and anything pydicom says meanwhile is dropped.
+    message, as a warning *and* on the "pydicom" logger; highdicom warns about names it
+    finds odd, quoting them. Here values are copied as they are, unvalidated, and anything
+    pydicom or highdicom says meanwhile is dropped.
     """
-    logger = logging.getLogger("pydicom")
+    loggers = [logging.getLogger(name) for name in _QUIET_LOGGERS]
     drop = _DropAll()
-    logger.addFilter(drop)
+    for logger in loggers:
+        logger.addFilter(drop)
     try:
         with warnings.catch_warnings(), pydicom.config.disable_value_validation():
             warnings.simplefilter("ignore")
             yield
     finally:
-        logger.removeFilter(drop)
+        for logger in loggers:
+            logger.removeFilter(drop)
+
+
+def read_source_header(source_file: str | PathLike, what: str = "the capture") -> Dataset:
+    """The source image's header (no pixels); an error naming the file, never a value."""
+    try:
+        return pydicom.dcmread(source_file, stop_before_pixels=True)
+    except Exception as exc:
+        # the exception's text is pydicom's, about the file's structure: never a value
+        raise SpineFXError(f"cannot read the source DICOM for {what} "
+                           f"({type(exc).__name__})", Path(source_file)) from exc
+
+
+# Type 2 attributes of the Patient and General Study modules: present in every output, empty
+# when the source lacks them (absent would be invalid DICOM; empty means "unknown")
+_TYPE2 = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate",
+          "StudyTime", "StudyID", "AccessionNumber", "ReferringPhysicianName")
+
+
+def copy_patient_study(src: Dataset, into: Dataset) -> Dataset:
+    """Copy the patient/study attributes (:data:`_COPIED`) of ``src`` into ``into``, as read
+    (names stay in their SpecificCharacterSet); an invalid Type 2 value is written empty,
+    a missing Type 2 attribute is added empty. Call inside :func:`quiet_dicom`."""
+    for keyword in _COPIED:
+        element = src.data_element(keyword) if keyword in src else None
+        if element is not None:
+            element = copy.deepcopy(element)  # as read: no re-validation, no message
+            if keyword in _EMPTY_IF_INVALID and not _valid(element):
+                element.value = ""  # Type 2: empty is valid DICOM; the source keeps its value
+            into.add(element)
+        elif keyword in _TYPE2:
+            setattr(into, keyword, "")
+    return into
 
 
 OUTPUT_NAMES = ("result.json", "overlay.png", "overlay_sc.dcm", "predictions.csv")
@@ -112,41 +153,37 @@ def check_output_folder(out_dir: str | PathLike, inputs: list[str | PathLike]) -
 
 
 def secondary_capture(overlay: Image.Image, source_file: str | PathLike, summary: dict,
-                      series_description: str = "spinefx overlay (research, not for diagnosis)"
+                      series_description: str = "spinefx overlay (research, not for diagnosis)",
                       # a short LO value in the header; the full DISCLAIMER is in ImageComments
-                      ) -> Dataset:
-    """An RGB Secondary Capture of ``overlay`` in the source image's study, referencing it."""
+                      *, series_uid: str | None = None, sop_uid: str | None = None,
+                      created: _dt.datetime | None = None) -> Dataset:
+    """An RGB Secondary Capture of ``overlay`` in the source image's study, referencing it.
+
+    ``series_uid`` / ``sop_uid``: the UIDs to give it (random when None; the node passes
+    deterministic ones, :mod:`spinefx.runtime.dicom_uids`); ``created``: its Content Date and
+    Time (now when None; the same time gives the same bytes)."""
     source_file = Path(source_file)
-    with _quiet_pydicom():
-        return _secondary_capture(overlay, source_file, summary, series_description)
+    with quiet_dicom():
+        return _secondary_capture(overlay, source_file, summary, series_description,
+                                  series_uid or generate_uid(), sop_uid or generate_uid(),
+                                  created or _dt.datetime.now())
 
 
 def _secondary_capture(overlay: Image.Image, source_file: Path, summary: dict,
-                       series_description: str) -> Dataset:
-    try:
-        src = pydicom.dcmread(source_file, stop_before_pixels=True)
-    except Exception as exc:
-        # the exception's text is pydicom's, about the file's structure: never a value
-        raise SpineFXError(f"cannot read the source DICOM for the capture "
-                           f"({type(exc).__name__})", source_file) from exc
+                       series_description: str, series_uid: str, sop_uid: str,
+                       now: _dt.datetime) -> Dataset:
+    src = read_source_header(source_file)
     rgb = np.asarray(overlay.convert("RGB"), dtype=np.uint8)
-    now = _dt.datetime.now()
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = SECONDARY_CAPTURE
-    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.MediaStorageSOPInstanceUID = UID(sop_uid)
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds = Dataset()
     ds.file_meta = meta
-    for keyword in _COPIED:
-        element = src.data_element(keyword) if keyword in src else None
-        if element is not None:
-            element = copy.deepcopy(element)  # as read: no re-validation, no message
-            if keyword in _EMPTY_IF_INVALID and not _valid(element):
-                element.value = ""  # Type 2: empty is valid DICOM; the source keeps its value
-            ds.add(element)
+    copy_patient_study(src, ds)
     ds.SOPClassUID = SECONDARY_CAPTURE
     ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.SeriesInstanceUID = generate_uid()
+    ds.SeriesInstanceUID = series_uid
     ds.SeriesNumber = 9900
     ds.InstanceNumber = 1
     ds.Modality = "OT"
@@ -184,6 +221,6 @@ def write_secondary_capture(path: str | PathLike, overlay: Image.Image,
                             source_file: str | PathLike, summary: dict) -> Path:
     ds = secondary_capture(overlay, source_file, summary)
     buf = io.BytesIO()
-    with _quiet_pydicom():  # encoding the names must not print them either
+    with quiet_dicom():  # encoding the names must not print them either
         ds.save_as(buf, enforce_file_format=True)
     return atomic_write_bytes(path, buf.getvalue())
