@@ -22,6 +22,7 @@ from . import api
 from . import read_handlers as rh
 from .context import DemoContext, drop_state
 from .teaching_app import teaching_tab, wire_teaching
+from .viewer import DEFAULT_PRESET, WL_PRESETS, ZOOMS
 from .views import CAM_CAPTION, DISCLAIMER, SERIES_HEADERS
 from .wiring import UI, bind, pick
 
@@ -34,6 +35,22 @@ CSS = """
 #status {min-height: 1.5em;}
 #result .prose h3 {margin-top: 0;}
 """
+# The mouse wheel over the images steps the slice slider (one slice per notch) and fires the
+# slider's own input event, so the page redraws as for an arrow key. Delegated from the document:
+# gradio renders the slider after this script runs.
+WHEEL_JS = """<script>
+document.addEventListener("wheel", (event) => {
+  const over = event.target.closest && event.target.closest("#slice-image");
+  const range = document.querySelector("#slice-slider input[type=range]");
+  if (!over || !range) return;
+  event.preventDefault();
+  const next = Math.min(Number(range.max), Math.max(Number(range.min),
+                        Number(range.value) + (event.deltaY > 0 ? 1 : -1)));
+  if (next === Number(range.value)) return;
+  range.value = String(next);
+  range.dispatchEvent(new Event("input", {bubbles: true}));
+}, {passive: false});
+</script>"""
 APP_TITLE = "spinefx: benign vs malignant vertebral compression fracture (research demo)"
 
 # ---------------------------------------------------------------------------------------------
@@ -66,9 +83,20 @@ def _load_column(ctx: DemoContext, ui: UI) -> None:
 
 
 def _mark_column(ctx: DemoContext, ui: UI) -> None:
-    gr.Markdown("#### 2 · Mark the fractured vertebra")
-    ui["slice_sl"] = gr.Slider(0, 1, value=0, step=1, label="lesion slice (T1)",
+    gr.Markdown("#### 2 · Scroll, adjust, mark the fractured vertebra")
+    ui["slice_sl"] = gr.Slider(0, 1, value=0, step=1, label="slice (T1 and T2 together; arrow "
+                               "keys on the slider, or the mouse wheel over the images)",
                                elem_id="slice-slider")
+    with gr.Accordion("window/level and zoom", open=True):
+        ui["wl_preset"] = gr.Radio(list(WL_PRESETS), value=DEFAULT_PRESET, label="preset",
+                                   elem_id="wl-preset")
+        with gr.Row():
+            ui["wl_level"] = gr.Slider(0, 100, value=50, step=1, label="level (% of range)",
+                                       elem_id="wl-level")
+            ui["wl_width"] = gr.Slider(5, 200, value=100, step=1, label="width (% of range)",
+                                       elem_id="wl-width")
+        ui["zoom_rd"] = gr.Radio([f"{z:g}x" for z in ZOOMS], value="1x",
+                                 label="zoom (around the box or the click)", elem_id="zoom")
     ui["size_sl"] = gr.Slider(15, 120, value=ctx.config.default_size_mm, step=1,
                               label="box size in mm (used when you click)")
     ui["box_tb"] = gr.Textbox(label="box x0, y0, x1, y1 (T1 pixels)",
@@ -79,9 +107,9 @@ def _mark_column(ctx: DemoContext, ui: UI) -> None:
 
 def _result_column(ui: UI) -> None:
     ui["status"] = gr.Markdown("Load an example or upload a study.", elem_id="status")
-    ui["slice_img"] = gr.Image(label="T1 lesion slice: click the centre of the vertebral body",
-                               interactive=False, type="numpy", format="png",
-                               elem_id="slice-image", height=460)
+    ui["slice_img"] = gr.Image(label="T1 | T2 (resliced onto T1): click the centre of the "
+                                     "vertebral body on either", interactive=False,
+                               type="numpy", format="png", elem_id="slice-image", height=460)
     ui["channels"] = gr.Gallery(label="the 6 input channels the model sees (T1 and T2, "
                                       "slices k-1, k, k+1)", columns=6, height=180,
                                 elem_id="channels")
@@ -124,32 +152,47 @@ def _wire_read(ctx: DemoContext, ui: UI) -> None:
     ui["load_btn"].click(bind(ctx, ui, rh.load_upload),
                          pick(ui, ("read_state", "dicom_files", "t1_images", "t2_images",
                                     "spacing")), outputs, **private)
-    view = pick(ui, ("status", "slice_img", "channels"))
     for dd in (ui["t1_dd"], ui["t2_dd"]):
         dd.input(bind(ctx, ui, rh.change_series),
                  pick(ui, ("read_state", "t1_dd", "t2_dd", "slice_sl", "box_tb")),
                  pick(ui, ("read_state", "status", "slice_sl", "slice_img", "channels")),
                  **private)
-    slice_inputs = pick(ui, ("read_state", "slice_sl", "box_tb"))
-    ui["slice_sl"].release(bind(ctx, ui, rh.show_slice), slice_inputs, view, **private)
-    ui["box_tb"].submit(bind(ctx, ui, rh.show_slice), slice_inputs, view, **private)
+    _wire_viewer(ctx, ui)
 
     def on_select(st: Any, k: Any, size: float, evt: gr.SelectData) -> dict:
         out = rh.click_centre(ctx, st, k, size, tuple(evt.index[:2]))
         return {ui[name]: value for name, value in out.items()}
 
     ui["slice_img"].select(on_select, pick(ui, ("read_state", "slice_sl", "size_sl")),
-                           pick(ui, ("read_state", "box_tb", "status", "slice_img",
-                                      "channels")), **private)
+                           pick(ui, ("box_tb", *rh.VIEW_OUTPUTS)), **private)
     ui["size_sl"].release(bind(ctx, ui, rh.resize_box),
                           pick(ui, ("read_state", "slice_sl", "size_sl")),
-                          pick(ui, ("box_tb", "status", "slice_img", "channels")), **private)
+                          pick(ui, ("box_tb", *rh.VIEW_OUTPUTS)), **private)
     ui["predict_btn"].click(bind(ctx, ui, rh.run_predict),
                             pick(ui, ("read_state", "slice_sl", "box_tb", "opacity")),
                             pick(ui, ("read_state", "status", "result_md", "overlay",
                                        "roi_gal", "details")), **private)
     ui["opacity"].release(bind(ctx, ui, rh.restyle), pick(ui, ("read_state", "opacity")),
                           pick(ui, ("status", "overlay", "roi_gal")), **private)
+
+
+def _wire_viewer(ctx: DemoContext, ui: UI) -> None:
+    """Scrolling (slider, arrow keys, the wheel script), typing a box, W/L and zoom redraw at
+    once: ``.input`` with ``always_last`` (a burst of key presses renders the last slice only);
+    the outputs include the result, cleared when it goes out of date."""
+    quiet: dict[str, Any] = {"api_visibility": "private", "trigger_mode": "always_last",
+                             "show_progress": "hidden"}
+    view = pick(ui, rh.VIEW_OUTPUTS)
+    slice_inputs = pick(ui, ("read_state", "slice_sl", "box_tb"))
+    ui["slice_sl"].input(bind(ctx, ui, rh.show_slice), slice_inputs, view, **quiet)
+    ui["box_tb"].input(bind(ctx, ui, rh.type_box), slice_inputs, view, **quiet)
+    ui["wl_preset"].input(bind(ctx, ui, rh.set_preset),
+                          pick(ui, ("read_state", "wl_preset", "slice_sl", "box_tb")),
+                          pick(ui, ("wl_level", "wl_width", *rh.VIEW_OUTPUTS)), **quiet)
+    window_inputs = pick(ui, ("read_state", "wl_level", "wl_width", "zoom_rd", "slice_sl",
+                              "box_tb"))
+    for control in (ui["wl_level"], ui["wl_width"], ui["zoom_rd"]):
+        control.input(bind(ctx, ui, rh.set_window), window_inputs, view, **quiet)
 
 
 def _endpoint(ctx: DemoContext, fn: Callable) -> Callable:
@@ -220,7 +263,7 @@ def build_app(model: str | PathLike | None = None, cases_dir: str | PathLike | N
 
 def launch(app: gr.Blocks, host: str = "127.0.0.1", port: int | None = 7860, **kwargs: Any):
     """Serve the app with the page style and upload limits (what `spinefx demo` and app.py do)."""
-    options: dict[str, Any] = dict(server_name=host, server_port=port, css=CSS,
+    options: dict[str, Any] = dict(server_name=host, server_port=port, css=CSS, head=WHEEL_JS,
                                    max_file_size=MAX_FILE_SIZE, footer_links=["api"],
                                    show_error=False)
     options.update(kwargs)

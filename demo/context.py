@@ -29,10 +29,12 @@ from spinefx.runtime import PreprocessConfig, SpineFXError
 from spinefx.runtime.files import atomic_write_png, atomic_write_text
 from spinefx.runtime.service import Result, error_json
 from spinefx.runtime.study import SeriesPair, Study
+from spinefx.runtime.study_analysis import SpineAnalysis
 
 from .library import Library
 from .service import ModelState, load_model
 from .uploads import UploadJanitor
+from .viewer import View, ViewCache
 from .views import error_markdown
 
 log = logging.getLogger("spinefx.demo")
@@ -116,14 +118,25 @@ class DemoContext:
 
 @dataclass
 class ReadState:
-    """One browser session's read-mode data (in memory; no PHI, no files)."""
+    """One browser session's read-mode data (in memory; no PHI). ``last`` is the result on
+    screen (None once a slice/box/series change made it out of date); ``spine`` the
+    localiser's whole-spine analysis, ``picked`` the vertebra chosen from it."""
     study: Study | None = None
     pair: SeriesPair | None = None
     center: tuple[float, float] | None = None
-    scale: int = 1
+    view: View = field(default_factory=View)
     last: Result | None = None
     last_k: int | None = None
     notes: list[str] = field(default_factory=list)
+    level: float = 50.0            # window/level in percent of each series' 1-99% range
+    width: float = 100.0
+    zoom: float = 1.0
+    spans: dict[str, tuple[float, float]] = field(default_factory=dict)
+    views: ViewCache = field(default_factory=ViewCache)
+    spine: SpineAnalysis | None = None
+    spine_error: str = ""
+    picked: int | None = None
+    report: str | None = None
 
     def require(self) -> tuple[Study, SeriesPair]:
         if self.study is None or self.pair is None:
@@ -136,6 +149,7 @@ def drop_state(value: Any) -> None:
     if isinstance(value, ReadState):
         value.study = None
         value.last = None
+        value.spine = None
 
 
 class StudyError(SpineFXError):

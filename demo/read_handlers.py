@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import gradio as gr
+import numpy as np
 
 from spinefx.runtime import SpineFXError
 from spinefx.runtime.preprocess import Box
@@ -26,6 +27,14 @@ from .context import (
 )
 from .ingest import load_dicom_upload, load_image_upload
 from .service import predict, preview_input
+from .viewer import (
+    DEFAULT_PRESET,
+    WL_PRESETS,
+    ViewSpec,
+    markers_of,
+    render_pair,
+    robust_range,
+)
 from .views import (
     channel_gallery,
     error_markdown,
@@ -33,23 +42,87 @@ from .views import (
     result_markdown,
     roi_images,
     series_table,
-    slice_view,
+    synthetic_case,
 )
 
 #: Every component a study load refreshes, in the order app.py wires them.
 READ_OUTPUTS = ("read_state", "status", "series_df", "t1_dd", "t2_dd", "slice_sl", "box_tb",
                 "slice_img", "channels", "result_md", "overlay", "roi_gal", "details",
                 "dicom_files", "t1_images", "t2_images")
+#: What a slice, box, click or W/L/zoom change refreshes (a stale result is cleared).
+VIEW_OUTPUTS = ("read_state", "status", "slice_img", "channels", "result_md", "overlay",
+                "roi_gal", "details")
+STALE_RESULT = ("_The result was cleared: the slice or the box changed since it was computed. "
+                "Press **Predict** for this slice and box._")
+
+
+def cleared_result(message: str = "") -> Updates:
+    return {"result_md": message, "overlay": None, "roi_gal": [], "details": None}
+
+
+def invalidate(st: ReadState, k: int, box: Box | None) -> Updates:
+    """Clear the result on screen when it no longer matches the slice and box shown (a W/L or
+    zoom change keeps it: the same input goes to the model)."""
+    if st.last is None:
+        return {}
+    roi = st.last.roi
+    if (box is not None and roi.slice_index == k
+            and all(abs(float(a) - float(b)) < 0.5 for a, b in zip(roi.box, box))):
+        return {}
+    st.last = None
+    return cleared_result(STALE_RESULT)
+
+
+def _spans(st: ReadState, study: Study, pair: SeriesPair) -> tuple[tuple[float, float], ...]:
+    """Each series' 1-99% range (the W/L sliders' scale), once per series per session."""
+    aligned = study.aligned(pair)
+    keys = (pair.t1, f"{pair.t1}->{pair.t2}")
+    for key, vol in zip(keys, (aligned.t1, aligned.t2)):
+        if key not in st.spans:
+            st.spans[key] = robust_range(vol.data)
+    return st.spans[keys[0]], st.spans[keys[1]]
+
+
+def render_view(ctx: DemoContext, st: ReadState, k: int, box: Box | None) -> str | None:
+    """The T1 | T2 picture of slice ``k`` as a PNG path (cached per view)."""
+    study, pair = st.require()
+    aligned = study.aligned(pair)
+    k = int(np.clip(k, 0, aligned.t1.n_slices - 1))
+    focus = (((box[0] + box[2]) / 2, (box[1] + box[3]) / 2) if box is not None
+             else st.center)
+    entries = st.spine.localisation.document["vertebrae"] if st.spine is not None else []
+    spec = ViewSpec(pair=(pair.t1, pair.t2), k=k, level=st.level, width=st.width,
+                    zoom=st.zoom, focus=focus, box=box, centre=st.center,
+                    markers=markers_of(entries, st.picked, k), roi_margin=ctx.config.roi_margin,
+                    note="SYNTHETIC" if synthetic_case(study, pair) else "")
+    hit = st.views.get(spec)
+    if hit is None:
+        img, view = render_pair(aligned.t1.data[k], aligned.t2.data[k], _spans(st, study, pair),
+                                spec, aligned.t1.n_slices)
+        path = ctx.outbox.png(img)
+        assert path is not None
+        hit = (path, view)
+        st.views.put(spec, *hit)
+    st.view = hit[1]
+    return hit[0]
 
 
 def view_updates(ctx: DemoContext, st: ReadState, k: int, box: Box | None) -> Updates:
     study, pair = st.require()
-    img, st.scale = slice_view(study.volume(pair.t1), k, box, ctx.config, st.center)
-    out: Updates = {"slice_img": ctx.outbox.png(img), "channels": []}
+    out: Updates = {"slice_img": render_view(ctx, st, k, box), "channels": []}
     if box is not None:
         out["channels"] = ctx.outbox.gallery(
             channel_gallery(preview_input(ctx.model, study, pair, k, box)))
+    out.update(invalidate(st, int(k), box))
     return out
+
+
+def _box_or_none(text: str) -> Box | None:
+    """The typed box, or None while it is incomplete (the slider still scrolls)."""
+    try:
+        return parse_box(text)
+    except SpineFXError:
+        return None
 
 
 def study_updates(ctx: DemoContext, st: ReadState, study: Study) -> Updates:
@@ -60,6 +133,7 @@ def study_updates(ctx: DemoContext, st: ReadState, study: Study) -> Updates:
 def _study_updates(ctx: DemoContext, st: ReadState, study: Study) -> Updates:
     pair = study.default_pair or study.choose_pair(policy="guess")
     st.study, st.pair, st.center, st.last = study, pair, None, None
+    st.spine, st.picked, st.spine_error = None, None, ""
     t1 = study.volume(pair.t1)
     k = study.default_slice if study.default_slice is not None else t1.n_slices // 2
     box = study.default_box
@@ -142,21 +216,58 @@ def change_series(ctx: DemoContext, st: ReadState | None, t1_key: str, t2_key: s
     st = _loaded(st)
     study, _ = st.require()
     st.pair = study.choose_pair(t1_key, t2_key, "guess")
-    st.last = None
+    st.last, st.spine, st.picked = None, None, None
     t1 = study.volume(st.pair.t1)
     k = min(int(k or 0), t1.n_slices - 1)
     out: Updates = {"read_state": st,
                     "status": f"T1 = {study.labels[st.pair.t1]}; T2 = {study.labels[st.pair.t2]}",
-                    "slice_sl": gr.update(maximum=max(t1.n_slices - 1, 1), value=k)}
-    out.update(view_updates(ctx, st, k, parse_box(box_text)))
+                    "slice_sl": gr.update(maximum=max(t1.n_slices - 1, 1), value=k),
+                    **cleared_result("_The series changed: press **Predict** again._")}
+    out.update(view_updates(ctx, st, k, _box_or_none(box_text)))
     return out
 
 
 @page_guard("status")
 def show_slice(ctx: DemoContext, st: ReadState | None, k: Any, box_text: str) -> Updates:
+    """A slider, arrow-key or wheel move (an incomplete typed box is left out)."""
     if st is None or st.study is None:
         return {}
-    return {**view_updates(ctx, st, int(k), parse_box(box_text)), "status": ""}
+    return {**view_updates(ctx, st, int(k), _box_or_none(box_text)), "status": ""}
+
+
+@page_guard("status")
+def type_box(ctx: DemoContext, st: ReadState | None, k: Any, box_text: str) -> Updates:
+    """A typed box, drawn as soon as it parses (the typed box replaces a clicked centre)."""
+    if st is None or st.study is None:
+        return {}
+    try:
+        box = parse_box(box_text)
+    except SpineFXError as exc:
+        return {"status": f"box not complete yet: {exc}"}
+    st.center = None
+    return {**view_updates(ctx, st, int(k), box), "status": ""}
+
+
+@page_guard("status")
+def set_preset(ctx: DemoContext, st: ReadState | None, preset: str, k: Any,
+               box_text: str) -> Updates:
+    level, width = WL_PRESETS.get(preset, WL_PRESETS[DEFAULT_PRESET])
+    out: Updates = {"wl_level": level, "wl_width": width}
+    if st is not None and st.study is not None:
+        st.level, st.width = level, width
+        out.update(view_updates(ctx, st, int(k), _box_or_none(box_text)))
+    return out
+
+
+@page_guard("status")
+def set_window(ctx: DemoContext, st: ReadState | None, level: float, width: float,
+               zoom: Any, k: Any, box_text: str) -> Updates:
+    """Window/level sliders and the zoom (neither changes the model's input)."""
+    if st is None or st.study is None:
+        return {}
+    st.level, st.width = float(level), max(1.0, float(width))
+    st.zoom = float(str(zoom).rstrip("x") or 1)
+    return view_updates(ctx, st, int(k), _box_or_none(box_text))
 
 
 @page_guard("status")
@@ -165,7 +276,7 @@ def click_centre(ctx: DemoContext, st: ReadState | None, k: Any, size: float,
     """A click at display pixel ``index`` (x, y): a box of ``size`` mm around it."""
     st = _loaded(st)
     study, pair = st.require()
-    x, y = (float(v) / max(st.scale, 1) for v in index[:2])
+    x, y = st.view.to_pixels(float(index[0]), float(index[1]))
     box = box_at(study.volume(pair.t1), (x, y), float(size))
     st.center = (x, y)
     return {"read_state": st, "box_tb": format_box(box),

@@ -11,6 +11,7 @@ from spinefx.runtime.overlay import blend, render_overlay, window
 from spinefx.runtime.preprocess import crop
 from spinefx.runtime.provenance import DISCLAIMER as RESULT_DISCLAIMER
 from spinefx.runtime.provenance import SYNTHETIC_CAPTION
+from spinefx.runtime.study import SeriesPair, Study
 
 DISPLAY_MIN = 448   # small slices are enlarged for display; clicks are scaled back
 ROI_DISPLAY = 256
@@ -127,6 +128,14 @@ def result_markdown(pred: Prediction, synthetic_model: bool, truth: dict | None 
     if pred.model_input.notes:
         lines.append("Notes: " + "; ".join(pred.model_input.notes))
     return "\n\n".join(lines)
+
+
+def synthetic_case(study: Study, pair: SeriesPair | None = None) -> bool:
+    """A SYNTHETIC case: a phantom with its truth, or series whose descriptions say so."""
+    if study.truth is not None and study.truth.get("label"):
+        return True
+    keys = (pair.t1, pair.t2) if pair is not None else tuple(study.labels)
+    return any("synthetic" in study.labels.get(key, "").lower() for key in keys)
 
 
 def error_markdown(message: str) -> str:
