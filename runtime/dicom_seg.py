@@ -1,0 +1,135 @@
+"""The vertebral bodies as a DICOM Segmentation (SEG): binary, one segment per level.
+
+Segment ``i + 1`` is the ``i``-th vertebra of the localisation (superior -> inferior), labelled
+with its level, coded as the vertebra (SNOMED CT) it is; its frames lie on the T1 series'
+frame of reference and reference the T1 images they were derived from (frames with no body
+voxel are left out, as highdicom does by default). The localiser works on a canonical
+orientation (rows superior -> inferior, columns anterior -> posterior); its label map is
+flipped back onto the series' own rows and columns first, as vertebrae_mask.nii.gz is.
+
+Built with highdicom (the ``node`` extra), imported only when a SEG is made; patient/study
+attributes through :func:`spinefx.runtime.outputs.copy_patient_study` (see
+:mod:`spinefx.runtime.dicom_sr`).
+"""
+from __future__ import annotations
+
+import datetime as _dt
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from pydicom.dataset import Dataset
+
+from .dicom_sr import (
+    SourceImage,
+    level_site,
+    require_highdicom,
+    set_creation_time,
+    source_headers,
+    spinefx_version,
+    tracking_uid,
+)
+from .dicom_uids import derived_uid
+from .errors import SpineFXError
+from .localise import canonical_flips
+from .outputs import quiet_dicom
+from .provenance import DISCLAIMER
+
+if TYPE_CHECKING:
+    from .study import Study
+    from .study_analysis import SpineAnalysis
+
+__all__ = ["SEG_SERIES_NUMBER", "segment_label_map", "vertebra_segmentation"]
+
+SEG_SERIES_NUMBER = 9902
+
+
+def segment_label_map(spine: SpineAnalysis) -> np.ndarray:
+    """(slices, rows, cols) uint8 on the series' own grid: 0 background, ``i + 1`` the
+    ``i``-th vertebra (SEG segment numbers run 1..N without gaps; mask values need not)."""
+    vl = spine.localisation.vertebrae
+    flips = canonical_flips(spine.localisation.volume)
+    labels = vl.labels
+    if flips[0]:
+        labels = labels[:, ::-1, :]
+    if flips[1]:
+        labels = labels[:, :, ::-1]
+    if len(vl.vertebrae) > 255:
+        raise SpineFXError(f"{len(vl.vertebrae)} vertebrae: more than a SEG label map holds")
+    out = np.zeros(labels.shape, dtype=np.uint8)
+    for i, vertebra in enumerate(vl.vertebrae):
+        out[labels == vertebra.value] = i + 1
+    return out
+
+
+def vertebra_segmentation(spine: SpineAnalysis, study: Study, *, seed: str,
+                          created: _dt.datetime | None = None,
+                          sources: list[SourceImage] | None = None) -> Dataset:
+    """A binary SEG of the vertebral bodies of ``spine`` on the T1 series.
+
+    ``seed``: what the UIDs derive from (same seed, same UIDs); ``created``: its Content and
+    Instance Creation date/time (now when None); ``sources``:
+    :func:`spinefx.runtime.dicom_sr.source_headers`, when the caller read them already."""
+    hd = require_highdicom()
+    sources = sources if sources is not None else source_headers(spine, study)
+    if any(s.frame is not None for s in sources):
+        raise SpineFXError("the T1 series is a multi-frame image: the SEG output supports "
+                           "single-frame source images only")
+    if not spine.localisation.vertebrae.vertebrae:
+        raise SpineFXError("no vertebra was found: there is nothing to segment")
+    created = created or _dt.datetime.now()
+    # the study's UID is part of every UID: one seed used for two studies gives two sets
+    seed = f"{sources[0].header.StudyInstanceUID}|{seed}"
+    with quiet_dicom():
+        seg = hd.seg.Segmentation(
+            source_images=[s.header for s in sources], pixel_array=segment_label_map(spine),
+            segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+            segment_descriptions=_descriptions(hd, spine, seed),
+            series_instance_uid=derived_uid(seed, "seg", "series"),
+            series_number=SEG_SERIES_NUMBER,
+            sop_instance_uid=derived_uid(seed, "seg", "instance"), instance_number=1,
+            manufacturer="spinefx", manufacturer_model_name="spinefx vertebral-body localiser",
+            software_versions=spinefx_version(), device_serial_number="none",
+            content_label="VERTEBRAE",
+            content_description="vertebral bodies (research, not for diagnosis)",
+            series_description="spinefx vertebral bodies (research)",
+            content_date=created.date(), content_time=created.time())
+        _fix_random_uids(seg, seed)
+        set_creation_time(seg, created)
+        seg.ImageComments = DISCLAIMER
+    return seg
+
+
+def _descriptions(hd: Any, spine: SpineAnalysis, seed: str) -> list[Any]:
+    from pydicom.sr.codedict import codes
+
+    algorithm = hd.AlgorithmIdentificationSequence(
+        name="spinefx vertebral-body localiser", version=spinefx_version(),
+        family=codes.cid7162.ArtificialIntelligence,
+        source=str(spine.localisation.document.get("probability_source") or "spinefx"))
+    out = []
+    for i, vertebra in enumerate(spine.localisation.vertebrae.vertebrae):
+        level = str(vertebra.level)
+        out.append(hd.seg.SegmentDescription(
+            segment_number=i + 1, segment_label=level,
+            segmented_property_category=codes.SCT.AnatomicalStructure,
+            segmented_property_type=level_site(hd, level),
+            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+            algorithm_identification=algorithm,
+            tracking_uid=tracking_uid(seed, i, level),
+            tracking_id=level))
+    return out
+
+
+def _fix_random_uids(seg: Dataset, seed: str) -> None:
+    """highdicom draws the Dimension Organization UID at random: replace it (everywhere it
+    appears) by one derived from ``seed``, so the same seed gives the same bytes."""
+    random_uids = {str(item.DimensionOrganizationUID)
+                   for item in seg.get("DimensionOrganizationSequence", [])}
+    fixed = {uid: derived_uid(seed, "seg", "dimension organization", str(n))
+             for n, uid in enumerate(sorted(random_uids))}
+
+    def replace(dataset: Dataset, element: Any) -> None:
+        if element.keyword == "DimensionOrganizationUID" and str(element.value) in fixed:
+            element.value = fixed[str(element.value)]
+
+    seg.walk(replace)
