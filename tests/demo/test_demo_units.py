@@ -123,7 +123,7 @@ def test_teaching_score_and_readers_csv(tmp_path):
     title = next(f.title for f in FEATURES if f.key == "epidural_mass")
     for case, call, ticks in ((cases[0], "malignant", [title]), (cases[1], "malignant", []),
                               (cases[2], "benign", [title])):
-        s.current = cases.index(case)
+        s.current = case.case_id
         tm.commit(s, case, call, ticks)
     with pytest.raises(SpineFXError, match="already committed"):
         tm.commit(s, cases[2], "benign", [])
@@ -132,7 +132,9 @@ def test_teaching_score_and_readers_csv(tmp_path):
     sc = tm.score(s.reads)
     assert sc["n"] == 3 and sc["accuracy"] == pytest.approx(2 / 3)
     assert sc["sensitivity"] == 1.0 and sc["specificity"] == 0.5
-    assert sc["feature_agreement"] == pytest.approx((15 + 15 + 14) / 45)
+    # epidural_mass present once and ticked; ticked once where absent; 43 absent unticked
+    assert sc["feature_sensitivity"] == 1.0
+    assert sc["feature_specificity"] == pytest.approx(43 / 44)
     text = tm.readers_csv(s)
     assert text.splitlines()[0] == "case_id,reader,call,simulated,features_seen"
     assert text.splitlines()[1] == "c1,Dr._A_1st-year,malignant,no,epidural_mass"
@@ -148,17 +150,16 @@ def test_teaching_score_and_readers_csv(tmp_path):
                                                 "c3": "benign"}
 
 
-def test_next_case_skips_read_cases():
+def test_next_case_follows_the_residents_order_and_skips_read_cases():
     cases = [_case(i, "benign") for i in range(3)]
-    s = tm.TeachingSession()
-    assert s.next_index(cases) == 0
-    s.current = 0
+    s = tm.TeachingSession(order=["c2", "c0", "c1"])
+    assert s.next_case_id() == "c2"
     tm.commit(s, cases[0], "benign", [])
-    s.current = 2
-    assert s.next_index(cases) == 1
-    for c in cases[1:]:
-        tm.commit(s, c, "benign", [])
-    assert s.next_index(cases) is None
+    assert s.next_case_id() == "c2"
+    tm.commit(s, cases[2], "benign", [])
+    assert s.next_case_id() == "c1"
+    tm.commit(s, cases[1], "benign", [])
+    assert s.next_case_id() is None
 
 
 # ---------------------------------------------------------------------------------------- cli

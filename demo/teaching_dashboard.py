@@ -1,0 +1,144 @@
+"""The teacher's dashboard: create a session, watch its residents live, export every read.
+
+The tables are plain functions of the session's reads (``(resident name, read)`` rows from the
+store); the handlers follow the tab's convention ``handler(ctx, store, ...) -> {name: value}``.
+The dashboard needs the session's teacher key (shown once, at creation): the code the
+residents join with does not open other residents' results.
+"""
+from __future__ import annotations
+
+import hashlib
+import time
+from typing import Any
+
+import gradio as gr
+
+from spinefx.runtime import FEATURES
+
+from . import teaching as tm
+from .context import DemoContext, Updates, page_guard
+from .teaching_store import SessionInfo, TeachingStore
+
+REFRESH_S = 3.0
+RESIDENT_HEADERS = ["resident", "reads", "accuracy", "sensitivity", "specificity", "TP", "FN",
+                    "TN", "FP", "agrees with model", "feature sensitivity",
+                    "feature specificity", "feature kappa"]
+CASE_HEADERS = ["case", "truth", "reads", "wrong calls", "wrong", "features missed"]
+FEATURE_HEADERS = ["feature", "leans", "present (reads)", "missed", "miss rate",
+                   "ticked when absent"]
+TEACHER_OUTPUTS = ("teacher_state", "teacher_browser", "dash_timer", "dash_md",
+                   "dash_residents", "dash_cases", "dash_features", "export_btn",
+                   "teacher_status")
+REFRESH_OUTPUTS = ("teacher_state", "dash_md", "dash_residents", "dash_cases",
+                   "dash_features", "export_btn")
+
+Rows = list[tuple[str, tm.Read]]
+
+
+def _by_resident(rows: Rows, names: list[str]) -> dict[str, list[tm.Read]]:
+    grouped: dict[str, list[tm.Read]] = {n: [] for n in names}
+    for name, read in rows:
+        grouped.setdefault(name, []).append(read)
+    return grouped
+
+
+def resident_rows(rows: Rows, names: list[str]) -> list[list[Any]]:
+    """One row per resident (those who joined and read nothing yet too)."""
+    table = []
+    for name, reads in _by_resident(rows, names).items():
+        s = tm.score(reads)
+        kappa = "–" if s["feature_kappa"] is None else f"{s['feature_kappa']:.2f}"
+        model = (f"{tm.pct(s['model_agreement'])} of {s['model_n']}" if s["model_n"]
+                 else "–")
+        table.append([name, s["n"], tm.pct(s["accuracy"]), tm.pct(s["sensitivity"]),
+                      tm.pct(s["specificity"]), s["tp"], s["fn"], s["tn"], s["fp"], model,
+                      tm.pct(s["feature_sensitivity"]), tm.pct(s["feature_specificity"]),
+                      kappa])
+    return table
+
+
+def hardest_cases(rows: Rows) -> list[list[Any]]:
+    """Cases by wrong calls (most first), then by features missed."""
+    cases: dict[str, dict[str, Any]] = {}
+    for _, r in rows:
+        c = cases.setdefault(r.case_id, {"truth": r.truth, "n": 0, "wrong": 0, "missed": 0})
+        c["n"] += 1
+        c["wrong"] += int(r.call != r.truth)
+        c["missed"] += sum(1 for k, v in r.features_truth.items()
+                           if v and k not in r.features_seen)
+    order = sorted(cases.items(), key=lambda kv: (-kv[1]["wrong"] / kv[1]["n"],
+                                                  -kv[1]["missed"], kv[0]))
+    return [[cid, c["truth"], c["n"], c["wrong"], tm.pct(c["wrong"] / c["n"]), c["missed"]]
+            for cid, c in order]
+
+
+def missed_features(rows: Rows) -> list[list[Any]]:
+    """Features by how often residents missed them where present (most missed first)."""
+    counts = tm.feature_counts(r for _, r in rows)
+    table = []
+    for f in FEATURES:
+        c = counts[f.key]
+        present = c["tp"] + c["fn"]
+        rate = c["fn"] / present if present else None
+        table.append([f.title, f.leaning, present, c["fn"], tm.pct(rate), c["fp"]])
+    return sorted(table, key=lambda row: (-(row[3] / row[2]) if row[2] else 1.0, row[0]))
+
+
+def summary_markdown(info: SessionInfo, n_residents: int, n_reads: int) -> str:
+    title = f" · {info.title}" if info.title else ""
+    return (f"### Session {info.code}{title}\n\nResidents join with the code **{info.code}** "
+            f"and their name · {len(info.case_ids)} cases · {n_residents} resident"
+            f"{'s' if n_residents != 1 else ''} · {n_reads} read{'s' if n_reads != 1 else ''}"
+            f" · updated {time.strftime('%H:%M:%S')} (every {REFRESH_S:.0f} s)")
+
+
+def _export_token(info: SessionInfo) -> str:
+    return f"{info.code}-t{hashlib.sha256(info.teacher_key.encode()).hexdigest()[:20]}"
+
+
+@page_guard("teacher_status")
+def refresh(ctx: DemoContext, store: TeachingStore, state: Any) -> Updates:
+    """The live tables; the export file is rewritten only when the reads changed."""
+    if not isinstance(state, dict) or not state.get("code"):
+        return {}
+    info = store.teacher_session(state["code"], state["key"])
+    rows = store.session_reads(info.code)
+    names = [r.name for r in store.residents(info.code)]
+    out: Updates = {"dash_md": summary_markdown(info, len(names), len(rows)),
+                    "dash_residents": resident_rows(rows, names),
+                    "dash_cases": hardest_cases(rows), "dash_features": missed_features(rows)}
+    if state.get("exported") != len(rows):
+        path = store.export(_export_token(info), f"spinefx_reads_session_{info.code}.csv",
+                            tm.reads_csv(rows))
+        state = {**state, "exported": len(rows)}
+        out.update({"export_btn": str(path), "teacher_state": state})
+    return out
+
+
+@page_guard("teacher_status")
+def watch_session(ctx: DemoContext, store: TeachingStore, code: str | None,
+                  key: str | None) -> Updates:
+    info = store.teacher_session(code, key)
+    state = {"code": info.code, "key": info.teacher_key, "exported": None}
+    out = {"teacher_state": state, "teacher_browser": {"code": info.code,
+                                                       "key": info.teacher_key},
+           "dash_timer": gr.Timer(REFRESH_S, active=True), "teacher_status": ""}
+    return {**out, **refresh(ctx, store, state)}
+
+
+@page_guard("teacher_status")
+def create_session(ctx: DemoContext, store: TeachingStore, title: str | None) -> Updates:
+    ids = [c.case_id for c in ctx.library.teaching_cases()]
+    info = store.create_session(ids, title or "")
+    out = watch_session(ctx, store, info.code, info.teacher_key)
+    out["teacher_status"] = (f"Created session **{info.code}**. Your teacher key is "
+                             f"**{info.teacher_key}**: keep it, it reopens this dashboard "
+                             "(residents need only the code).")
+    return out
+
+
+def restore(ctx: DemoContext, store: TeachingStore, remembered: Any) -> Updates:
+    """On page load: the dashboard this browser last watched."""
+    if not isinstance(remembered, dict) or not remembered.get("code"):
+        return {}
+    return watch_session(ctx, store, remembered.get("code"), remembered.get("key"))
