@@ -9,7 +9,7 @@ import pytest
 from spinefx.cli import build_parser, main
 
 SUBCOMMANDS = ["phantom", "inspect", "localise", "train", "evaluate", "readers", "export", "bench",
-               "publish", "predict", "demo"]
+               "publish", "predict", "demo", "node"]
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:

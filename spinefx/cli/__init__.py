@@ -25,7 +25,7 @@ __all__ = ["COMMANDS", "EPILOG", "EXTRAS", "UsageError", "build_parser", "execut
 
 #: The sub-commands in the order ``spinefx --help`` lists them (module names in this package).
 COMMANDS = ("phantom", "inspect", "localise", "train", "evaluate", "readers", "export", "bench",
-            "publish", "predict", "demo")
+            "publish", "predict", "demo", "node")
 
 
 def build_parser() -> argparse.ArgumentParser:

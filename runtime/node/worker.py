@@ -1,0 +1,293 @@
+"""The node's worker thread: complete idle studies, analyse them one at a time, send results.
+
+One job at a time (the analysis takes the CPU; a second would only slow the first). The model
+loads on the first job, not at start, so the node listens within a second. Result UIDs derive
+from the study's StudyInstanceUID and the model's sha256 (+ the revision), so a job run twice
+(after a crash) builds the same objects, and the sent log skips those already confirmed.
+"""
+from __future__ import annotations
+
+import io
+import logging
+import shutil
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from spinefx.runtime.errors import SpineFXError
+from spinefx.runtime.files import atomic_write_bytes
+
+from .config import NodeConfig
+from .store import Job, JobStore, uid_key
+
+__all__ = ["DestinationDown", "SendRefused", "Worker", "analyse_folder", "redact",
+           "result_seed", "send_files", "study_facts"]
+
+log = logging.getLogger("spinefx.node")
+
+#: Patient- and study-level values scrubbed from every reason and log line (the analysis's
+#: messages name series and files, and must never carry these).
+PHI_KEYWORDS = ("PatientName", "PatientID", "OtherPatientIDs", "PatientBirthDate",
+                "PatientAddress", "PatientTelephoneNumbers", "AccessionNumber", "StudyID",
+                "StudyDescription", "StudyInstanceUID", "ReferringPhysicianName",
+                "InstitutionName", "PerformingPhysicianName", "OperatorsName")
+
+
+class DestinationDown(Exception):
+    """The destination cannot take results now (no connection, rejected, out of resources):
+    wait and retry."""
+
+
+class SendRefused(Exception):
+    """The destination refused a result object for good (its status says why)."""
+
+
+def result_seed(study_uid: str, model_sha256: str, revision: int) -> str:
+    """The seed of a job's result UIDs: same study + same model + same revision, same UIDs."""
+    seed = f"{study_uid.strip()}|{model_sha256}"
+    return seed if revision == 0 else f"{seed}|r{revision}"
+
+
+def analyse_folder(folder: Path, predictor: Any, seed: str) -> list[Any]:
+    """The result datasets (SR, SEG, SC) of one study folder (tests replace this)."""
+    from spinefx.runtime.api import analyse_study
+
+    with analyse_study(folder, predictor=predictor) as result:
+        return list(result.dicom_objects(seed=seed))
+
+
+def study_facts(folder: Path) -> tuple[int, set[str], list[str]]:
+    """(files, modalities, patient/study values to scrub) from the headers of a study."""
+    import pydicom
+
+    modalities: set[str] = set()
+    secrets: set[str] = set()
+    paths = sorted(folder.glob("*.dcm"))
+    for i, path in enumerate(paths):
+        try:
+            ds = pydicom.dcmread(path, stop_before_pixels=True)
+        except Exception:  # noqa: BLE001 - the analysis will name an unreadable file
+            continue
+        modalities.add(str(ds.get("Modality", "") or "").strip() or "unknown")
+        if i < 3:  # these are study-level: the first files hold them
+            secrets |= {str(ds.get(k, "") or "") for k in PHI_KEYWORDS}
+            name = ds.get("PatientName")
+            if name is not None:  # "Family^Given" also appears as its parts
+                secrets |= {str(p) for p in str(name).split("^")}
+    return len(paths), modalities, sorted((s for s in secrets if len(s.strip()) >= 3),
+                                          key=len, reverse=True)
+
+
+def redact(text: str, secrets: Sequence[str]) -> str:
+    for secret in secrets:
+        text = text.replace(secret, "[redacted]")
+    return text
+
+
+def _encode(ds: Any) -> bytes:
+    """A dataset as a DICOM file (file meta added when the builder left none)."""
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian
+
+    meta = getattr(ds, "file_meta", None)
+    if meta is None or "TransferSyntaxUID" not in meta:
+        ds.file_meta = meta if meta is not None else FileMetaDataset()
+        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()
+
+
+def send_files(config: NodeConfig, paths: Sequence[Path], store: JobStore, job: Job) -> int:
+    """C-STORE each result file not yet in the sent log to the destination; log each one the
+    destination confirms. Returns how many were sent now."""
+    import pydicom
+    from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+    from pynetdicom import AE, build_context
+
+    datasets = [pydicom.dcmread(p) for p in paths]
+    todo = [ds for ds in datasets if not store.was_sent(str(ds.SOPInstanceUID))]
+    if not todo:
+        return 0
+    syntaxes: dict[str, list[str]] = {}
+    for ds in todo:
+        wanted = syntaxes.setdefault(str(ds.SOPClassUID),
+                                     [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+        if ds.file_meta.TransferSyntaxUID not in wanted:
+            wanted.insert(0, ds.file_meta.TransferSyntaxUID)
+    ae = AE(ae_title=config.ae_title)
+    ae.connection_timeout = 5
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 30
+    contexts = [build_context(sop_class, ts) for sop_class, ts in syntaxes.items()]
+    dest = config.dest
+    assoc = ae.associate(dest.host, dest.port, contexts=contexts, ae_title=dest.ae_title)
+    if not assoc.is_established:
+        why = "rejected" if assoc.is_rejected else "aborted" if assoc.is_aborted else \
+            "no connection"
+        raise DestinationDown(f"association {why}")
+    sent = 0
+    try:
+        for ds in todo:
+            status = assoc.send_c_store(ds)
+            code = int(getattr(status, "Status", -1)) if status else -1
+            if code == -1:
+                raise DestinationDown("no response to C-STORE (connection lost or timed out)")
+            if 0xA700 <= code <= 0xA7FF:
+                raise DestinationDown(f"out of resources (status 0x{code:04X})")
+            if code != 0 and not 0xB000 <= code <= 0xBFFF:  # warnings mean stored
+                raise SendRefused(f"destination refused a {ds.get('Modality', '?')} object "
+                                  f"(status 0x{code:04X})")
+            store.mark_sent(job.id, str(ds.SOPInstanceUID), str(ds.SOPClassUID))
+            sent += 1
+    finally:
+        if assoc.is_established:
+            assoc.release()
+    return sent
+
+
+class Worker:
+    """Runs the jobs of one :class:`JobStore`. ``load_predictor``: builds the model (called
+    once, on the first analysis; default the configured model)."""
+
+    poll_seconds = 0.1
+    purge_every_seconds = 600.0
+
+    def __init__(self, store: JobStore, config: NodeConfig,
+                 load_predictor: Callable[[], Any] | None = None,
+                 clock: Callable[[], float] = time.time):
+        self.store = store
+        self.config = config
+        self._load = load_predictor or self._default_predictor
+        self._predictor: Any = None
+        self.clock = clock
+        self._last_purge = 0.0
+
+    def _default_predictor(self) -> Any:
+        from spinefx.runtime.inference import Predictor
+
+        return Predictor(self.config.model, variant=self.config.variant)
+
+    def predictor(self) -> Any:
+        if self._predictor is None:
+            self._predictor = self._load()
+        return self._predictor
+
+    def run(self, stop: threading.Event) -> None:
+        """Work until ``stop`` is set; an unexpected error is logged and the loop goes on."""
+        while not stop.is_set():
+            try:
+                busy = self.step()
+            except Exception as exc:  # noqa: BLE001 - the node must keep running
+                log.error("worker: %s (will retry)", type(exc).__name__)
+                log.debug("worker error", exc_info=True)
+                busy = False
+            if not busy:
+                stop.wait(self.poll_seconds)
+        self.store.close()
+
+    def step(self) -> bool:
+        """Do one piece of work; False when there was nothing to do."""
+        now = self.clock()
+        for job_id in self.store.complete_idle(self.config.idle_seconds, now):
+            log.info("job %d: complete (%d instances)", job_id,
+                     self.store.job(job_id).instances)
+        job = self.store.next_job(now)
+        if job is None:
+            if now - self._last_purge >= self.purge_every_seconds:
+                self._last_purge = now
+                for job_id in self.store.purge(self.config.retention_days, now):
+                    log.info("job %d: files removed (retention)", job_id)
+            return False
+        if job.state == "sending":
+            self.send(job)
+        else:
+            self.analyse(job)
+        return True
+
+    # -- analysis ------------------------------------------------------------------------
+    def analyse(self, job: Job) -> None:
+        """A claimed job (state analysing): skipped, failed, or results on disk and sent."""
+        start = self.clock()
+        log.info("job %d: analysing", job.id)
+        n_files, modalities, secrets = study_facts(self.store.study_folder(job))
+        if n_files == 0:
+            return self._finish(job, "failed", "no received instance on disk", start)
+        if "MR" not in modalities:
+            return self._finish(job, "skipped", f"not an MR study (modality "
+                                f"{', '.join(sorted(modalities))})", start)
+        try:
+            predictor = self.predictor()
+        except Exception as exc:  # noqa: BLE001 - reported on the job; the node runs on
+            return self._finish(job, "failed", redact(f"the model could not be loaded: "
+                                                      f"{type(exc).__name__}: {exc}", secrets),
+                                start)
+        try:
+            seed = result_seed(job.study_uid, str(predictor.sha256), job.revision)
+            datasets = analyse_folder(self.store.study_folder(job), predictor, seed)
+        except SpineFXError as exc:  # what the runtime cannot analyse: refused politely
+            return self._finish(job, "skipped", redact(str(exc), secrets), start)
+        except Exception as exc:  # noqa: BLE001 - a bug or a broken file; the node runs on
+            log.debug("job %d: analysis error", job.id, exc_info=True)
+            return self._finish(job, "failed", redact(f"analysis error: "
+                                                      f"{type(exc).__name__}: {exc}", secrets),
+                                start)
+        self._keep_results(job, datasets)
+        if not self.store.update(job.id, generation=job.generation, state="sending",
+                                 results=len(datasets), analysis_seconds=self.clock() - start,
+                                 attempts=0, next_attempt_at=None):
+            log.info("job %d: new instances arrived during the analysis; receiving", job.id)
+            return self.store.reopen(job, new_revision=False)
+        log.info("job %d: %d results built in %.2f s", job.id, len(datasets),
+                 self.clock() - start)
+        self.send(self.store.job(job.id))
+
+    def _keep_results(self, job: Job, datasets: Sequence[Any]) -> None:
+        """The results of this revision on disk (atomic files, named by UID hash), replacing
+        whatever an interrupted earlier run left, so a retry sends exactly these."""
+        folder = self.store.results_folder(job)
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True, exist_ok=True)
+        for ds in datasets:
+            atomic_write_bytes(folder / f"{uid_key(str(ds.SOPInstanceUID))}.dcm", _encode(ds))
+
+    def _finish(self, job: Job, state: str, reason: str | None, start: float | None) -> None:
+        now = self.clock()
+        values: dict[str, Any] = {"state": state, "reason": reason, "finished_at": now,
+                                  "next_attempt_at": None}
+        if start is not None:
+            values["analysis_seconds"] = now - start
+        if not self.store.update(job.id, generation=job.generation, **values):
+            log.info("job %d: new instances arrived meanwhile; receiving again", job.id)
+            return self.store.reopen(job, new_revision=state == "done")
+        if state == "done":
+            log.info("job %d: done", job.id)
+        else:
+            log.warning("job %d: %s: %s", job.id, state, reason)
+
+    # -- sending -------------------------------------------------------------------------
+    def send(self, job: Job) -> None:
+        paths = sorted(self.store.results_folder(job).glob("*.dcm"))
+        if job.results is not None and len(paths) < job.results:  # results lost: rebuild
+            self.store.update(job.id, state="complete", completed_at=self.clock())
+            return
+        try:
+            sent = send_files(self.config, paths, self.store, job)
+        except DestinationDown as exc:
+            return self._retry_later(job, str(exc))
+        except SendRefused as exc:
+            return self._finish(job, "failed", str(exc), None)
+        except (OSError, RuntimeError) as exc:  # socket errors, an association torn down
+            return self._retry_later(job, f"{type(exc).__name__}: {exc}")
+        log.info("job %d: %d results sent to %s", job.id, sent, self.config.dest)
+        self._finish(job, "done", None, None)
+
+    def _retry_later(self, job: Job, why: str) -> None:
+        attempts = job.attempts + 1
+        wait = min(self.config.retry_max_seconds,
+                   self.config.retry_initial_seconds * 2 ** min(attempts - 1, 30))
+        reason = f"destination {self.config.dest} unavailable ({why}); retry {attempts} in " \
+                 f"{wait:g} s"
+        self.store.update(job.id, attempts=attempts, next_attempt_at=self.clock() + wait,
+                          reason=reason)
+        log.warning("job %d: %s", job.id, reason)
