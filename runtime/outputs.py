@@ -89,7 +89,11 @@ def quiet_dicom() -> Iterator[None]:
     finds odd, quoting them. Here values are copied as they are, unvalidated, and anything
     pydicom or highdicom says meanwhile is dropped.
     """
-    loggers = [logging.getLogger(name) for name in _QUIET_LOGGERS]
+    # a logger's filter does not see its children's records ("highdicom.base" logs the
+    # patient's name): every logger of the family gets the filter
+    family = [name for name in list(logging.Logger.manager.loggerDict)
+              if name.split(".")[0] in _QUIET_LOGGERS]
+    loggers = [logging.getLogger(name) for name in dict.fromkeys([*_QUIET_LOGGERS, *family])]
     drop = _DropAll()
     for logger in loggers:
         logger.addFilter(drop)
