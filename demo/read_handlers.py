@@ -12,8 +12,9 @@ import gradio as gr
 import numpy as np
 
 from spinefx.runtime import SpineFXError
+from spinefx.runtime.explain import explain_prediction
 from spinefx.runtime.preprocess import Box
-from spinefx.runtime.service import box_at, check_slice, format_box, parse_box
+from spinefx.runtime.service import Result, box_at, check_slice, format_box, parse_box
 from spinefx.runtime.study import SeriesPair, Study
 
 from .context import (
@@ -27,6 +28,7 @@ from .context import (
 )
 from .ingest import load_dicom_upload, load_image_upload
 from .service import predict, preview_input
+from .spine_view import picked_entry, run_localiser, spine_updates
 from .viewer import (
     DEFAULT_PRESET,
     WL_PRESETS,
@@ -38,6 +40,7 @@ from .viewer import (
 from .views import (
     channel_gallery,
     error_markdown,
+    explanation_markdown,
     overlay_image,
     result_markdown,
     roi_images,
@@ -48,7 +51,8 @@ from .views import (
 #: Every component a study load refreshes, in the order app.py wires them.
 READ_OUTPUTS = ("read_state", "status", "series_df", "t1_dd", "t2_dd", "slice_sl", "box_tb",
                 "slice_img", "channels", "result_md", "overlay", "roi_gal", "details",
-                "dicom_files", "t1_images", "t2_images")
+                "dicom_files", "t1_images", "t2_images", "spine_md", "spine_df", "level_rd")
+DEFAULT_OPACITY = 0.45
 #: What a slice, box, click or W/L/zoom change refreshes (a stale result is cleared).
 VIEW_OUTPUTS = ("read_state", "status", "slice_img", "channels", "result_md", "overlay",
                 "roi_gal", "details")
@@ -137,6 +141,7 @@ def _study_updates(ctx: DemoContext, st: ReadState, study: Study) -> Updates:
     t1 = study.volume(pair.t1)
     k = study.default_slice if study.default_slice is not None else t1.n_slices // 2
     box = study.default_box
+    run_localiser(ctx.model.predictor, st)
     notes = "; ".join([*study.notes, *pair.notes])
     out: Updates = {
         "read_state": st, "series_df": series_table(study.rows),
@@ -149,21 +154,63 @@ def _study_updates(ctx: DemoContext, st: ReadState, study: Study) -> Updates:
                   + ("Click the centre of the fractured vertebral body, then Predict."
                      if box is None else "")
                   + (f"\n\nNotes: {notes}" if notes else "")}
+    out.update(spine_updates(st))
     out.update(view_updates(ctx, st, k, box))
     return out
+
+
+def result_updates(ctx: DemoContext, st: ReadState, result: Result, alpha: float) -> Updates:
+    """Show ``result`` (it becomes the session's current one) with its explanation."""
+    study, _ = st.require()
+    st.last, st.last_k = result, result.roi.slice_index
+    pred = result.prediction
+    explanation = explain_result(ctx, result)
+    details = {**result.to_json(), "explanation": explanation}
+    return {"read_state": st,
+            "result_md": result_markdown(pred, result.synthetic_model, study.truth,
+                                         result.roi.slice_index)
+            + "\n\n" + explanation_markdown(explanation),
+            "overlay": ctx.outbox.png(overlay_image(pred, alpha, result.synthetic_model)),
+            "roi_gal": ctx.outbox.gallery(roi_images(pred, alpha)),
+            "details": details}
+
+
+def explain_result(ctx: DemoContext, result: Result) -> dict:
+    raw = ctx.model.predictor.spec.raw if ctx.model.predictor is not None else {}
+    return explain_prediction(result.prediction, raw, result.synthetic_model)
 
 
 def prediction_updates(ctx: DemoContext, st: ReadState, k: int, box: Box | None,
                        alpha: float) -> Updates:
     study, pair = st.require()
-    result = predict(ctx.model, study, pair, k, box)
-    st.last, st.last_k = result, result.roi.slice_index
-    pred = result.prediction
-    return {"read_state": st,
-            "result_md": result_markdown(pred, result.synthetic_model, study.truth, k),
-            "overlay": ctx.outbox.png(overlay_image(pred, alpha, result.synthetic_model)),
-            "roi_gal": ctx.outbox.gallery(roi_images(pred, alpha)),
-            "details": result.to_json()}
+    return result_updates(ctx, st, predict(ctx.model, study, pair, k, box), alpha)
+
+
+def _auto_pick(ctx: DemoContext, st: ReadState, alpha: float) -> Updates:
+    """After a load: the most suspicious vertebra picked, its slice, box and result shown."""
+    if st.spine is None:
+        return {}
+    out = pick_updates(ctx, st, st.spine.primary_index, alpha)
+    out.update(spine_updates(st))   # the level list with the pick selected
+    return out
+
+
+def pick_updates(ctx: DemoContext, st: ReadState, i: int, alpha: float) -> Updates:
+    assert st.spine is not None
+    entry = st.spine.localisation.document["vertebrae"][i]
+    k, box = int(entry["slice"]), tuple(float(v) for v in entry["box"])
+    roi_box: Box = (box[0], box[1], box[2], box[3])
+    st.picked, st.center, st.last = i, None, None
+    result = st.spine.results[i]
+    out: Updates = {"slice_sl": gr.update(value=k), "box_tb": format_box(roi_box),
+                    "level_rd": gr.update(value=str(i))}
+    if result is not None:
+        out.update(result_updates(ctx, st, result, alpha))
+    else:
+        out.update(cleared_result(f"**{entry['level']} was not classified:** "
+                                  f"{st.spine.errors[i] or 'no result'}"))
+    out.update(view_updates(ctx, st, k, roi_box))
+    return out
 
 
 @page_guard("status")
@@ -199,8 +246,21 @@ def load_upload(ctx: DemoContext, st: ReadState | None, files: Any, t1_imgs: Any
                                "slices for T1 and for T2")
     finally:
         ctx.janitor.release(dicom + t1s + t2s)
-    out = study_updates(ctx, ReadState(), study)
+    st = ReadState()
+    out = study_updates(ctx, st, study)
+    if study.default_box is None:
+        out.update(_auto_pick(ctx, st, DEFAULT_OPACITY))
     out.update({"dicom_files": None, "t1_images": None, "t2_images": None})
+    return out
+
+
+@page_guard("status")
+def pick_level(ctx: DemoContext, st: ReadState | None, choice: Any, alpha: float) -> Updates:
+    """A level picked from the localiser's list: its slice, box and result."""
+    st = _loaded(st)
+    i, entry = picked_entry(st, choice)
+    out = pick_updates(ctx, st, i, alpha)
+    out["status"] = f"{entry['level']}: slice {entry['slice']}, box {out['box_tb']}."
     return out
 
 
@@ -216,13 +276,15 @@ def change_series(ctx: DemoContext, st: ReadState | None, t1_key: str, t2_key: s
     st = _loaded(st)
     study, _ = st.require()
     st.pair = study.choose_pair(t1_key, t2_key, "guess")
-    st.last, st.spine, st.picked = None, None, None
+    st.last = None
+    run_localiser(ctx.model.predictor, st)
     t1 = study.volume(st.pair.t1)
     k = min(int(k or 0), t1.n_slices - 1)
     out: Updates = {"read_state": st,
                     "status": f"T1 = {study.labels[st.pair.t1]}; T2 = {study.labels[st.pair.t2]}",
                     "slice_sl": gr.update(maximum=max(t1.n_slices - 1, 1), value=k),
-                    **cleared_result("_The series changed: press **Predict** again._")}
+                    **cleared_result("_The series changed: press **Predict** again._"),
+                    **spine_updates(st)}
     out.update(view_updates(ctx, st, k, _box_or_none(box_text)))
     return out
 

@@ -130,6 +130,20 @@ def result_markdown(pred: Prediction, synthetic_model: bool, truth: dict | None 
     return "\n\n".join(lines)
 
 
+def explanation_markdown(explanation: dict) -> str:
+    """The explained result (runtime.explain) as the lines under the probability."""
+    op, cal, ood = (explanation["operating_point"], explanation["calibration"],
+                    explanation["ood"])
+    lines = [f"**What the threshold means.** {explanation['threshold_meaning']}",
+             f"**What it gives.** {op['statement']}",
+             f"**Calibration.** {cal['statement']}",
+             f"**Out of distribution: {ood['verdict']}.** {ood['statement']}",
+             f"**The map.** {explanation['map']}"]
+    if explanation.get("synthetic_note"):
+        lines.append(f"_{explanation['synthetic_note']}_")
+    return "\n\n".join(lines)
+
+
 def synthetic_case(study: Study, pair: SeriesPair | None = None) -> bool:
     """A SYNTHETIC case: a phantom with its truth, or series whose descriptions say so."""
     if study.truth is not None and study.truth.get("label"):
