@@ -93,8 +93,9 @@ def _clean(src: Dataset) -> Dataset:
     out = Dataset()
     copy_patient_study(src, out)
     for keyword in _REFERENCE_KEYWORDS:
-        if keyword in src:
-            out.add(src.data_element(keyword))
+        element = src.data_element(keyword) if keyword in src else None
+        if element is not None:
+            out.add(element)
     return out
 
 

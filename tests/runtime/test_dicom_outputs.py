@@ -301,3 +301,17 @@ def test_seg_labels_are_flipped_back_onto_a_series_stored_the_other_way(analysed
                                                          volume=upside_down))
     assert np.array_equal(segment_label_map(other), as_stored[:, ::-1, :])
     assert set(np.unique(as_stored)) == set(range(len(localisation.vertebrae.vertebrae) + 1))
+
+
+def test_derived_uids_are_valid_deterministic_and_keep_parts_apart() -> None:
+    from pydicom.uid import UID
+
+    from spinefx.runtime.dicom_uids import UID_PREFIX, derived_uid
+
+    uid = derived_uid("1.2.3", "seed", "sr")
+    assert uid == derived_uid("1.2.3", "seed", "sr") and UID(uid).is_valid
+    assert uid.startswith(UID_PREFIX) and len(uid) <= 64
+    assert derived_uid("ab", "c") != derived_uid("a", "bc") != derived_uid("abc")
+    assert derived_uid("x", prefix="1.2.40.").startswith("1.2.40.")
+    with pytest.raises(ValueError):
+        derived_uid()
