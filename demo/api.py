@@ -1,6 +1,8 @@
 """The demo's named API endpoints (stateless): /predict_case, /predict_images,
 /predict_example, /model_info. Each returns (result document, overlay PNG path); the document
-is :meth:`spinefx.runtime.service.Result.to_json`, the same as `spinefx predict`'s result.json.
+is :meth:`spinefx.runtime.service.Result.to_json`, the same as `spinefx predict`'s result.json,
+plus ``explanation`` (:func:`spinefx.runtime.explain.explain`: the threshold's meaning, its
+sensitivity/specificity, calibration, the OOD verdict and the map in words).
 
 A bad input gives ``{"status": "error", "error": "<readable message>"}``, never a traceback.
 """
@@ -8,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from spinefx.runtime.explain import explain_prediction
 from spinefx.runtime.preprocess import Box
 from spinefx.runtime.provenance import DISCLAIMER
 from spinefx.runtime.service import Result, parse_box, parse_point
@@ -21,8 +24,12 @@ from .views import overlay_image
 
 
 def _finish(ctx: DemoContext, result: Result) -> tuple[dict, str | None]:
+    """result.json's document plus ``explanation`` (the page's words, runtime.explain)."""
     image = overlay_image(result.prediction, 0.45, result.synthetic_model)
-    return result.to_json(), ctx.outbox.png(image)
+    raw = ctx.model.predictor.spec.raw if ctx.model.predictor is not None else {}
+    doc = {**result.to_json(),
+           "explanation": explain_prediction(result.prediction, raw, result.synthetic_model)}
+    return doc, ctx.outbox.png(image)
 
 
 def _predict(ctx: DemoContext, study: Study, t1_series: Any, t2_series: Any, slice_index: Any,

@@ -126,6 +126,8 @@ def _result_column(ui: UI) -> None:
                                       "slices k-1, k, k+1)", columns=6, height=180,
                                 elem_id="channels")
     ui["result_md"] = gr.Markdown(elem_id="result")
+    ui["report_btn"] = gr.DownloadButton("Download the report (print-ready HTML)", value=None,
+                                         elem_id="report", size="sm")
     ui["overlay"] = gr.Image(label="Grad-CAM on the T1 and T2 lesion slices", interactive=False,
                              format="png", elem_id="overlay")
     ui["roi_gal"] = gr.Gallery(label="ROI with the map", columns=2, height=280, elem_id="roi")
@@ -171,7 +173,8 @@ def _wire_read(ctx: DemoContext, ui: UI) -> None:
                  **private)
     ui["level_rd"].input(bind(ctx, ui, rh.pick_level),
                          pick(ui, ("read_state", "level_rd", "opacity")),
-                         pick(ui, ("slice_sl", "box_tb", "level_rd", *rh.VIEW_OUTPUTS)),
+                         pick(ui, ("slice_sl", "box_tb", "level_rd", "report_btn",
+                                   *rh.VIEW_OUTPUTS)),
                          **private)
     _wire_viewer(ctx, ui)
 
@@ -187,7 +190,7 @@ def _wire_read(ctx: DemoContext, ui: UI) -> None:
     ui["predict_btn"].click(bind(ctx, ui, rh.run_predict),
                             pick(ui, ("read_state", "slice_sl", "box_tb", "opacity")),
                             pick(ui, ("read_state", "status", "result_md", "overlay",
-                                       "roi_gal", "details")), **private)
+                                       "roi_gal", "details", "report_btn")), **private)
     ui["opacity"].release(bind(ctx, ui, rh.restyle), pick(ui, ("read_state", "opacity")),
                           pick(ui, ("status", "overlay", "roi_gal")), **private)
 

@@ -136,7 +136,8 @@ class ReadState:
     spine: SpineAnalysis | None = None
     spine_error: str = ""
     picked: int | None = None
-    report: str | None = None
+    report: str | None = None     # the session's latest report file
+    source: str = "the loaded study"   # what the report calls it (never an upload's file names)
 
     def require(self) -> tuple[Study, SeriesPair]:
         if self.study is None or self.pair is None:

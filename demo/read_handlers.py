@@ -10,6 +10,7 @@ from typing import Any
 
 import gradio as gr
 import numpy as np
+from PIL import Image
 
 from spinefx.runtime import SpineFXError
 from spinefx.runtime.explain import explain_prediction
@@ -27,6 +28,7 @@ from .context import (
     upload_title,
 )
 from .ingest import load_dicom_upload, load_image_upload
+from .report import session_report
 from .service import predict, preview_input
 from .spine_view import picked_entry, run_localiser, spine_updates
 from .viewer import (
@@ -51,7 +53,8 @@ from .views import (
 #: Every component a study load refreshes, in the order app.py wires them.
 READ_OUTPUTS = ("read_state", "status", "series_df", "t1_dd", "t2_dd", "slice_sl", "box_tb",
                 "slice_img", "channels", "result_md", "overlay", "roi_gal", "details",
-                "dicom_files", "t1_images", "t2_images", "spine_md", "spine_df", "level_rd")
+                "dicom_files", "t1_images", "t2_images", "spine_md", "spine_df", "level_rd",
+                "report_btn")
 DEFAULT_OPACITY = 0.45
 #: What a slice, box, click or W/L/zoom change refreshes (a stale result is cleared).
 VIEW_OUTPUTS = ("read_state", "status", "slice_img", "channels", "result_md", "overlay",
@@ -121,6 +124,19 @@ def view_updates(ctx: DemoContext, st: ReadState, k: int, box: Box | None) -> Up
     return out
 
 
+def report_update(ctx: DemoContext, st: ReadState) -> Updates:
+    """A fresh report for the download button (the view at the result's own slice and box)."""
+    view = None
+    if st.last is not None:
+        shown = st.view                       # clicks keep mapping onto the picture on screen
+        path = render_view(ctx, st, st.last.roi.slice_index, st.last.roi.box)
+        st.view = shown
+        if path is not None:
+            with Image.open(path) as picture:
+                view = picture.convert("RGB")
+    return {"report_btn": session_report(ctx, st, view)}
+
+
 def _box_or_none(text: str) -> Box | None:
     """The typed box, or None while it is incomplete (the slider still scrolls)."""
     try:
@@ -151,8 +167,10 @@ def _study_updates(ctx: DemoContext, st: ReadState, study: Study) -> Updates:
         "box_tb": format_box(box) if box else "",
         "result_md": "", "overlay": None, "roi_gal": [], "details": None,
         "status": f"Loaded **{study.title}**: {len(study.rows)} series. "
-                  + ("Click the centre of the fractured vertebral body, then Predict."
-                     if box is None else "")
+                  + ("" if box is not None else
+                     "Read automatically: the most suspicious vertebra is picked; pick another "
+                     "level, or click a vertebral body's centre and Predict." if st.spine else
+                     "Click the centre of the fractured vertebral body, then Predict.")
                   + (f"\n\nNotes: {notes}" if notes else "")}
     out.update(spine_updates(st))
     out.update(view_updates(ctx, st, k, box))
@@ -215,7 +233,7 @@ def pick_updates(ctx: DemoContext, st: ReadState, i: int, alpha: float) -> Updat
 
 @page_guard("status")
 def run_example(ctx: DemoContext, key: str, alpha: float) -> Updates:
-    st = ReadState()
+    st = ReadState(source=f"example: {key}")
     study = ctx.library.load_example(key)
     out = study_updates(ctx, st, study)
     if ctx.model.ready:
@@ -224,7 +242,7 @@ def run_example(ctx: DemoContext, key: str, alpha: float) -> Updates:
         out["status"] = f"Example **{study.title}** loaded and run. " + "; ".join(study.notes)
     else:
         out["status"] = error_markdown(ctx.model.message)
-    return out
+    return {**out, **report_update(ctx, st)}
 
 
 @page_guard("status")
@@ -246,12 +264,12 @@ def load_upload(ctx: DemoContext, st: ReadState | None, files: Any, t1_imgs: Any
                                "slices for T1 and for T2")
     finally:
         ctx.janitor.release(dicom + t1s + t2s)
-    st = ReadState()
+    st = ReadState(source="uploaded DICOM study" if dicom else "uploaded image slices")
     out = study_updates(ctx, st, study)
     if study.default_box is None:
         out.update(_auto_pick(ctx, st, DEFAULT_OPACITY))
     out.update({"dicom_files": None, "t1_images": None, "t2_images": None})
-    return out
+    return {**out, **report_update(ctx, st)}
 
 
 @page_guard("status")
@@ -261,7 +279,7 @@ def pick_level(ctx: DemoContext, st: ReadState | None, choice: Any, alpha: float
     i, entry = picked_entry(st, choice)
     out = pick_updates(ctx, st, i, alpha)
     out["status"] = f"{entry['level']}: slice {entry['slice']}, box {out['box_tb']}."
-    return out
+    return {**out, **report_update(ctx, st)}
 
 
 def _loaded(st: ReadState | None) -> ReadState:
@@ -368,7 +386,7 @@ def run_predict(ctx: DemoContext, st: ReadState | None, k: Any, box_text: str,
     k = check_slice(study.volume(pair.t1), k)
     out = prediction_updates(ctx, st, k, box, alpha)
     out["status"] = "Done."
-    return out
+    return {**out, **report_update(ctx, st)}
 
 
 @page_guard("status")
