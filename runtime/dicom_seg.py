@@ -3,7 +3,8 @@
 Segment ``i + 1`` is the ``i``-th vertebra of the localisation (superior -> inferior), labelled
 with its level, coded as the vertebra (SNOMED CT) it is; its frames lie on the T1 series'
 frame of reference and reference the T1 images they were derived from (frames with no body
-voxel are left out, as highdicom does by default). The localiser works on a canonical
+voxel are left out, as highdicom does by default). A T1 series stored as one enhanced
+(multi-frame) image gets its frames in that image's frame order. The localiser works on a canonical
 orientation (rows superior -> inferior, columns anterior -> posterior); its label map is
 flipped back onto the series' own rows and columns first, as vertebrae_mask.nii.gz is.
 
@@ -38,7 +39,8 @@ if TYPE_CHECKING:
     from .study import Study
     from .study_analysis import SpineAnalysis
 
-__all__ = ["SEG_SERIES_NUMBER", "segment_label_map", "vertebra_segmentation"]
+__all__ = ["SEG_SERIES_NUMBER", "segment_label_map", "source_frames",
+           "vertebra_segmentation"]
 
 SEG_SERIES_NUMBER = 9902
 
@@ -71,17 +73,15 @@ def vertebra_segmentation(spine: SpineAnalysis, study: Study, *, seed: str,
     :func:`spinefx.runtime.dicom_sr.source_headers`, when the caller read them already."""
     hd = require_highdicom()
     sources = sources if sources is not None else source_headers(spine, study)
-    if any(s.frame is not None for s in sources):
-        raise SpineFXError("the T1 series is a multi-frame image: the SEG output supports "
-                           "single-frame source images only")
     if not spine.localisation.vertebrae.vertebrae:
         raise SpineFXError("no vertebra was found: there is nothing to segment")
     created = created or _dt.datetime.now()
     # the study's UID is part of every UID: one seed used for two studies gives two sets
     seed = f"{sources[0].header.StudyInstanceUID}|{seed}"
     with quiet_dicom():
+        images, frames = source_frames(sources, segment_label_map(spine))
         seg = hd.seg.Segmentation(
-            source_images=[s.header for s in sources], pixel_array=segment_label_map(spine),
+            source_images=images, pixel_array=frames,
             segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
             segment_descriptions=_descriptions(hd, spine, seed),
             series_instance_uid=derived_uid(seed, "seg", "series"),
@@ -97,6 +97,26 @@ def vertebra_segmentation(spine: SpineAnalysis, study: Study, *, seed: str,
         set_creation_time(seg, created)
         seg.ImageComments = DISCLAIMER
     return seg
+
+
+def source_frames(sources: list[SourceImage], labels: np.ndarray
+                  ) -> tuple[list[Dataset], np.ndarray]:
+    """highdicom's source images and the label map in their frame order: one frame per
+    single-frame file (the volume's slice order), or the frames of one multi-frame file
+    (slice ``i`` of the volume is its frame ``sources[i].frame``)."""
+    if all(s.frame is None for s in sources):
+        return [s.header for s in sources], labels
+    headers = {str(s.header.SOPInstanceUID): s.header for s in sources}
+    if len(headers) != 1 or any(s.frame is None for s in sources):
+        raise SpineFXError("the T1 series mixes files and frames of several multi-frame "
+                           "images: the SEG output needs single-frame files or one "
+                           "multi-frame image")
+    header = next(iter(headers.values()))
+    frames = np.zeros((int(header.NumberOfFrames), *labels.shape[1:]), dtype=labels.dtype)
+    for i, s in enumerate(sources):
+        assert s.frame is not None
+        frames[s.frame - 1] = labels[i]
+    return [header], frames
 
 
 def _descriptions(hd: Any, spine: SpineAnalysis, seed: str) -> list[Any]:

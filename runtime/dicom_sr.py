@@ -59,7 +59,9 @@ _REFERENCE_KEYWORDS = (
     "InstanceNumber", "Modality", "FrameOfReferenceUID", "PositionReferenceIndicator",
     "Rows", "Columns", "PixelSpacing", "ImageOrientationPatient", "ImagePositionPatient",
     "SliceThickness", "SpacingBetweenSlices", "SamplesPerPixel", "PhotometricInterpretation",
-    "BitsAllocated", "BitsStored", "HighBit", "PixelRepresentation")
+    "BitsAllocated", "BitsStored", "HighBit", "PixelRepresentation",
+    # an enhanced (multi-frame) image's geometry lives in its functional groups
+    "NumberOfFrames", "SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence")
 
 
 def require_highdicom() -> Any:

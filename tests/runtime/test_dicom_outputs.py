@@ -315,3 +315,68 @@ def test_derived_uids_are_valid_deterministic_and_keep_parts_apart() -> None:
     assert derived_uid("x", prefix="1.2.40.").startswith("1.2.40.")
     with pytest.raises(ValueError):
         derived_uid()
+
+
+def _as_enhanced(folder: Path, order: list[int]) -> Path:
+    """Replace the single-frame files in ``folder`` by one Enhanced MR image whose frame f
+    holds slice ``order[f]`` (slices in position order), in the same study."""
+    from tests.helpers.dicom import write_enhanced
+
+    files = sorted(folder.glob("*.dcm"))
+    slices = sorted((pydicom.dcmread(f) for f in files),
+                    key=lambda d: float(np.dot(d.ImagePositionPatient, np.cross(
+                        d.ImageOrientationPatient[:3], d.ImageOrientationPatient[3:]))))
+    first = slices[0]
+    path = write_enhanced(folder / "enhanced.dcm", np.stack([slices[i].pixel_array
+                                                             for i in order]),
+                          np.array([slices[i].ImagePositionPatient for i in order], float),
+                          iop=[float(v) for v in first.ImageOrientationPatient],
+                          spacing=[float(v) for v in first.PixelSpacing], slope=1.0,
+                          intercept=0.0, description=first.SeriesDescription,
+                          thickness=float(first.SliceThickness), acquisition_contrast="T1")
+    for f in files:
+        f.unlink()
+    enhanced = pydicom.dcmread(path)
+    for keyword in ("StudyInstanceUID", "FrameOfReferenceUID", "PatientName", "PatientID",
+                    "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime", "StudyID",
+                    "AccessionNumber", "RepetitionTime", "EchoTime"):
+        if keyword in first:
+            setattr(enhanced, keyword, first.get(keyword))
+    enhanced.save_as(path)
+    return path
+
+
+def test_a_multiframe_t1_gets_its_frames_in_the_seg_and_the_sr(analysed, tmp_path) -> None:
+    from spinefx.runtime.dicom_outputs import dicom_results, save_dataset
+    from spinefx.runtime.dicom_seg import segment_label_map
+    from spinefx.runtime.study import Study
+    from spinefx.runtime.study_analysis import analyse_spine
+
+    exe = _dciodvfy()
+    root = tmp_path / "study"
+    shutil.copytree(analysed["root"], root)
+    n = analysed["spine"].localisation.volume.n_slices
+    order = [3, 0, 5, 1, 4, 2, *range(6, n)]        # frames not in position order
+    enhanced = _as_enhanced(root / "t1", order)
+    study = Study.open(root)
+    pair = study.choose_pair(None, None, "strict")
+    predictor = analysed["predictor"]
+    spine = analyse_spine(predictor, study, pair)
+    datasets = dicom_results(spine, study, predictor.spec, spine.primary.overlay(), seed="mf")
+    paths = [save_dataset(ds, tmp_path / name) for ds, name in zip(datasets, NAMES)]
+    for path in paths:
+        errors, report = _dciodvfy_errors(exe, path)
+        assert not errors, report
+    uid = str(pydicom.dcmread(enhanced, stop_before_pixels=True).SOPInstanceUID)
+    seg = hd.seg.segread(paths[1])
+    pixels = seg.get_pixels_by_source_frame(
+        source_sop_instance_uid=uid, source_frame_numbers=list(range(1, n + 1)),
+        combine_segments=True, ignore_spatial_locations=True,
+        assert_missing_frames_are_empty=True)
+    assert np.array_equal(pixels, segment_label_map(spine)[order])
+    groups = hd.sr.srread(paths[0]).content.get_image_measurement_groups()
+    for group, entry in zip(groups, spine.localisation.document["vertebrae"]):
+        image = group.source_images[0]
+        assert image.referenced_sop_instance_uid == uid
+        slice_index = int(entry.get("height_slice", entry["slice"]))
+        assert list(image.referenced_frame_numbers) == [order.index(slice_index) + 1]
