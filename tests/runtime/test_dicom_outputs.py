@@ -380,3 +380,20 @@ def test_a_multiframe_t1_gets_its_frames_in_the_seg_and_the_sr(analysed, tmp_pat
         assert image.referenced_sop_instance_uid == uid
         slice_index = int(entry.get("height_slice", entry["slice"]))
         assert list(image.referenced_frame_numbers) == [order.index(slice_index) + 1]
+
+
+def test_without_highdicom_or_dicom_input_a_clear_error(analysed, monkeypatch) -> None:
+    import dataclasses
+    import sys
+    from types import SimpleNamespace
+
+    from spinefx.runtime.dicom_sr import source_headers, structured_report
+    from spinefx.runtime.errors import SpineFXError
+
+    spine, study = analysed["spine"], analysed["study"]
+    t1 = dataclasses.replace(study.volume(analysed["pair"].t1), metadata={})  # not DICOM
+    with pytest.raises(SpineFXError, match="need DICOM input"):
+        source_headers(spine, SimpleNamespace(volume=lambda key: t1))
+    monkeypatch.setitem(sys.modules, "highdicom", None)   # import highdicom -> ImportError
+    with pytest.raises(SpineFXError, match=r"pip install 'spinefx\[node\]'"):
+        structured_report(spine, study, analysed["predictor"].spec, seed="s")
