@@ -10,6 +10,10 @@ nothing off this machine can reach it) and no plugins. ``DicomModalities`` names
 may send to (C-STORE SCU) and accepts associations from; storage is accepted from any calling
 AE title, the way a PACS in front of a scanner usually is. :meth:`stop` ends the server and
 removes the folder. Only the Python standard library is used (urllib, not requests).
+
+Beside it, the two programs the node's PACS tests and ``benchmarks/node.py`` put around it:
+dcmtk's ``storescu`` (the scanner: :func:`storescu`, :func:`acknowledged_files`) and
+``spinefx node`` as a subprocess (:class:`NodeProcess`, :func:`node_status`).
 """
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.error
@@ -27,6 +32,13 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import pydicom
+
+NODE_AET = "SPINEFX"
+SCANNER_AET = "SCANNER"
+#: Orthanc takes C-STORE only from declared AE titles: declare the node's. The port matters
+#: only for Orthanc sending to the node (``add_modality`` sets the real one then).
+NODE_PEER = {"node": (NODE_AET, "127.0.0.1", 104)}
 CANDIDATES = ("/usr/sbin/Orthanc", "/usr/bin/Orthanc")
 RECEIVED_MARK = "spinefx-received "
 # Orthanc's built-in Lua (not a plugin) sees every C-STORE before storage, duplicates included
@@ -72,13 +84,15 @@ class Orthanc:
 
     def __init__(self, aet: str = "ORTHANC", dicom_port: int | None = None,
                  modalities: dict[str, tuple[str, str, int]] | None = None,
-                 root: Path | None = None) -> None:
+                 root: Path | None = None, accept_unknown: bool = False) -> None:
         self.aet = aet
+        self.accept_unknown = accept_unknown
         self.dicom_port = dicom_port or free_port()
         self.http_port = free_port()
         self.modalities = dict(modalities or {})
         self.folder = Path(tempfile.mkdtemp(prefix="orthanc-", dir=root))
         self.process: subprocess.Popen[bytes] | None = None
+        self._received_from = 0  # log offset: received() counts what arrived after it
 
     @property
     def url(self) -> str:
@@ -102,7 +116,9 @@ class Orthanc:
             "AuthenticationEnabled": False,
             "Plugins": [],
             "DicomCheckCalledAet": False,
-            "DicomAlwaysAllowStore": True,  # the node's C-STORE is accepted from its own AE
+            # C-STORE only from the declared modalities' AE titles (any port, loopback): a
+            # node that calls with another AE title than its own is refused, as by a PACS
+            "DicomAlwaysAllowStore": self.accept_unknown,
             "DicomCheckModalityHost": False,
             "DicomModalities": {name: list(peer) for name, peer in self.modalities.items()},
             "DicomModalitiesInDatabase": False,
@@ -174,11 +190,17 @@ class Orthanc:
         """SOP Instance UID -> how many times it was received (C-STORE or REST), duplicates
         included; read from the log the Lua filter writes."""
         try:
-            lines = self.log_path.read_text(errors="replace").splitlines()
+            with self.log_path.open("rb") as log:
+                log.seek(self._received_from)
+                lines = log.read().decode(errors="replace").splitlines()
         except OSError:
             return Counter()
         return Counter(line.split(RECEIVED_MARK, 1)[1].strip()
                        for line in lines if RECEIVED_MARK in line)
+
+    def reset_received(self) -> None:
+        """From now on :meth:`received` counts only what arrives after this call."""
+        self._received_from = self.log_path.stat().st_size if self.log_path.exists() else 0
 
     # --- REST ---------------------------------------------------------------------------
     def request(self, method: str, path: str, body: bytes | None = None,
@@ -236,12 +258,6 @@ class Orthanc:
     def count_sop_class(self, sop_class_uid: str, study_uid: str | None = None) -> int:
         return len(self.instances_of_class(sop_class_uid, study_uid))
 
-    def upload(self, path: Path) -> str:
-        """Store one DICOM file over REST; its Orthanc instance id."""
-        answer = json.loads(self.request("POST", "/instances", Path(path).read_bytes(),
-                                         "application/dicom"))
-        return str(answer["ID"])
-
     def add_modality(self, name: str, aet: str, host: str, port: int) -> None:
         """Declare (or replace) a peer at run time: ``DicomModalities`` without a restart."""
         self.request("PUT", f"/modalities/{name}",
@@ -259,11 +275,135 @@ class Orthanc:
             self.request("DELETE", f"/studies/{study_id}")
 
     def wait_for(self, predicate: Any, timeout: float, interval: float = 0.2) -> bool:
-        """Poll ``predicate()`` until it is true or ``timeout`` seconds pass; its last value."""
+        """Poll ``predicate()`` until it is true (True) or ``timeout`` seconds pass (False)."""
         deadline = time.monotonic() + timeout
-        while True:
-            if predicate():
-                return True
+        while not predicate():
             if time.monotonic() >= deadline:
                 return False
             time.sleep(interval)
+        return True
+
+
+def dicom_files(folder: Path) -> list[Path]:
+    return sorted(Path(folder).rglob("*.dcm"))
+
+
+def study_uid(folder: Path) -> str:
+    return str(pydicom.dcmread(dicom_files(folder)[0], stop_before_pixels=True).StudyInstanceUID)
+
+
+# --- sending ----------------------------------------------------------------------------------
+def storescu_command(folder: Path, port: int, calling: str = SCANNER_AET,
+                     called: str = NODE_AET) -> list[str]:
+    """dcmtk's storescu sending every .dcm under ``folder`` in one association (-v: one
+    'Received Store Response' line per instance, which tests read)."""
+    return ["storescu", "-v", "-aet", calling, "-aec", called, "+sd", "+r", "+sp", "*.dcm",
+            "127.0.0.1", str(port), str(folder)]
+
+
+def storescu(folder: Path, port: int, calling: str = SCANNER_AET,
+             called: str = NODE_AET, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(storescu_command(folder, port, calling, called), capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def acknowledged_files(storescu_log: str) -> list[Path]:
+    """The files storescu -v saw a successful C-STORE response for."""
+    acked, current = [], None
+    for line in storescu_log.splitlines():
+        if "Sending file: " in line:
+            current = Path(line.split("Sending file: ", 1)[1].strip())
+        elif "Received Store Response (Success)" in line and current is not None:
+            acked.append(current)
+            current = None
+    return acked
+
+
+# --- the node ---------------------------------------------------------------------------------
+class NodeProcess:
+    """``python -m spinefx node ...`` in its own process group; stdout+stderr to ``log``."""
+
+    def __init__(self, data: Path, dest_port: int, log: Path, port: int | None = None,
+                 allow: tuple[str, ...] = (), idle_seconds: float = 1.0,
+                 config: dict[str, Any] | None = None, dest_aet: str = "ORTHANC") -> None:
+        self.data, self.log = data, log
+        self.port = port or free_port()
+        self.command = [sys.executable, "-m", "spinefx", "node", "--data", str(data),
+                        "--port", str(self.port), "--ae-title", NODE_AET,
+                        "--dest", f"{dest_aet}@127.0.0.1:{dest_port}",
+                        "--idle-seconds", str(idle_seconds)]
+        if allow:
+            self.command += ["--allow", ",".join(allow)]
+        if config:
+            config_file = log.with_suffix(".config.json")
+            config_file.write_text(json.dumps(config))
+            self.command += ["--config", str(config_file)]
+        self.process: subprocess.Popen[bytes] | None = None
+        self._offset = 0  # where this run's output starts in the shared log
+
+    def spawn(self) -> NodeProcess:
+        """Start the process and return at once (a benchmark times what follows)."""
+        env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
+        self._offset = self.log.stat().st_size if self.log.exists() else 0
+        with self.log.open("ab") as out:
+            self.process = subprocess.Popen(self.command, stdout=out, stderr=subprocess.STDOUT,
+                                            stdin=subprocess.DEVNULL, env=env,
+                                            start_new_session=True)
+        return self
+
+    def start(self, timeout: float = 60.0) -> NodeProcess:
+        """Start it and wait until it prints that it is listening."""
+        self.spawn()
+        assert self.process is not None
+        deadline = time.monotonic() + timeout
+        while "listening" not in self.output()[self._offset:]:
+            problem = (f"exited with {self.process.returncode}" if self.process.poll() is not None
+                       else f"not listening after {timeout:.0f} s"
+                       if time.monotonic() > deadline else None)
+            if problem:
+                self.kill()
+                raise RuntimeError(f"spinefx node {problem}:\n"
+                                   f"{self.output()[self._offset:][-3000:]}")
+            time.sleep(0.05)
+        return self
+
+    def output(self) -> str:
+        """Everything every run of this node printed (stdout and stderr)."""
+        try:
+            return self.log.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def kill(self) -> None:
+        """SIGKILL: the crash the node must survive (no handler, no flush, no clean-up)."""
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+def status_command(data: Path, as_json: bool = True) -> list[str]:
+    command = [sys.executable, "-m", "spinefx", "node", "status", "--data", str(data)]
+    return [*command, "--json"] if as_json else command
+
+
+def node_status(data: Path) -> tuple[Any, str]:
+    """``spinefx node status --data DATA --json``: (the parsed document, its raw text)."""
+    run = subprocess.run(status_command(data), capture_output=True, text=True, timeout=60,
+                         env=dict(os.environ, OMP_NUM_THREADS="1"))
+    if run.returncode != 0:
+        raise RuntimeError(f"spinefx node status failed ({run.returncode}): "
+                           f"{run.stdout}{run.stderr}")
+    return json.loads(run.stdout), run.stdout + run.stderr
+
+
+def jobs_of(status: Any) -> list[dict[str, Any]]:
+    """The job rows of a status document (``{"jobs": [...], "counts": {...}}``)."""
+    return list(status["jobs"])
