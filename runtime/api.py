@@ -21,6 +21,7 @@ from __future__ import annotations
 import io
 import tempfile
 from dataclasses import dataclass, field
+from datetime import datetime
 from os import PathLike
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
@@ -73,14 +74,17 @@ class StudyResult:
         return write_spine_outputs(self.spine, self.study, out_dir, [self.source],
                                    dicom=dicom, opacity=opacity)
 
-    def dicom_objects(self, seed: str, opacity: float = 0.45) -> list[Dataset]:
+    def dicom_objects(self, seed: str, opacity: float = 0.45,
+                      created: datetime | None = None) -> list[Dataset]:
         """The DICOM results in the source study: Comprehensive SR (TID 1500), SEG of the
         vertebral bodies, Secondary Capture of the overlay. Their UIDs derive from ``seed``
-        (same seed, same study, same result => same UIDs: a node never files a result twice)."""
+        (same seed, same study, same result => same UIDs: a node never files a result twice);
+        ``created`` (default now) their content date/time: pass the first run's for bytes-equal
+        objects on a re-run."""
         from .dicom_outputs import dicom_results
 
         return dicom_results(self.spine, self.study, self.predictor.spec,
-                             self.primary.overlay(opacity), seed=seed)
+                             self.primary.overlay(opacity), seed=seed, created=created)
 
     def close(self) -> None:
         if self._scratch is not None:
