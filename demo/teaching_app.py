@@ -86,9 +86,11 @@ def teaching_tab(ctx: DemoContext, ui: UI) -> None:
     store = TeachingStore(default_data_dir())
     gr.set_static_paths([store.exports_dir])
     ui[STORE] = store
-    ui["teach_browser"] = gr.BrowserState({"code": "", "name": ""},
+    # Rendered at the page's top level by wire_teaching: a BrowserState inside a tab that is
+    # not shown is not mounted, so on a reload (the Read tab shows) it would read its default.
+    ui["teach_browser"] = gr.BrowserState({"code": "", "name": ""}, render=False,
                                           storage_key="spinefx-teaching-resident")
-    ui["teacher_browser"] = gr.BrowserState({"code": "", "key": ""},
+    ui["teacher_browser"] = gr.BrowserState({"code": "", "key": ""}, render=False,
                                             storage_key="spinefx-teaching-teacher")
     ui["teacher_state"] = gr.State(None)
     with gr.Tabs():
@@ -99,7 +101,10 @@ def teaching_tab(ctx: DemoContext, ui: UI) -> None:
 
 
 def wire_teaching(ctx: DemoContext, ui: UI) -> None:
+    """Wire the tab; called at the page's top level (outside the tabs), see teaching_tab."""
     private = {"api_visibility": "private"}
+    ui["teach_browser"].render()
+    ui["teacher_browser"].render()
     store = ui[STORE]
     teach = pick(ui, th.TEACH_OUTPUTS)
     ui["next_btn"].click(bind(ctx, ui, th.next_case, store),

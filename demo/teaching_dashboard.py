@@ -100,7 +100,7 @@ def _export_token(info: SessionInfo) -> str:
 def refresh(ctx: DemoContext, store: TeachingStore, state: Any) -> Updates:
     """The live tables; the export file is rewritten only when the reads changed."""
     if not isinstance(state, dict) or not state.get("code"):
-        return {}
+        return {"teacher_status": gr.skip()}   # (gradio reads an empty dict as one value)
     info = store.teacher_session(state["code"], state["key"])
     rows = store.session_reads(info.code)
     names = [r.name for r in store.residents(info.code)]
@@ -140,5 +140,5 @@ def create_session(ctx: DemoContext, store: TeachingStore, title: str | None) ->
 def restore(ctx: DemoContext, store: TeachingStore, remembered: Any) -> Updates:
     """On page load: the dashboard this browser last watched."""
     if not isinstance(remembered, dict) or not remembered.get("code"):
-        return {}
+        return {"teacher_status": gr.skip()}
     return watch_session(ctx, store, remembered.get("code"), remembered.get("key"))

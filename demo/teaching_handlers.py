@@ -154,7 +154,7 @@ def next_case(ctx: DemoContext, store: TeachingStore, session: tm.TeachingSessio
 def resume(ctx: DemoContext, store: TeachingStore, remembered: Any) -> Updates:
     """On page load: the resident this browser remembers continues where they left off."""
     if not isinstance(remembered, dict) or not remembered.get("code"):
-        return {}
+        return {"t_status": gr.skip()}   # (gradio reads an empty dict as one value)
     try:
         store.session(remembered.get("code"))
     except SpineFXError as exc:   # the session is gone (another data folder?): forget it
@@ -166,7 +166,7 @@ def resume(ctx: DemoContext, store: TeachingStore, remembered: Any) -> Updates:
 def teach_slice(ctx: DemoContext, store: TeachingStore, session: tm.TeachingSession | None,
                 k: Any) -> Updates:
     if session is None or session.current is None:
-        return {}
+        return {"t_status": gr.skip()}
     return teaching_views(ctx, session, k)
 
 
