@@ -69,13 +69,12 @@ def _teacher_panel(ui: UI) -> None:
     ui["dash_md"] = gr.Markdown(elem_id="dash-summary")
     ui["dash_residents"] = gr.Dataframe(headers=td.RESIDENT_HEADERS, interactive=False,
                                         label="residents", elem_id="dash-residents", wrap=True)
-    with gr.Row():
-        ui["dash_cases"] = gr.Dataframe(headers=td.CASE_HEADERS, interactive=False,
-                                        label="hardest cases (most wrong calls first)",
-                                        elem_id="dash-cases", wrap=True)
-        ui["dash_features"] = gr.Dataframe(headers=td.FEATURE_HEADERS, interactive=False,
-                                           label="most-missed features",
-                                           elem_id="dash-features", wrap=True)
+    ui["dash_cases"] = gr.Dataframe(headers=td.CASE_HEADERS, interactive=False,
+                                    label="hardest cases (most wrong calls first)",
+                                    elem_id="dash-cases", wrap=True, max_height=320)
+    ui["dash_features"] = gr.Dataframe(headers=td.FEATURE_HEADERS, interactive=False,
+                                       label="most-missed features (miss rate where present)",
+                                       elem_id="dash-features", wrap=True, max_height=320)
     ui["export_btn"] = gr.DownloadButton("Download all reads of the session (CSV for "
                                          "`spinefx evaluate --readers`)", value=None,
                                          elem_id="export-session")

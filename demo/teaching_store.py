@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import random
 import re
 import secrets
 import sqlite3
@@ -103,12 +102,12 @@ def normalise_code(code: str | None) -> str:
 
 
 def case_order(code: str, name: str, case_ids: Sequence[str]) -> list[str]:
-    """This resident's order of the session's cases: a shuffle seeded by the session code and
-    the resident's name (case-insensitive), the same on every reload and every machine."""
-    digest = hashlib.sha256(f"{code}\n{name_key(name)}".encode()).digest()
-    order = list(case_ids)
-    random.Random(int.from_bytes(digest[:8], "big")).shuffle(order)
-    return order
+    """This resident's order of the session's cases, the same on every reload and machine:
+    cases sorted by a hash of (session code, resident's name case-insensitively, case id).
+    A case added to the session later slots in without reordering the others."""
+    def rank(case_id: str) -> bytes:
+        return hashlib.sha256(f"{code}\n{name_key(name)}\n{case_id}".encode()).digest()
+    return sorted(case_ids, key=rank)
 
 
 def _random_code(length: int) -> str:

@@ -19,7 +19,7 @@ import pytest
 from spinefx.demo import teaching as tm
 from spinefx.demo.teaching_store import DB_NAME, TeachingStore
 from tests.demo.conftest import free_port
-from tests.demo.test_demo_browser import ARGS, CHROMIUM, TIMEOUT_MS, _unavailable
+from tests.demo.test_demo_browser import ARGS, ARTIFACTS, CHROMIUM, TIMEOUT_MS, _unavailable
 
 
 @pytest.fixture(scope="module")
@@ -147,6 +147,9 @@ def test_two_residents_a_reload_and_the_teacher_dashboard(browser, teaching_serv
     _wait_text(teacher, "#dash-summary", "2 reads")   # the live table refreshes by itself
     table = _text(teacher, "#dash-residents")
     assert "Ana" in table and "Ben" in table
+    ARTIFACTS.mkdir(exist_ok=True)
+    teacher.screenshot(path=str(ARTIFACTS / "teaching_dashboard.png"), full_page=True)
+    ana.screenshot(path=str(ARTIFACTS / "teaching_resumed.png"), full_page=True)
     with teacher.expect_download() as info:
         teacher.click("#export-session")
     exported = info.value.path()

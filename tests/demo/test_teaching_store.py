@@ -259,3 +259,9 @@ def test_practice_needs_no_code_and_writes_no_store(ctx, store):
     assert "Practice" in out["who_md"] and "Case 1 of 12" in out["case_md"]
     done = th.commit_read(ctx, store, out["teach_state"], "benign", [])
     assert "Truth" in done["reveal_md"] and not store.folder.exists()
+
+
+def test_a_case_added_later_keeps_the_order_of_the_others():
+    before = case_order("ABCDEF", "Ana", CASE_IDS)
+    after = case_order("ABCDEF", "Ana", CASE_IDS + ["added_case"])
+    assert [c for c in after if c != "added_case"] == before
