@@ -169,11 +169,11 @@ def _wire_read(ctx: DemoContext, ui: UI) -> None:
     for dd in (ui["t1_dd"], ui["t2_dd"]):
         dd.input(bind(ctx, ui, rh.change_series),
                  pick(ui, ("read_state", "t1_dd", "t2_dd", "slice_sl", "box_tb")),
-                 pick(ui, ("slice_sl", "spine_md", "spine_df", "level_rd", *rh.VIEW_OUTPUTS)),
+                 pick(ui, ("slice_sl", "spine_md", "spine_df", *rh.VIEW_OUTPUTS)),
                  **private)
     ui["level_rd"].input(bind(ctx, ui, rh.pick_level),
                          pick(ui, ("read_state", "level_rd", "opacity")),
-                         pick(ui, ("slice_sl", "box_tb", "level_rd", "report_btn",
+                         pick(ui, ("slice_sl", "box_tb", "report_btn",
                                    *rh.VIEW_OUTPUTS)),
                          **private)
     _wire_viewer(ctx, ui)

@@ -58,7 +58,7 @@ READ_OUTPUTS = ("read_state", "status", "series_df", "t1_dd", "t2_dd", "slice_sl
 DEFAULT_OPACITY = 0.45
 #: What a slice, box, click or W/L/zoom change refreshes (a stale result is cleared).
 VIEW_OUTPUTS = ("read_state", "status", "slice_img", "channels", "result_md", "overlay",
-                "roi_gal", "details")
+                "roi_gal", "details", "level_rd")
 STALE_RESULT = ("_The result was cleared: the slice or the box changed since it was computed. "
                 "Press **Predict** for this slice and box._")
 
@@ -76,8 +76,8 @@ def invalidate(st: ReadState, k: int, box: Box | None) -> Updates:
     if (box is not None and roi.slice_index == k
             and all(abs(float(a) - float(b)) < 0.5 for a, b in zip(roi.box, box))):
         return {}
-    st.last = None
-    return cleared_result(STALE_RESULT)
+    st.last, st.picked = None, None       # the picked level no longer matches the view
+    return {**cleared_result(STALE_RESULT), "level_rd": gr.update(value=None)}
 
 
 def _spans(st: ReadState, study: Study, pair: SeriesPair) -> tuple[tuple[float, float], ...]:
@@ -220,7 +220,10 @@ def pick_updates(ctx: DemoContext, st: ReadState, i: int, alpha: float) -> Updat
     roi_box: Box = (box[0], box[1], box[2], box[3])
     st.picked, st.center, st.last = i, None, None
     result = st.spine.results[i]
-    out: Updates = {"slice_sl": gr.update(value=k), "box_tb": format_box(roi_box),
+    study, pair = st.require()
+    n = study.volume(pair.t1).n_slices     # with the range: after a load it replaces the load's
+    out: Updates = {"slice_sl": gr.update(minimum=0, maximum=max(n - 1, 1), value=k),
+                    "box_tb": format_box(roi_box),
                     "level_rd": gr.update(value=str(i))}
     if result is not None:
         out.update(result_updates(ctx, st, result, alpha))
