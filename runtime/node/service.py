@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import signal
+import sqlite3
 import sys
 import threading
 from typing import IO, Any, Callable
@@ -94,14 +95,31 @@ def run_node(config: NodeConfig, stop: threading.Event | None = None,
     _check_extras()
     _setup_logging()
     stop = stop if stop is not None else threading.Event()
-    store = JobStore(config.data)
+    previous = _install_signals(stop) if handle_signals else {}
+    try:
+        return _serve(config, stop, load_predictor, out)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _serve(config: NodeConfig, stop: threading.Event,
+           load_predictor: Callable[[], Any] | None, out: IO[str] | None) -> int:
+    try:
+        store = JobStore(config.data)
+    except (OSError, sqlite3.Error) as exc:
+        raise SpineFXError(f"cannot use the data folder ({_why(exc)})", config.data) from None
     with DataFolderLock(store):
         counts = store.recover()
         if any(counts.values()):
             log.info("recovered: %(jobs_resumed)d interrupted jobs to run again, "
                      "%(instances_found)d instances recorded, %(temporary_files)d partial "
                      "files removed", counts)
-        server = start_scp(config, store)
+        try:
+            server = start_scp(config, store)
+        except OSError as exc:
+            raise SpineFXError(f"cannot listen on {config.host}:{config.port} "
+                               f"({_why(exc)})") from None
         port = int(server.server_address[1])
         print(listening_line(config.ae_title, config.host, port), file=out or sys.stdout,
               flush=True)
@@ -116,7 +134,6 @@ def run_node(config: NodeConfig, stop: threading.Event | None = None,
             log.info("watching a drop folder")
         for thread in threads:
             thread.start()
-        previous = _install_signals(stop) if handle_signals else {}
         try:
             while not stop.wait(0.5):
                 pass
@@ -127,10 +144,12 @@ def run_node(config: NodeConfig, stop: threading.Event | None = None,
                 assoc.abort()
             for thread in threads:  # an analysis in progress may finish; a crash is also safe
                 thread.join(timeout=15)
-            for signum, handler in previous.items():
-                signal.signal(signum, handler)
             store.close()
     return 0
+
+
+def _why(exc: BaseException) -> str:
+    return getattr(exc, "strerror", None) or type(exc).__name__
 
 
 def _install_signals(stop: threading.Event) -> dict[int, Any]:

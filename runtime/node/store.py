@@ -278,10 +278,14 @@ class JobStore:
     def complete_idle(self, idle_seconds: float, now: float | None = None) -> list[int]:
         """Receiving jobs without a new instance for ``idle_seconds`` become complete."""
         now = time.time() if now is None else now
+        due = "state = 'receiving' AND last_instance_at <= ?"
+        # a plain read first: the worker asks often, and a write lock would stall receivers
+        if self._connection().execute(f"SELECT 1 FROM jobs WHERE {due} LIMIT 1",
+                                      (now - idle_seconds,)).fetchone() is None:
+            return []
         with self._write() as conn:
-            ids = [r[0] for r in conn.execute(
-                "SELECT id FROM jobs WHERE state = 'receiving' AND last_instance_at <= ?",
-                (now - idle_seconds,))]
+            ids = [r[0] for r in conn.execute(f"SELECT id FROM jobs WHERE {due}",
+                                              (now - idle_seconds,))]
             conn.executemany("UPDATE jobs SET state = 'complete', completed_at = ? WHERE id = ?",
                              [(now, i) for i in ids])
         return ids
@@ -290,6 +294,10 @@ class JobStore:
         """The next thing to do: a send whose back-off has passed, else the oldest complete
         job (claimed: set to analysing, with its start time)."""
         now = time.time() if now is None else now
+        if self._connection().execute(
+                "SELECT 1 FROM jobs WHERE state = 'complete' OR (state = 'sending' AND "
+                "COALESCE(next_attempt_at, 0) <= ?) LIMIT 1", (now,)).fetchone() is None:
+            return None
         with self._write() as conn:
             row = conn.execute("SELECT * FROM jobs WHERE state = 'sending' AND "
                                "COALESCE(next_attempt_at, 0) <= ? ORDER BY next_attempt_at, id "

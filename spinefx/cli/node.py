@@ -123,8 +123,8 @@ def status(data: Path, as_json: bool) -> int:
     if as_json:
         print(json.dumps({"jobs": jobs, "counts": counts}, indent=2))
         return 0
-    print(f"{len(jobs)} jobs: " + (", ".join(f"{n} {s}" for s, n in counts.items() if n)
-                                   or "none"))
+    by_state = ", ".join(f"{n} {s}" for s, n in counts.items() if n) or "none"
+    print(f"{len(jobs)} job{'' if len(jobs) == 1 else 's'}: {by_state}")
     if not jobs:
         return 0
     print(f"{'job':>5}  {'study':8}  {'state':9}  {'inst':>5}  {'last instance (UTC)':19}  "
