@@ -202,10 +202,12 @@ def feature_key_markdown(case: Case, read: Read) -> str:
     return head + "\n\n" + "\n".join(rows)
 
 
-def truth_markdown(case: Case, read: Read, synthetic: bool) -> str:
+def truth_markdown(case: Case, read: Read, source: str = "") -> str:
+    """``source``: where the case comes from when the user must be told (e.g. "SYNTHETIC
+    phantom")."""
     right = read.call == read.truth
     verdict = "correct" if right else "not correct"
-    src = " (SYNTHETIC phantom)" if synthetic else ""
+    src = f" ({source})" if source else ""
     level = f" at {case.level}" if case.level else ""
     return (f"### Truth{src}: **{case.label}**{level} — you called **{read.call}**: {verdict}")
 

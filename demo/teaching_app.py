@@ -79,6 +79,46 @@ def _teacher_panel(ui: UI) -> None:
                                          "`spinefx evaluate --readers`)", value=None,
                                          elem_id="export-session")
     ui["dash_timer"] = gr.Timer(td.REFRESH_S, active=False)
+    _add_case_panel(ui)
+
+
+def _add_case_panel(ui: UI) -> None:
+    with gr.Accordion("Add a teaching case (instructor-provided)", open=False):
+        gr.Markdown("Upload one study: its T1 and T2 pixels are kept (no DICOM header, so no "
+                    "patient name, ID or dates), with the truth, the feature key and your notes, "
+                    "in the library folder beside the sessions. Pixels are kept as they are: "
+                    "upload only studies free of burned-in identifiers. Residents see the case "
+                    "labelled instructor-provided, real or synthetic as you state it.")
+        with gr.Row():
+            ui["add_files"] = gr.File(file_count="multiple", label="DICOM files or a .zip",
+                                      elem_id="add-files")
+            ui["add_t1"] = gr.File(file_count="multiple", label="…or T1 PNG/JPEG slices",
+                                   file_types=["image"])
+            ui["add_t2"] = gr.File(file_count="multiple", label="…and T2 slices",
+                                   file_types=["image"])
+        with gr.Row():
+            ui["add_label"] = gr.Radio(list(tm.CALLS), label="truth", elem_id="add-label")
+            ui["add_provenance"] = gr.Radio([("real MRI, de-identified", "real"),
+                                             ("synthetic", "synthetic")],
+                                            label="the study is", elem_id="add-provenance")
+            ui["add_spacing"] = gr.Number(label="pixel spacing in mm (PNG slices only)",
+                                          value=None, minimum=0)
+        with gr.Row():
+            ui["add_slice"] = gr.Number(label="lesion slice (T1, from 0)", precision=0,
+                                        elem_id="add-slice")
+            ui["add_box"] = gr.Textbox(label="lesion box x0, y0, x1, y1 (T1 pixels)",
+                                       elem_id="add-box")
+            ui["add_level"] = gr.Textbox(label="vertebra (e.g. L1; optional)")
+        ui["add_features"] = gr.CheckboxGroup(tm.feature_titles(),
+                                              label="features present in this case (the key)",
+                                              elem_id="add-features")
+        ui["add_notes"] = gr.Textbox(label="teaching notes (shown after the resident commits)",
+                                     lines=3)
+        ui["add_confirm"] = gr.Checkbox(label="I confirm this study is de-identified (or "
+                                              "synthetic) and may be used for teaching",
+                                        elem_id="add-confirm")
+        ui["add_btn"] = gr.Button("Add the case", elem_id="add-case")
+        ui["add_status"] = gr.Markdown(elem_id="add-status")
 
 
 def teaching_tab(ctx: DemoContext, ui: UI) -> None:
@@ -123,6 +163,8 @@ def wire_teaching(ctx: DemoContext, ui: UI) -> None:
     ui["dash_timer"].tick(bind(ctx, ui, td.refresh, store), [ui["teacher_state"]],
                           pick(ui, td.REFRESH_OUTPUTS + ("teacher_status",)),
                           concurrency_limit=None, show_progress="hidden", **private)
+    ui["add_btn"].click(bind(ctx, ui, td.add_case, store), pick(ui, td.ADD_INPUTS),
+                        pick(ui, td.ADD_OUTPUTS), **private)
     page = gr.context.Context.root_block
     assert page is not None, "wire_teaching runs inside the app's gr.Blocks"
     page.load(bind(ctx, ui, th.resume, store), [ui["teach_browser"]], teach, **private)

@@ -1,4 +1,5 @@
-"""The teacher's dashboard: create a session, watch its residents live, export every read.
+"""The teacher's dashboard: create a session, watch its residents live, export every read,
+add teaching cases from uploaded studies (``teaching_cases.py``).
 
 The tables are plain functions of the session's reads (``(resident name, read)`` rows from the
 store); the handlers follow the tab's convention ``handler(ctx, store, ...) -> {name: value}``.
@@ -13,10 +14,14 @@ from typing import Any
 
 import gradio as gr
 
-from spinefx.runtime import FEATURES
+from spinefx.runtime import FEATURES, SpineFXError
+from spinefx.runtime.service import parse_box
 
 from . import teaching as tm
-from .context import DemoContext, Updates, page_guard
+from .context import DemoContext, Updates, page_guard, upload_paths, upload_title
+from .ingest import load_dicom_upload, load_image_upload
+from .teaching_cases import InstructorLibrary
+from .teaching_handlers import all_cases
 from .teaching_store import SessionInfo, TeachingStore
 
 REFRESH_S = 3.0
@@ -29,6 +34,10 @@ FEATURE_HEADERS = ["feature", "leans", "present (reads)", "missed", "miss rate",
 TEACHER_OUTPUTS = ("teacher_state", "teacher_browser", "dash_timer", "dash_md",
                    "dash_residents", "dash_cases", "dash_features", "export_btn",
                    "teacher_status")
+ADD_INPUTS = ("teacher_state", "add_files", "add_t1", "add_t2", "add_spacing", "add_label",
+              "add_slice", "add_box", "add_level", "add_features", "add_notes",
+              "add_provenance", "add_confirm")
+ADD_OUTPUTS = ("add_status", "add_files", "add_t1", "add_t2")
 REFRESH_OUTPUTS = ("teacher_state", "dash_md", "dash_residents", "dash_cases",
                    "dash_features", "export_btn")
 
@@ -128,7 +137,7 @@ def watch_session(ctx: DemoContext, store: TeachingStore, code: str | None,
 
 @page_guard("teacher_status")
 def create_session(ctx: DemoContext, store: TeachingStore, title: str | None) -> Updates:
-    ids = [c.case_id for c in ctx.library.teaching_cases()]
+    ids = list(all_cases(ctx, store))
     info = store.create_session(ids, title or "")
     out = watch_session(ctx, store, info.code, info.teacher_key)
     out["teacher_status"] = (f"Created session **{info.code}**. Your teacher key is "
@@ -142,3 +151,39 @@ def restore(ctx: DemoContext, store: TeachingStore, remembered: Any) -> Updates:
     if not isinstance(remembered, dict) or not remembered.get("code"):
         return {"teacher_status": gr.skip()}
     return watch_session(ctx, store, remembered.get("code"), remembered.get("key"))
+
+
+@page_guard("add_status")
+def add_case(ctx: DemoContext, store: TeachingStore, state: Any, files: Any, t1_images: Any,
+             t2_images: Any, spacing: float | None, label: str | None, k: Any,
+             box_text: str | None, level: str | None, present: list[str] | None,
+             notes: str | None, provenance: str | None, confirmed: bool) -> Updates:
+    """An uploaded study (DICOM, or PNG slices for T1 and T2) becomes a teaching case in the
+    instructor's library, and joins the session on the dashboard, if one is open."""
+    if not confirmed:
+        raise SpineFXError("confirm first that the study is de-identified (or synthetic) and "
+                           "may be used for teaching")
+    dicom, t1s, t2s = upload_paths(files), upload_paths(t1_images), upload_paths(t2_images)
+    ctx.janitor.hold(dicom + t1s + t2s)
+    try:
+        if dicom and (t1s or t2s):
+            raise SpineFXError("upload either DICOM or PNG/JPEG slices, not both at once")
+        if dicom:
+            study = load_dicom_upload(dicom, ctx.work, title=upload_title(dicom, "DICOM"))
+        else:
+            study = load_image_upload(t1s, t2s, spacing or None,
+                                      title=upload_title(t1s + t2s, "image slices"))
+    finally:
+        ctx.janitor.release(dicom + t1s + t2s)
+    pair = study.aligned(study.default_pair or study.choose_pair())
+    keys = [tm.TITLE_TO_KEY[t] for t in present or [] if t in tm.TITLE_TO_KEY]
+    case = InstructorLibrary(store.library_dir).add(
+        pair.t1, pair.t2, label, int(k if k is not None else -1), parse_box(box_text), keys,
+        notes or "", provenance, level or "")
+    message = (f"Added **{case.case_id}** ({case.label}, {len(keys)} feature"
+               f"{'s' if len(keys) != 1 else ''} present) to the instructor's library: every "
+               "new session includes it.")
+    if isinstance(state, dict) and state.get("code"):
+        store.add_case(state["code"], case.case_id)
+        message += f" Session {state['code']} has it too."
+    return {"add_status": message, "add_files": None, "add_t1": None, "add_t2": None}

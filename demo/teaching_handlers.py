@@ -23,6 +23,7 @@ from spinefx.runtime.study import Study
 from . import teaching as tm
 from .context import DemoContext, Updates, page_guard
 from .service import predict
+from .teaching_cases import InstructorLibrary
 from .teaching_store import Resident, TeachingStore, case_order
 from .views import error_markdown, overlay_image, slice_view
 
@@ -35,18 +36,30 @@ PRACTICE_NOTE = ("Practising alone: your reads stay in this tab only (a reload s
                  "Enter the session code your teacher gave you and your name to be scored.")
 
 
-def _cases(ctx: DemoContext) -> dict[str, Case]:
-    return {c.case_id: c for c in ctx.library.teaching_cases()}
+def all_cases(ctx: DemoContext, store: TeachingStore) -> dict[str, Case]:
+    """The server's teaching set and the instructor's own cases, by id."""
+    cases = {c.case_id: c for c in ctx.library.teaching_cases()}
+    for case in InstructorLibrary(store.library_dir).cases():
+        cases.setdefault(case.case_id, case)
+    return cases
+
+
+def case_source(ctx: DemoContext, store: TeachingStore, case: Case) -> tuple[str, str]:
+    """(what the case is, as the user must be told; the instructor's notes)."""
+    note = InstructorLibrary(store.library_dir).notes().get(case.case_id)
+    if note is not None:
+        return note.caption, note.notes
+    return ("SYNTHETIC phantom" if ctx.library.synthetic_teaching else ""), ""
 
 
 def _case_study(ctx: DemoContext, case: Case) -> Study:
     return ctx.library.teaching_study(case, ctx.config.default_size_mm)
 
 
-def _current_case(ctx: DemoContext, session: tm.TeachingSession) -> Case:
+def _current_case(ctx: DemoContext, store: TeachingStore, session: tm.TeachingSession) -> Case:
     if session.current is None:
         raise SpineFXError("press 'Start / next case' first")
-    case = _cases(ctx).get(session.current)
+    case = all_cases(ctx, store).get(session.current)
     if case is None:
         raise SpineFXError(f"case {session.current} is no longer in this server's library")
     return case
@@ -68,7 +81,7 @@ def _refresh(store: TeachingStore, session: tm.TeachingSession) -> None:
 def _identify(ctx: DemoContext, store: TeachingStore, session: tm.TeachingSession | None,
               code: str | None, name: str | None) -> tuple[tm.TeachingSession, str]:
     """(the session for this code and name, a line saying who the resident is now)."""
-    ids = list(_cases(ctx))
+    ids = list(all_cases(ctx, store))
     if not (code or "").strip():
         if session is not None and session.code is None:
             return session, ""
@@ -109,9 +122,9 @@ def _csv_file(ctx: DemoContext, store: TeachingStore, session: tm.TeachingSessio
     return str(store.export(token, f"spinefx_reads_{tm.clean_reader(session.reader)}.csv", text))
 
 
-def teaching_views(ctx: DemoContext, session: tm.TeachingSession,
+def teaching_views(ctx: DemoContext, store: TeachingStore, session: tm.TeachingSession,
                    k: int | None = None) -> Updates:
-    case = _current_case(ctx, session)
+    case = _current_case(ctx, store, session)
     study = _case_study(ctx, case)
     pair = study.aligned(study.default_pair or study.choose_pair())
     k = case.slice if k is None else int(np.clip(k, 0, pair.t1.n_slices - 1))
@@ -136,9 +149,10 @@ def next_case(ctx: DemoContext, store: TeachingStore, session: tm.TeachingSessio
         return {**out, "case_md": "", "t_status": (hello + "\n\n" if hello else "")
                 + "You have read every case of this session. Download your CSV below."}
     session.current, session.committed = case_id, False
-    case = _cases(ctx)[case_id]
+    case = all_cases(ctx, store)[case_id]
     n_slices = _case_study(ctx, case).volume("T1").n_slices
-    synth = "SYNTHETIC phantom · " if ctx.library.synthetic_teaching else ""
+    source, _ = case_source(ctx, store, case)
+    synth = f"{source} · " if source else ""
     level = f" · vertebra {case.level}" if case.level else ""
     out.update({
         "case_md": f"### Case {len(session.reads) + 1} of {len(session.order)}: `{case_id}`"
@@ -147,7 +161,7 @@ def next_case(ctx: DemoContext, store: TeachingStore, session: tm.TeachingSessio
         "t_slice": gr.update(minimum=0, maximum=max(n_slices - 1, 1), value=case.slice),
         "call_radio": None, "feats": [], "reveal_md": "", "t_overlay": None, "key_md": "",
         "t_status": hello})
-    out.update(teaching_views(ctx, session))
+    out.update(teaching_views(ctx, store, session))
     return out
 
 
@@ -167,7 +181,7 @@ def teach_slice(ctx: DemoContext, store: TeachingStore, session: tm.TeachingSess
                 k: Any) -> Updates:
     if session is None or session.current is None:
         return {"t_status": gr.skip()}
-    return teaching_views(ctx, session, k)
+    return teaching_views(ctx, store, session, k)
 
 
 def _model_read(ctx: DemoContext, case: Case, read: tm.Read) -> Updates:
@@ -189,7 +203,7 @@ def commit_read(ctx: DemoContext, store: TeachingStore, session: tm.TeachingSess
                 call: str | None, ticked: list[str] | None) -> Updates:
     if session is None or session.current is None:
         raise SpineFXError("press 'Start / next case' first")
-    case = _current_case(ctx, session)
+    case = _current_case(ctx, store, session)
     _refresh(store, session)
     read = tm.make_read(session, case, call, ticked)
     model = _model_read(ctx, case, read)
@@ -198,9 +212,10 @@ def commit_read(ctx: DemoContext, store: TeachingStore, session: tm.TeachingSess
         store.record_read(resident, read)      # one transaction: stored whole or not at all
     session.reads.append(read)
     session.committed = True
+    source, notes = case_source(ctx, store, case)
+    notes = f"\n\n**The instructor's notes:** {notes}" if notes else ""
     return {"teach_state": session,
-            "reveal_md": tm.truth_markdown(case, read, ctx.library.synthetic_teaching)
-            + model["reveal_md"],
+            "reveal_md": tm.truth_markdown(case, read, source) + notes + model["reveal_md"],
             "t_overlay": model.get("t_overlay"),
             "key_md": tm.feature_key_markdown(case, read), "t_status": "",
             "score_md": tm.score_markdown(session.reads),

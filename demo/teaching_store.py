@@ -194,6 +194,21 @@ class TeachingStore:
             raise SpineFXError(f"that is not the teacher key of session {info.code}")
         return info
 
+    def add_case(self, code: str, case_id: str) -> SessionInfo:
+        """Append a case to a session's list (an instructor's new case); read-modify-write in
+        one transaction, so two additions at once both land."""
+        code = normalise_code(code)
+        with self._transaction() as con:
+            row = con.execute("SELECT case_ids FROM sessions WHERE code = ?", (code,)).fetchone()
+            if row is None:
+                raise SpineFXError(f"no teaching session has the code {code}")
+            ids = json.loads(row[0])
+            if case_id not in ids:
+                ids.append(case_id)
+                con.execute("UPDATE sessions SET case_ids = ? WHERE code = ?",
+                            (json.dumps(ids), code))
+        return self.session(code)
+
     # -- residents ---------------------------------------------------------------------------
     def join(self, code: str | None, name: str | None) -> tuple[Resident, bool]:
         """(the resident, resumed): a name already in the session is that resident again (a
@@ -251,6 +266,11 @@ class TeachingStore:
         return [(row[0], _read(row[1:])) for row in rows]
 
     # -- files -------------------------------------------------------------------------------
+    @property
+    def library_dir(self) -> Path:
+        """The instructor's own teaching cases (see ``teaching_cases.py``)."""
+        return self.folder / "library"
+
     @property
     def exports_dir(self) -> Path:
         """Where CSV downloads are written (served by gradio as static files: each lies in a

@@ -265,3 +265,52 @@ def test_a_case_added_later_keeps_the_order_of_the_others():
     before = case_order("ABCDEF", "Ana", CASE_IDS)
     after = case_order("ABCDEF", "Ana", CASE_IDS + ["added_case"])
     assert [c for c in after if c != "added_case"] == before
+
+
+def test_an_instructor_adds_a_case_from_a_dicom_study(ctx, store, phantom_study, tmp_path):
+    import pydicom
+
+    from spinefx.demo import teaching_dashboard as td
+    from spinefx.demo import teaching_handlers as th
+
+    t1_dir, t2_dir, truth = phantom_study
+    files = []
+    for series in (t1_dir, t2_dir):       # copies carrying a known patient name
+        for p in sorted(series.glob("*.dcm")):
+            ds = pydicom.dcmread(p)
+            ds.PatientName, ds.PatientID = "ZZSECRET^TEACHNAME", "ZZ-ID-5521"
+            target = tmp_path / f"{series.name}_{p.name}"
+            ds.save_as(target)
+            files.append(str(target))
+    board = td.create_session(ctx, store, "with my case")
+    state = board["teacher_state"]
+    box = ",".join(str(int(v)) for v in truth.box)
+    title = tm.feature_titles()[3]
+    args = (files, None, None, None, "malignant", truth.slice, box, "l1", [title],
+            "Look at the posterior wall.", "real")
+    refused = td.add_case(ctx, store, state, *args, False)
+    assert "confirm" in refused["add_status"] and not store.library_dir.exists()
+    no_box = td.add_case(ctx, store, state, *args[:6], "", *args[7:], True)
+    assert "box" in no_box["add_status"]
+    added = td.add_case(ctx, store, state, *args, True)
+    assert "instructor_001" in added["add_status"] and state["code"] in added["add_status"]
+
+    kept = sorted(str(p.relative_to(store.library_dir)) for p in store.library_dir.rglob("*")
+                  if p.is_file())
+    assert kept == ["cases.json", "instructor_001/t1.npz", "instructor_001/t2.npz",
+                    "manifest.csv"]
+    for p in store.folder.rglob("*"):
+        if p.is_file():
+            assert b"ZZSECRET" not in p.read_bytes() and b"ZZ-ID-5521" not in p.read_bytes()
+    assert "instructor_001" in store.session(state["code"]).case_ids
+    case = th.all_cases(ctx, store)["instructor_001"]
+    assert case.label == "malignant" and case.level == "L1" and case.slice == truth.slice
+    assert case.features[tm.TITLE_TO_KEY[title]] == 1 and sum(case.features.values()) == 1
+
+    joined = th.next_case(ctx, store, None, state["code"], "Cleo")["teach_state"]
+    joined.current = "instructor_001"            # jump to the instructor's case
+    shown = th.teaching_views(ctx, store, joined)
+    assert shown["t_t1"] and shown["t_t2"]
+    done = th.commit_read(ctx, store, joined, "malignant", [title])
+    assert "Instructor-provided case · real MRI" in done["reveal_md"]
+    assert "posterior wall" in done["reveal_md"] and "Truth (SYNTHETIC" not in done["reveal_md"]
