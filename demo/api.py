@@ -14,11 +14,10 @@ from spinefx.runtime.explain import explain_prediction
 from spinefx.runtime.preprocess import Box
 from spinefx.runtime.provenance import DISCLAIMER
 from spinefx.runtime.service import Result, parse_box, parse_point
-from spinefx.runtime.study import Study
+from spinefx.runtime.study import SeriesPair, Study
 
 from .context import DemoContext, about_study, api_guard, upload_paths, upload_title
 from .ingest import load_dicom_upload, load_image_upload
-from .read_handlers import pair_of
 from .service import predict
 from .views import overlay_image
 
@@ -98,3 +97,10 @@ def model_info(ctx: DemoContext) -> dict:
             "examples": {e.key: e.title for e in ctx.library.examples},
             "teaching": ctx.library.teaching_source,
             "disclaimer": DISCLAIMER}
+
+
+def pair_of(study: Study, t1: str | None, t2: str | None) -> SeriesPair:
+    """The API's series choice: the page's first choice unless the caller names series."""
+    if not (t1 or t2) and study.default_pair is not None:
+        return study.default_pair
+    return study.choose_pair(t1 or None, t2 or None, "guess")

@@ -10,7 +10,6 @@ from typing import Any
 
 import gradio as gr
 import numpy as np
-from PIL import Image
 
 from spinefx.runtime import SpineFXError
 from spinefx.runtime.explain import explain_prediction
@@ -28,7 +27,7 @@ from .context import (
     upload_title,
 )
 from .ingest import load_dicom_upload, load_image_upload
-from .report import session_report
+from .report import session_report, view_at_result
 from .service import predict, preview_input
 from .spine_view import picked_entry, run_localiser, spine_updates
 from .viewer import (
@@ -80,7 +79,10 @@ def invalidate(st: ReadState, k: int, box: Box | None) -> Updates:
     return {**cleared_result(STALE_RESULT), "level_rd": gr.update(value=None)}
 
 
-def _spans(st: ReadState, study: Study, pair: SeriesPair) -> tuple[tuple[float, float], ...]:
+Span = tuple[float, float]
+
+
+def _spans(st: ReadState, study: Study, pair: SeriesPair) -> tuple[Span, Span]:
     """Each series' 1-99% range (the W/L sliders' scale), once per series per session."""
     aligned = study.aligned(pair)
     keys = (pair.t1, f"{pair.t1}->{pair.t2}")
@@ -126,15 +128,7 @@ def view_updates(ctx: DemoContext, st: ReadState, k: int, box: Box | None) -> Up
 
 def report_update(ctx: DemoContext, st: ReadState) -> Updates:
     """A fresh report for the download button (the view at the result's own slice and box)."""
-    view = None
-    if st.last is not None:
-        shown = st.view                       # clicks keep mapping onto the picture on screen
-        path = render_view(ctx, st, st.last.roi.slice_index, st.last.roi.box)
-        st.view = shown
-        if path is not None:
-            with Image.open(path) as picture:
-                view = picture.convert("RGB")
-    return {"report_btn": session_report(ctx, st, view)}
+    return {"report_btn": session_report(ctx, st, view_at_result(ctx, st, render_view))}
 
 
 def _box_or_none(text: str) -> Box | None:
@@ -399,10 +393,3 @@ def restyle(ctx: DemoContext, st: ReadState | None, alpha: float) -> Updates:
     pred, synthetic = st.last.prediction, st.last.synthetic_model
     return {"overlay": ctx.outbox.png(overlay_image(pred, alpha, synthetic)),
             "roi_gal": ctx.outbox.gallery(roi_images(pred, alpha))}
-
-
-def pair_of(study: Study, t1: str | None, t2: str | None) -> SeriesPair:
-    """The API's series choice: the page's first choice unless the caller names series."""
-    if not (t1 or t2) and study.default_pair is not None:
-        return study.default_pair
-    return study.choose_pair(t1 or None, t2 or None, "guess")

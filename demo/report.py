@@ -16,7 +16,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from PIL import Image
 
@@ -111,7 +111,8 @@ def _result_section(result: Mapping[str, Any], explanation: Mapping[str, Any] | 
 def _model_section(r: ReportInput) -> str:
     raw = r.model
     metrics = raw.get("metrics") if isinstance(raw.get("metrics"), Mapping) else {}
-    training = raw.get("training_data") if isinstance(raw.get("training_data"), Mapping) else {}
+    training: Mapping[str, Any] = (raw["training_data"] if isinstance(raw.get("training_data"),
+                                                                       Mapping) else {})
     versions = ((raw.get("export") or {}).get("versions") or {}) if isinstance(
         raw.get("export"), Mapping) else {}
     limits = [("intended use", raw.get("intended_use") or "not stated in model.json"),
@@ -173,6 +174,21 @@ def write_report(work: Path, text: str, previous: str | None = None) -> str:
     if previous and Path(previous).parent.parent == reports:
         shutil.rmtree(Path(previous).parent, ignore_errors=True)
     return str(path)
+
+
+def view_at_result(ctx: DemoContext, st: ReadState,
+                   render: Callable[..., str | None]) -> Image.Image | None:
+    """The T1 | T2 picture at the current result's own slice and box (``render``: the read
+    tab's cached renderer), leaving the session's click mapping on the picture on screen."""
+    if st.last is None:
+        return None
+    shown = st.view
+    path = render(ctx, st, st.last.roi.slice_index, st.last.roi.box)
+    st.view = shown
+    if path is None:
+        return None
+    with Image.open(path) as picture:
+        return picture.convert("RGB")
 
 
 def session_report(ctx: DemoContext, st: ReadState, view: Image.Image | None) -> str:
