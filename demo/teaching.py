@@ -40,6 +40,11 @@ def clean_reader(name: str | None) -> str:
     return text or "resident"
 
 
+def md_escape(text: str) -> str:
+    """User text (a name, a title) shown literally inside Markdown."""
+    return re.sub(r"([\\`*_{}\[\]()#+\-.!|<>~])", r"\\\1", text)
+
+
 @dataclass
 class Read:
     case_id: str

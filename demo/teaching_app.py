@@ -167,5 +167,7 @@ def wire_teaching(ctx: DemoContext, ui: UI) -> None:
                         pick(ui, td.ADD_OUTPUTS), **private)
     page = gr.context.Context.root_block
     assert page is not None, "wire_teaching runs inside the app's gr.Blocks"
-    page.load(bind(ctx, ui, th.resume, store), [ui["teach_browser"]], teach, **private)
-    page.load(bind(ctx, ui, td.restore, store), [ui["teacher_browser"]], teacher, **private)
+    page.load(bind(ctx, ui, th.resume, store), [ui["teach_browser"]], teach,
+              api_visibility="private")
+    page.load(bind(ctx, ui, td.restore, store), [ui["teacher_browser"]], teacher,
+              api_visibility="private")

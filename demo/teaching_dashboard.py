@@ -93,12 +93,26 @@ def missed_features(rows: Rows) -> list[list[Any]]:
     return sorted(table, key=lambda row: (-(row[3] / row[2]) if row[2] else 1.0, row[0]))
 
 
-def summary_markdown(info: SessionInfo, n_residents: int, n_reads: int) -> str:
-    title = f" · {info.title}" if info.title else ""
+def model_markdown(rows: Rows) -> str:
+    """The model's own calls on the cases the residents read (each case once)."""
+    calls = {r.case_id: (r.model_label, r.truth) for _, r in rows if r.model_label is not None}
+    if not calls:
+        return "The model's calls: none recorded yet (no model loaded, or no reads)."
+    s = tm.score([tm.Read(cid, label, truth, [], {}) for cid, (label, truth) in calls.items()])
+    return (f"**The model** on the {s['n']} case{'s' if s['n'] != 1 else ''} read so far: "
+            f"accuracy {tm.pct(s['accuracy'])} · sensitivity {tm.pct(s['sensitivity'])} · "
+            f"specificity {tm.pct(s['specificity'])} (TP {s['tp']}, FN {s['fn']}, TN {s['tn']}, "
+            f"FP {s['fp']})")
+
+
+def summary_markdown(info: SessionInfo, n_residents: int, rows: Rows) -> str:
+    title = f" · {tm.md_escape(info.title)}" if info.title else ""
+    n_reads = len(rows)
     return (f"### Session {info.code}{title}\n\nResidents join with the code **{info.code}** "
             f"and their name · {len(info.case_ids)} cases · {n_residents} resident"
             f"{'s' if n_residents != 1 else ''} · {n_reads} read{'s' if n_reads != 1 else ''}"
-            f" · updated {time.strftime('%H:%M:%S')} (every {REFRESH_S:.0f} s)")
+            f" · updated {time.strftime('%H:%M:%S')} (every {REFRESH_S:.0f} s)\n\n"
+            + model_markdown(rows))
 
 
 def _export_token(info: SessionInfo) -> str:
@@ -113,7 +127,7 @@ def refresh(ctx: DemoContext, store: TeachingStore, state: Any) -> Updates:
     info = store.teacher_session(state["code"], state["key"])
     rows = store.session_reads(info.code)
     names = [r.name for r in store.residents(info.code)]
-    out: Updates = {"dash_md": summary_markdown(info, len(names), len(rows)),
+    out: Updates = {"dash_md": summary_markdown(info, len(names), rows),
                     "dash_residents": resident_rows(rows, names),
                     "dash_cases": hardest_cases(rows), "dash_features": missed_features(rows)}
     if state.get("exported") != len(rows):

@@ -89,27 +89,31 @@ def _identify(ctx: DemoContext, store: TeachingStore, session: tm.TeachingSessio
         return tm.TeachingSession(order=case_order(seed, "practice", ids)), PRACTICE_NOTE
     info = store.session(code)
     resident, resumed = store.join(info.code, name)
+    known = set(ids)
+    order = [c for c in case_order(info.code, resident.name, info.case_ids) if c in known]
     if session is not None and session.resident_id == resident.id:
+        session.order = order              # the teacher may have added a case since
         _refresh(store, session)
         return session, ""
-    order = [c for c in case_order(info.code, resident.name, info.case_ids) if c in set(ids)]
     fresh = tm.TeachingSession(reader=resident.name, code=info.code, resident_id=resident.id,
                                order=order, reads=store.reads_of(resident))
     missing = len(info.case_ids) - len(order)
     note = (f" {missing} of the session's cases are not in this server's library and are "
             "skipped." if missing else "")
     if resumed:
-        return fresh, (f"Welcome back: **{resident.name}** is already in session {info.code}, "
+        return fresh, (f"Welcome back: **{tm.md_escape(resident.name)}** is already in "
+                       f"session {info.code}, "
                        f"so you continue as that resident ({len(fresh.reads)} of {len(order)} "
                        "read). If that is not you, choose another name." + note)
-    return fresh, f"Joined session {info.code} as **{resident.name}**." + note
+    return fresh, f"Joined session {info.code} as **{tm.md_escape(resident.name)}**." + note
 
 
 def who_markdown(session: tm.TeachingSession) -> str:
     done = f"{len(session.read_ids() & set(session.order))} of {len(session.order)} cases read"
     if session.code is None:
         return f"**Practice** (not saved) · {done}"
-    return f"Session **{session.code}** · resident **{session.reader}** · {done}"
+    return (f"Session **{session.code}** · resident **{tm.md_escape(session.reader)}** · "
+            f"{done}")
 
 
 def _csv_file(ctx: DemoContext, store: TeachingStore, session: tm.TeachingSession) -> str | None:

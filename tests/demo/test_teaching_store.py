@@ -187,6 +187,7 @@ def test_the_checklist_does_not_reveal_directions():
     assert "leaning" not in tm.CHECKLIST_LABEL and "malignant" not in tm.CHECKLIST_LABEL
     case = Case(case_id="c", label="benign", t1=Path("t1"), t2=Path("t2"), slice=1,
                 box=(0, 0, 4, 4), features={f.key: 0 for f in FEATURES})
+    assert tm.md_escape("**Ana** [x](y)") == r"\*\*Ana\*\* \[x\]\(y\)"
     key = tm.feature_key_markdown(case, _read("c"))
     assert "| malignant |" in key and "| benign |" in key   # revealed after the commit
 
@@ -240,6 +241,8 @@ def test_a_session_from_creation_to_export(ctx, store):
     assert set(rows) == {"Ana", "Ben"} and rows["Ana"][1] == 1 and rows["Ben"][1] == 1
     assert "2 residents" in board["dash_md"] and len(board["dash_cases"]) == len({first,
                                                                                  ben.reads[0].case_id})
+    n_cases = len({first, ben.reads[0].case_id})
+    assert f"**The model** on the {n_cases} case" in board["dash_md"]
     export = Path(board["export_btn"])
     assert store.exports_dir in export.parents
     readers = pytest.importorskip("spinefx.train.readers")
