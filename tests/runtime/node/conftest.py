@@ -85,11 +85,19 @@ def ct_study(phantom_studies, tmp_path_factory) -> Path:
                          Modality="CT", SOPClassUID=CTImageStorage)
 
 
-@pytest.fixture(scope="module")
-def orthanc_server(tmp_path_factory) -> Iterator[Orthanc]:
-    """One Orthanc for the module (starting one costs ~4 s with its shutdown)."""
-    if orthanc_binary() is None:
+@pytest.fixture(scope="session")
+def orthanc_installed() -> str:
+    """Orthanc's executable; the only reason these tests skip (never in CI: .ci/run installs
+    it, and a skip fails a CI run)."""
+    binary = orthanc_binary()
+    if binary is None:
         pytest.skip("Orthanc is not installed here (apt-get install orthanc; CI installs it)")
+    return binary
+
+
+@pytest.fixture(scope="module")
+def orthanc_server(orthanc_installed, tmp_path_factory) -> Iterator[Orthanc]:
+    """One Orthanc for the module (starting one costs ~4 s with its shutdown)."""
     with Orthanc(modalities=NODE_PEER, root=tmp_path_factory.mktemp("pacs")) as server:
         yield server
 

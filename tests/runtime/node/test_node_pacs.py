@@ -145,6 +145,31 @@ def assert_findings_match(report: Any, document: dict[str, Any]) -> None:
             assert value(values, "Fracture class").lower() == vertebra["label"]
 
 
+def text_values(ds: Any) -> list[str]:
+    """Every TextValue of an SR's content tree."""
+    found = []
+    for item in ds.get("ContentSequence", []):
+        if "TextValue" in item:
+            found.append(str(item.TextValue))
+        found += text_values(item)
+    return found
+
+
+def assert_report_says(report: Any, document: dict[str, Any], t1_uids: set[str]) -> None:
+    """The per-level findings, the disclaimer, the model's sha256, the SYNTHETIC caveat of a
+    phantom-trained model, and references to the T1 images it was measured on."""
+    assert_findings_match(report, document)
+    texts = text_values(report)
+    assert document["disclaimer"] in texts
+    assert any(document["model_sha256"] in t for t in texts), "no model sha256 in the SR"
+    if document.get("synthetic_model"):
+        assert any("SYNTHETIC" in t for t in texts), "phantom model without its caveat"
+    sources = {str(image.referenced_sop_instance_uid)
+               for group in report.content.get_image_measurement_groups()
+               for image in group.source_images}
+    assert sources and sources <= t1_uids, "SR groups reference images not sent"
+
+
 def test_scanner_to_pacs_refusals_and_no_phi(pacs, start_node, canary_study, ct_study,
                                              tmp_path):
     """The canary study (a phantom as patient CANARY) in, SR + SEG + SC out, with the values
@@ -172,7 +197,7 @@ def test_scanner_to_pacs_refusals_and_no_phi(pacs, start_node, canary_study, ct_
     for obj in (report, seg, capture):
         assert (obj.StudyInstanceUID, obj.PatientID) == (uid, canary_study.patient_id)
     with analyse_study(canary) as expected:
-        assert_findings_match(report, expected.document)
+        assert_report_says(report, expected.document, sop_uids(canary / "t1"))
     levels = list(sr_findings(report))
     assert [seg.get_segment_description(n).SegmentLabel for n in seg.segment_numbers] == levels
     assert seg.FrameOfReferenceUID == source.FrameOfReferenceUID
@@ -258,7 +283,8 @@ def test_sigkill_while_analysing_finishes_the_job_once(pacs, start_node, phantom
     assert (job["instances"], job["revision"]) == (len(sop_uids(study)), 0), job
 
 
-def test_destination_down_then_up_results_arrive_once(start_node, phantom_studies, tmp_path):
+def test_destination_down_then_up_results_arrive_once(orthanc_installed, start_node,
+                                                       phantom_studies, tmp_path):
     study, data, dest_port = phantom_studies[0], tmp_path / "data", free_port()
     node = start_node(data, dest_port, idle_seconds=0.5,
                       config={"retry_initial_seconds": 0.5, "retry_max_seconds": 2.0})
