@@ -18,6 +18,7 @@ __all__ = ["NODE_EXTRA_HINT", "import_pynetdicom", "start_scp"]
 
 log = logging.getLogger("spinefx.node")
 
+VERIFICATION = "1.2.840.10008.1.1"  # the C-ECHO SOP class
 NODE_EXTRA_HINT = "spinefx node needs the 'node' extra: pip install 'spinefx[node]'"
 
 
@@ -78,14 +79,13 @@ def start_scp(config: NodeConfig, store: JobStore) -> Any:
     (``server.server_address[1]`` is the port, useful with port 0; ``server.shutdown()``)."""
     pynetdicom = import_pynetdicom()
     from pynetdicom import ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
-    from pynetdicom.sop_class import Verification
 
     ae = pynetdicom.AE(ae_title=config.ae_title)
     # every storage class: a scanner sends localisers, reports and screenshots with the
     # images, and refusing them would make it retry the whole study
     for context in AllStoragePresentationContexts:
         ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
-    ae.add_supported_context(Verification)
+    ae.add_supported_context(VERIFICATION)
     ae.maximum_associations = config.max_associations
     ae.require_calling_aet = list(config.allow)
     ae.require_called_aet = config.require_called_aet

@@ -17,6 +17,7 @@ import signal
 import sqlite3
 import sys
 import threading
+import warnings
 from typing import IO, Any, Callable
 
 from spinefx.runtime.errors import SpineFXError
@@ -68,9 +69,16 @@ class DataFolderLock:
 
 
 def _setup_logging() -> None:
-    """Our lines on stderr; pynetdicom's chatter (it logs peers and PDUs at INFO/DEBUG) kept
-    to warnings."""
-    logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+    """Our lines on stderr, and nothing else: pydicom and highdicom quote the values they find
+    odd (a birth date, a patient's name) in warnings and log records, and pynetdicom logs
+    peers and PDUs. The node runs unattended, its log must never hold a patient's value, so
+    the process drops all warnings and those libraries' records (job reasons carry what an
+    operator needs, scrubbed)."""
+    warnings.simplefilter("ignore")
+    for name in ("pydicom", "highdicom", "pynetdicom"):
+        library = logging.getLogger(name)
+        library.setLevel(logging.CRITICAL + 1)
+        library.propagate = False
     node = logging.getLogger("spinefx.node")
     if not node.handlers:
         handler = logging.StreamHandler(sys.stderr)
@@ -155,7 +163,7 @@ def _why(exc: BaseException) -> str:
 def _install_signals(stop: threading.Event) -> dict[int, Any]:
     if threading.current_thread() is not threading.main_thread():
         return {}
-    previous = {}
+    previous: dict[int, Any] = {}
     for signum in (signal.SIGTERM, signal.SIGINT):
         previous[signum] = signal.signal(signum, lambda *_: stop.set())
     return previous

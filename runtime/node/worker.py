@@ -173,8 +173,17 @@ class Worker:
             self._predictor = self._load()
         return self._predictor
 
-    def run(self, stop: threading.Event) -> None:
-        """Work until ``stop`` is set; an unexpected error is logged and the loop goes on."""
+    def run(self, stop: threading.Event, preload: bool = True) -> None:
+        """Work until ``stop`` is set; an unexpected error is logged and the loop goes on.
+        ``preload``: load the model first (the listener is already up; the first study then
+        waits for nobody), a failure is reported on the jobs that need it."""
+        if preload:
+            try:
+                self.predictor()
+                log.info("model loaded")
+            except Exception as exc:  # noqa: BLE001 - each job will say so
+                log.error("the model could not be loaded (%s); jobs will fail until it can",
+                          type(exc).__name__)
         while not stop.is_set():
             try:
                 busy = self.step()
