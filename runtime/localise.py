@@ -14,6 +14,7 @@ are flipped so rows run superior -> inferior and columns anterior -> posterior.
 from __future__ import annotations
 
 import gzip
+import time
 from dataclasses import dataclass, field
 from os import PathLike
 from pathlib import Path
@@ -42,6 +43,8 @@ class Localisation:
     vertebrae: VertebraList
     volume: Volume
     files: dict[str, Path] = field(default_factory=dict)
+    #: wall seconds of each stage (segmentation, postprocess, grading, document, writing)
+    seconds: dict[str, float] = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -136,9 +139,11 @@ def localise_series(source: str | PathLike | Volume, out_dir: str | PathLike | N
     the count, body ``index`` (0 = the most superior) is ``level``
     (:func:`spinefx.runtime.vertebrae.relabel`)."""
     volume = read_sagittal(source, series)
+    clock = _StageClock()
     if probability is None:
         probability = body_probability(volume, model_dir)
         probability_source = probability_source or "vertebral-body localiser (ONNX)"
+        clock.lap("segmentation")
     probability = np.asarray(probability, dtype=np.float32)
     if probability.shape != volume.data.shape:
         raise SpineFXError(f"body probability {probability.shape} does not match the series "
@@ -153,12 +158,29 @@ def localise_series(source: str | PathLike | Volume, out_dir: str | PathLike | N
             relabel(vl, anchor[0], anchor[1])
         except ValueError as exc:
             raise SpineFXError(str(exc)) from exc
+    clock.lap("postprocess")
     grade_vertebrae(vl)
+    clock.lap("grading")
     doc = vertebrae_document(vl, volume, flips, probability_source or "given probability map")
-    result = Localisation(doc, vl, volume)
+    result = Localisation(doc, vl, volume, seconds=clock.seconds)
+    clock.lap("document")
     if out_dir is not None:
         result.files = write_localisation(result, out_dir, source)
+        clock.lap("writing")
     return result
+
+
+class _StageClock:
+    """Wall seconds between successive laps, by stage name (the benchmark reads them)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.seconds[stage] = now - self._last
+        self._last = now
 
 
 def _to_series(vl: VertebraList, volume: Volume, flips: tuple[bool, bool]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from functools import lru_cache
 from os import PathLike
 from pathlib import Path
@@ -131,20 +132,33 @@ def load_card(model_dir: str | PathLike | None = None) -> dict:
 
 @lru_cache(maxsize=4)
 def _session(model_path: str, mtime_ns: int, threads: int):
+    """One session per model file (and its mtime) and thread count, reused by every call in
+    the process: opening one costs ~50 ms, more than a small series' run."""
     import onnxruntime as ort  # runtime dependency; imported lazily like the classifier's
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     return ort.InferenceSession(model_path, sess_options=options,
                                 providers=["CPUExecutionProvider"])
 
 
-def segment_bodies(image: np.ndarray, spacing_mm: tuple[float, float, float],
-                   model_dir=None, threads: int = DEFAULT_THREADS) -> np.ndarray:
-    """image: (slices, rows, cols) one sagittal series, any weighting, any intensity scale;
-    spacing_mm: (slice, row, col) mm. Returns float32 (slices, rows, cols) probability that the
-    voxel is vertebral body (0..1), on the input grid. model_dir default: weights/localiser/."""
+@dataclass
+class ModelInput:
+    """A series prepared for the localiser: the padded, normalised batch on the model's grid."""
+    batch: np.ndarray                  # float32 (slices, 1, rows, cols), rows/cols padded
+    shape: tuple[int, int]             # rows, cols of the model grid before padding
+    spacing: tuple[float, float]       # the series' row, col spacing (mm)
+    series_shape: tuple[int, int]      # the series' rows, cols
+    pixel_mm: float                    # the model grid's pixel (mm)
+
+
+def prepare_input(image: np.ndarray, spacing_mm: tuple[float, float, float],
+                  card: dict) -> ModelInput:
+    """Check ``image`` (slices, rows, cols) and ``spacing_mm`` (slice, row, col), resample every
+    slice to the card's pixel size, normalise and pad it: the localiser's input batch."""
     volume = np.asarray(image, dtype=np.float32)
     if volume.ndim != 3 or 0 in volume.shape:
         raise ValueError(f"segment_bodies needs a (slices, rows, cols) volume, got shape "
@@ -154,7 +168,6 @@ def segment_bodies(image: np.ndarray, spacing_mm: tuple[float, float, float],
                          f"spacing, got {spacing_mm}")
     if not np.isfinite(volume).all():
         volume = np.nan_to_num(volume, nan=0.0, posinf=0.0, neginf=0.0)
-    card = load_card(model_dir)
     pixel_mm = float(card["input"]["pixel_mm"])
     pct = card["input"]["normalisation"]["percentiles"]
     spacing = (float(spacing_mm[1]), float(spacing_mm[2]))
@@ -166,10 +179,33 @@ def segment_bodies(image: np.ndarray, spacing_mm: tuple[float, float, float],
     scale = (pixel_mm / spacing[0], pixel_mm / spacing[1])
     model_in = resample_slices(volume, scale, shape)
     model_in = pad_to_multiple(normalise_slices(model_in, pct[0], pct[1]))
+    return ModelInput(model_in[:, None], shape, spacing,
+                      (volume.shape[1], volume.shape[2]), pixel_mm)
+
+
+def run_model(prepared: ModelInput, card: dict, threads: int = DEFAULT_THREADS) -> np.ndarray:
+    """The localiser's body probability on the model grid (slices, rows, cols), padding cut
+    off: every slice in one batched run of the cached session."""
     path = card["_model_path"]
     session = _session(path, Path(path).stat().st_mtime_ns, int(threads))
     name = session.get_inputs()[0].name
-    prob = session.run(None, {name: model_in[:, None]})[0][:, 0, :shape[0], :shape[1]]
-    back = (spacing[0] / pixel_mm, spacing[1] / pixel_mm)
-    out = resample_slices(prob, back, (volume.shape[1], volume.shape[2]))
+    rows, cols = prepared.shape
+    return session.run(None, {name: prepared.batch})[0][:, 0, :rows, :cols]
+
+
+def to_series_grid(prob: np.ndarray, prepared: ModelInput) -> np.ndarray:
+    """The model-grid probability resampled back onto the series grid, clipped to 0..1."""
+    back = (prepared.spacing[0] / prepared.pixel_mm, prepared.spacing[1] / prepared.pixel_mm)
+    out = resample_slices(prob, back, prepared.series_shape)
     return np.clip(out, 0.0, 1.0).astype(np.float32)
+
+
+def segment_bodies(image: np.ndarray, spacing_mm: tuple[float, float, float],
+                   model_dir=None, threads: int = DEFAULT_THREADS) -> np.ndarray:
+    """image: (slices, rows, cols) one sagittal series, any weighting, any intensity scale;
+    spacing_mm: (slice, row, col) mm. Returns float32 (slices, rows, cols) probability that the
+    voxel is vertebral body (0..1), on the input grid. model_dir default: weights/localiser/.
+    The three stages are :func:`prepare_input`, :func:`run_model`, :func:`to_series_grid`."""
+    card = load_card(model_dir)
+    prepared = prepare_input(image, spacing_mm, card)
+    return to_series_grid(run_model(prepared, card, threads), prepared)
