@@ -110,18 +110,28 @@ def render_view(ctx: DemoContext, st: ReadState, k: int, box: Box | None) -> str
                                 spec, aligned.t1.n_slices)
         path = ctx.outbox.png(img)
         assert path is not None
-        hit = (path, view)
+        hit = ((path,), view)
         st.views.put(spec, *hit)
     st.view = hit[1]
-    return hit[0]
+    return hit[0][0]
+
+
+def channel_strip(ctx: DemoContext, st: ReadState, k: int, box: Box) -> list:
+    """The six channels the model would see, encoded once per slice and box."""
+    study, pair = st.require()
+    key = ("strip", pair.t1, pair.t2, int(k), tuple(box))
+    hit = st.views.get(key)
+    if hit is None:
+        gallery = ctx.outbox.gallery(channel_gallery(preview_input(ctx.model, study, pair, k,
+                                                                   box)))
+        st.views.put(key, [p for p, _ in gallery if p], gallery)
+        return gallery
+    return list(hit[1])
 
 
 def view_updates(ctx: DemoContext, st: ReadState, k: int, box: Box | None) -> Updates:
-    study, pair = st.require()
-    out: Updates = {"slice_img": render_view(ctx, st, k, box), "channels": []}
-    if box is not None:
-        out["channels"] = ctx.outbox.gallery(
-            channel_gallery(preview_input(ctx.model, study, pair, k, box)))
+    out: Updates = {"slice_img": render_view(ctx, st, k, box),
+                    "channels": channel_strip(ctx, st, k, box) if box is not None else []}
     out.update(invalidate(st, int(k), box))
     return out
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Hashable, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -196,22 +196,22 @@ def markers_of(entries: Sequence[dict], selected: int | None, k: int) -> tuple[M
 
 
 class ViewCache:
-    """Encoded PNG paths per :class:`ViewSpec` (newest last; files pruned by the outbox are
-    re-rendered)."""
+    """Encoded PNG files per key (a :class:`ViewSpec`, or a channel strip's key), newest last;
+    an entry whose files the outbox pruned is a miss (re-rendered)."""
 
-    def __init__(self, size: int = 48):
+    def __init__(self, size: int = 64):
         self.size = size
-        self._items: OrderedDict[ViewSpec, tuple[str, View]] = OrderedDict()
+        self._items: OrderedDict[Hashable, tuple[tuple[str, ...], Any]] = OrderedDict()
 
-    def get(self, spec: ViewSpec) -> tuple[str, View] | None:
-        hit = self._items.get(spec)
-        if hit is None or not Path(hit[0]).is_file():
+    def get(self, key: Hashable) -> tuple[tuple[str, ...], Any] | None:
+        hit = self._items.get(key)
+        if hit is None or not all(Path(p).is_file() for p in hit[0]):
             return None
-        self._items.move_to_end(spec)
+        self._items.move_to_end(key)
         return hit
 
-    def put(self, spec: ViewSpec, path: str, view: View) -> None:
-        self._items[spec] = (path, view)
-        self._items.move_to_end(spec)
+    def put(self, key: Hashable, paths: Sequence[str], payload: Any = None) -> None:
+        self._items[key] = (tuple(paths), payload)
+        self._items.move_to_end(key)
         while len(self._items) > self.size:
             self._items.popitem(last=False)

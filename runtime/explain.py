@@ -64,14 +64,15 @@ def proportion_of(block: Mapping[str, Any], name: str,
 
 
 def _percent(p: dict[str, Any]) -> str:
-    text = f"{100 * p['value']:.0f}%"
+    """"86% (95% CI 77-92%; 74 of 86)", with what is missing said instead."""
+    inside = []
     if p["ci_low"] is not None and p["ci_high"] is not None:
-        text += f" (95% CI {100 * p['ci_low']:.0f}-{100 * p['ci_high']:.0f}%)"
+        inside.append(f"95% CI {100 * p['ci_low']:.0f}-{100 * p['ci_high']:.0f}%")
     else:
-        text += " (no confidence interval: model.json has no interval or counts)"
+        inside.append("no confidence interval: model.json has no interval or counts")
     if p["k"] is not None and p["n"]:
-        text += f", {p['k']} of {p['n']}"
-    return text
+        inside.append(f"{p['k']} of {p['n']}")
+    return f"{100 * p['value']:.0f}% ({'; '.join(inside)})"
 
 
 def operating_point(raw: Mapping[str, Any], threshold: float) -> dict[str, Any]:
@@ -81,9 +82,10 @@ def operating_point(raw: Mapping[str, Any], threshold: float) -> dict[str, Any]:
     missing = [name for name, p in (("sensitivity", sens), ("specificity", spec)) if p is None]
     parts = []
     if sens is not None:
-        parts.append(f"finds {_percent(sens)} of malignant fractures (sensitivity)")
+        parts.append(f"finds {_percent(sens)} of the malignant fractures (sensitivity)")
     if spec is not None:
-        parts.append(f"calls {_percent(spec)} of benign fractures benign (specificity)")
+        parts.append(f"calls {_percent(spec)} of the benign fractures benign "
+                     "(specificity)")
     if parts:
         statement = (f"At this threshold the model {' and '.join(parts)}"
                      + (f", measured on: {where}" if where else "") + ".")

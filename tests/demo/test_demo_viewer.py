@@ -36,9 +36,9 @@ def test_explain_quotes_model_json_numbers_and_their_intervals():
                                                  val["sensitivity"]["ci_high"])
     statement = out["operating_point"]["statement"]
     s = val["sensitivity"]
-    assert f"{100 * s['value']:.0f}% (95% CI {100 * s['ci_low']:.0f}-{100 * s['ci_high']:.0f}%)" \
-        in statement
-    assert f"{val['specificity']['k']} of {val['specificity']['n']}" in statement
+    assert f"{100 * s['value']:.0f}% (95% CI {100 * s['ci_low']:.0f}-{100 * s['ci_high']:.0f}%; " \
+        f"{s['k']} of {s['n']})" in statement
+    assert f"{val['specificity']['k']} of {val['specificity']['n']})" in statement
     assert f"{val['ece']['value']:.3f}" in out["calibration"]["statement"]
     assert "at or above" in out["threshold_meaning"] and "SYNTHETIC" in out["synthetic_note"]
 
