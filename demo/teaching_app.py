@@ -9,6 +9,8 @@ reload or a new tab resumes; the progress itself is on the server.
 """
 from __future__ import annotations
 
+from os import PathLike
+
 import gradio as gr
 
 from . import teaching as tm
@@ -121,8 +123,9 @@ def _add_case_panel(ui: UI) -> None:
         ui["add_status"] = gr.Markdown(elem_id="add-status")
 
 
-def teaching_tab(ctx: DemoContext, ui: UI) -> None:
-    store = TeachingStore(default_data_dir())
+def teaching_tab(ctx: DemoContext, ui: UI, data_dir: str | PathLike | None = None) -> None:
+    """``data_dir``: the teaching data folder (None: :func:`default_data_dir`, resolved now)."""
+    store = TeachingStore(data_dir if data_dir is not None else default_data_dir())
     gr.set_static_paths([store.exports_dir])
     ui[STORE] = store
     # Rendered at the page's top level by wire_teaching: a BrowserState inside a tab that is
