@@ -5,7 +5,7 @@ go to a real PACS (a benchmark, not a test).
 
 Every study is SYNTHETIC: a phantom (T1 + T2, 15 sagittal slices each, 30 instances), one
 seed per study. Orthanc (Debian's package, started by tests/helpers/orthanc.py) and
-``spinefx node`` (a subprocess, the bundled model's default int8 variant unless --model /
+``spinefx node`` (a subprocess, the bundled model's int8 variant unless --model /
 --variant) run on 127.0.0.1; the scanners are dcmtk's storescu, one association per study,
 ``--senders`` of them at once. A warm-up study (not counted) loads the model first.
 
@@ -67,7 +67,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--idle-seconds", type=float, default=1.0,
                     help="the node's idle time that marks a study complete")
     ap.add_argument("--model", default=None, help="model folder (default: bundled)")
-    ap.add_argument("--variant", default=None, help="ONNX variant (default: model.json's)")
+    ap.add_argument("--variant", default="int8", help="ONNX variant of the model (int8, fp32)")
     ap.add_argument("--cold-starts", type=int, default=3,
                     help="cold starts timed (the last one is the node under load)")
     ap.add_argument("--timeout", type=float, default=None,
@@ -249,7 +249,7 @@ def make_report(args: argparse.Namespace, studies: list[Path], sends: dict[str, 
         "studies": len(studies), "senders": args.senders,
         "instances_per_study": sent // max(1, len(studies)),
         "idle_seconds": args.idle_seconds, "cpus": os.cpu_count(),
-        "model": args.model or "bundled", "variant": args.variant or "model.json default",
+        "model": args.model or "bundled", "variant": args.variant,
         "cold_start": extra["cold_start"], "warm_up_s": rnd(extra["warm_up_s"]),
         "send_errors": sum(1 for s in sends.values() if s["rc"] != 0),
         "lost_studies": len(uids) - len(latencies), "lost_instances": sent - on_node,
