@@ -76,11 +76,13 @@ def _load_column(ctx: DemoContext, ui: UI) -> None:
                                   minimum=0)
         gr.Markdown("Slices are ordered by the number in their file name.")
     ui["load_btn"] = gr.Button("Load upload", elem_id="load-upload")
+    # narrow number columns and a wrapped description: weighting/slices/status stay in view
     ui["series_df"] = gr.Dataframe(headers=SERIES_HEADERS, interactive=False,
-                                   label="series found (no patient data)", wrap=True)
-    with gr.Row():
-        ui["t1_dd"] = gr.Dropdown(label="T1-weighted series", choices=[], interactive=True)
-        ui["t2_dd"] = gr.Dropdown(label="T2-weighted series", choices=[], interactive=True)
+                                   label="series found (no patient data)", wrap=True,
+                                   column_widths=["7%", "53%", "14%", "10%", "16%"])
+    # one dropdown per line: series labels are long and a half-width box cuts them off
+    ui["t1_dd"] = gr.Dropdown(label="T1-weighted series", choices=[], interactive=True)
+    ui["t2_dd"] = gr.Dropdown(label="T2-weighted series", choices=[], interactive=True)
 
 
 def _mark_column(ctx: DemoContext, ui: UI) -> None:

@@ -140,3 +140,22 @@ def test_report_without_a_result_says_so():
                                     synthetic_case=False, spine_note="localiser found nothing"))
     assert "No result" in text and "localiser found nothing" in text
     assert "SYNTHETIC" not in text and "not for diagnosis" in text
+
+
+def test_a_failed_localiser_is_said_in_plain_words_and_the_box_path_stays(ctx, phantom_study,
+                                                                         phi_upload,
+                                                                         monkeypatch):
+    from spinefx.demo import spine_view
+    from spinefx.runtime import SpineFXError
+
+    def no_vertebra(*args, **kwargs):
+        raise SpineFXError("no vertebra found on T1 nor on T2")
+    monkeypatch.setattr(spine_view, "analyse_spine", no_vertebra)
+    out = rh.load_upload(ctx, None, phi_upload, None, None, None)
+    assert out["spine_md"].startswith("**Automatic reading unavailable:** no vertebra found")
+    assert "click its centre" in out["spine_md"] and out["spine_df"] == []
+    assert "Click the centre" in out["status"] and out["box_tb"] == ""
+    case = phantom_study[2]
+    done = rh.run_predict(ctx, out["read_state"], case.slice,
+                          ",".join(str(v) for v in case.box), 0.45)
+    assert done["status"] == "Done."
