@@ -121,8 +121,8 @@ def _serve(config: NodeConfig, stop: threading.Event,
         counts = store.recover()
         if any(counts.values()):
             log.info("recovered: %(jobs_resumed)d interrupted jobs to run again, "
-                     "%(instances_found)d instances recorded, %(temporary_files)d partial "
-                     "files removed", counts)
+                     "%(jobs_failed)d failed (interrupted too often), %(instances_found)d "
+                     "instances recorded, %(temporary_files)d partial files removed", counts)
         try:
             server = start_scp(config, store)
         except OSError as exc:

@@ -39,6 +39,9 @@ __all__ = ["FINAL_STATES", "STATES", "Job", "JobStore", "uid_key"]
 STATES = ("receiving", "complete", "analysing", "sending", "done", "failed", "skipped")
 FINAL_STATES = ("done", "failed", "skipped")
 DB_NAME = "node.sqlite"
+#: a job whose analysis was interrupted this many times (a study that kills the process?)
+#: ends failed instead of running again after each restart
+MAX_RUNS = 3
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -53,6 +56,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     attempts INTEGER NOT NULL DEFAULT 0,   -- failed sends of this revision
     next_attempt_at REAL,                  -- back-off: not before this time
     results INTEGER,                       -- result objects of this revision
+    results_generation INTEGER,            -- the generation they were built from
+    runs INTEGER NOT NULL DEFAULT 0,       -- analyses started (a crash loop ends failed)
     sent INTEGER NOT NULL DEFAULT 0,       -- of them confirmed by the destination
     first_instance_at REAL, last_instance_at REAL, completed_at REAL,
     analysis_started_at REAL, analysis_seconds REAL, finished_at REAL, purged_at REAL
@@ -91,6 +96,8 @@ class Job:
     attempts: int
     next_attempt_at: float | None
     results: int | None
+    results_generation: int | None
+    runs: int
     sent: int
     first_instance_at: float | None
     last_instance_at: float | None
@@ -226,7 +233,7 @@ class JobStore:
         if state in FINAL_STATES:  # more of a finished study: analyse again, new result UIDs
             return (f"UPDATE jobs SET {common}, state = 'receiving', revision = revision + 1, "
                     "reason = NULL, attempts = 0, next_attempt_at = NULL, results = NULL, "
-                    "sent = 0, completed_at = NULL, analysis_started_at = NULL, "
+                    "runs = 0, sent = 0, completed_at = NULL, analysis_started_at = NULL, "
                     "analysis_seconds = NULL, finished_at = NULL WHERE id = ?")
         if state == "complete":  # not started yet: wait for the rest
             return f"UPDATE jobs SET {common}, state = 'receiving' WHERE id = ?"
@@ -240,7 +247,8 @@ class JobStore:
         to complete so they run again (deterministic UIDs + the sent log keep it exact-once).
         """
         now = time.time() if now is None else now
-        counts = {"temporary_files": 0, "instances_found": 0, "jobs_resumed": 0}
+        counts = {"temporary_files": 0, "instances_found": 0, "jobs_resumed": 0,
+                  "jobs_failed": 0}
         for tmp in list(self.studies.glob("*/.*.tmp")) + list(self.results.glob("*/*/.*.tmp")):
             tmp.unlink(missing_ok=True)
             counts["temporary_files"] += 1
@@ -255,6 +263,11 @@ class JobStore:
                     self._record_instance(study_uid, path.stem, now)
                     counts["instances_found"] += 1
         with self._write() as conn:
+            counts["jobs_failed"] = conn.execute(
+                "UPDATE jobs SET state = 'failed', finished_at = ?, reason = 'the analysis "
+                "was interrupted ' || runs || ' times (the node stopped or crashed during "
+                "it); not tried again' WHERE state = 'analysing' AND runs >= ?",
+                (now, MAX_RUNS)).rowcount
             counts["jobs_resumed"] = conn.execute(
                 "UPDATE jobs SET state = 'complete', completed_at = COALESCE(completed_at, ?) "
                 "WHERE state IN ('analysing', 'sending')", (now,)).rowcount
@@ -308,7 +321,8 @@ class JobStore:
                                "ORDER BY completed_at, id LIMIT 1").fetchone()
             if row is None:
                 return None
-            conn.execute("UPDATE jobs SET state = 'analysing', analysis_started_at = ?, "
+            conn.execute("UPDATE jobs SET state = 'analysing', runs = runs + 1, "
+                         "analysis_started_at = ?, "
                          "reason = NULL WHERE id = ?", (now, row["id"]))
         return self.job(row["id"])
 
@@ -340,7 +354,7 @@ class JobStore:
         when results of the old one may have left already)."""
         bump = ", revision = revision + 1, sent = 0, attempts = 0" if new_revision else ""
         with self._write() as conn:
-            conn.execute(f"UPDATE jobs SET state = 'receiving', results = NULL, "
+            conn.execute(f"UPDATE jobs SET state = 'receiving', results = NULL, runs = 0, "
                          f"completed_at = NULL, analysis_started_at = NULL{bump} WHERE id = ?",
                          (job.id,))
 

@@ -243,8 +243,9 @@ class Worker:
                                 start)
         self._keep_results(job, datasets)
         if not self.store.update(job.id, generation=job.generation, state="sending",
-                                 results=len(datasets), analysis_seconds=self.clock() - start,
-                                 attempts=0, next_attempt_at=None):
+                                 results=len(datasets), results_generation=job.generation,
+                                 analysis_seconds=self.clock() - start, runs=0, attempts=0,
+                                 next_attempt_at=None):
             log.info("job %d: new instances arrived during the analysis; receiving", job.id)
             return self.store.reopen(job, new_revision=False)
         log.info("job %d: %d results built in %.2f s", job.id, len(datasets),
@@ -260,13 +261,17 @@ class Worker:
         for ds in datasets:
             atomic_write_bytes(folder / f"{uid_key(str(ds.SOPInstanceUID))}.dcm", _encode(ds))
 
-    def _finish(self, job: Job, state: str, reason: str | None, start: float | None) -> None:
+    def _finish(self, job: Job, state: str, reason: str | None, start: float | None,
+                generation: int | None = None) -> None:
+        """A final state, unless instances arrived since ``generation`` (default: when the
+        job was read); then the job receives again."""
         now = self.clock()
         values: dict[str, Any] = {"state": state, "reason": reason, "finished_at": now,
                                   "next_attempt_at": None}
         if start is not None:
             values["analysis_seconds"] = now - start
-        if not self.store.update(job.id, generation=job.generation, **values):
+        generation = job.generation if generation is None else generation
+        if not self.store.update(job.id, generation=generation, **values):
             log.info("job %d: new instances arrived meanwhile; receiving again", job.id)
             return self.store.reopen(job, new_revision=state == "done")
         if state == "done":
@@ -276,6 +281,10 @@ class Worker:
 
     # -- sending -------------------------------------------------------------------------
     def send(self, job: Job) -> None:
+        """Send the job's kept results; done when all are confirmed (receiving again when
+        instances arrived after the results were built), else a retry later."""
+        built_from = job.generation if job.results_generation is None else \
+            job.results_generation
         paths = sorted(self.store.results_folder(job).glob("*.dcm"))
         if job.results is not None and len(paths) < job.results:  # results lost: rebuild
             self.store.update(job.id, state="complete", completed_at=self.clock())
@@ -285,11 +294,11 @@ class Worker:
         except DestinationDown as exc:
             return self._retry_later(job, str(exc))
         except SendRefused as exc:
-            return self._finish(job, "failed", str(exc), None)
+            return self._finish(job, "failed", str(exc), None, built_from)
         except (OSError, RuntimeError) as exc:  # socket errors, an association torn down
             return self._retry_later(job, f"{type(exc).__name__}: {exc}")
         log.info("job %d: %d results sent to %s", job.id, sent, self.config.dest)
-        self._finish(job, "done", None, None)
+        self._finish(job, "done", None, None, built_from)
 
     def _retry_later(self, job: Job, why: str) -> None:
         attempts = job.attempts + 1

@@ -218,6 +218,31 @@ def test_destination_down_waits_and_retries(tmp_path, analyses):
     assert len(analyses) == 1  # the retry sent the kept results, no second analysis
 
 
+def test_instance_during_an_outage_is_analysed_after_the_send(tmp_path, analyses):
+    down_port = free_port()
+    config = make_config(tmp_path, down_port, retry_initial_seconds=1, retry_max_seconds=1)
+    store = JobStore(config.data)
+    study = generate_uid()
+    first, late = instance(study), instance(study)
+    store.store_instance(encode(first), study, first.SOPInstanceUID)
+    now = [time.time()]
+    worker = Worker(store, config, load_predictor=lambda: MODEL, clock=lambda: now[0])
+    [job] = store.jobs()
+    run_until(worker, "sending", job.id)
+    store.store_instance(encode(late), study, late.SOPInstanceUID)  # arrives while we wait
+    pacs = FakePacs(down_port)
+    try:
+        now[0] += 1.1
+        run_until(worker, "receiving", job.id)  # the old results went; the new data waits
+        assert len(pacs.received) == 2 and store.job(job.id).revision == 1
+        run_until(worker, "done", job.id)
+    finally:
+        pacs.close()
+    seeds = [seed for _, seed in analyses]
+    assert seeds == [f"{study}|{MODEL.sha256}", f"{study}|{MODEL.sha256}|r1"]
+    assert len(pacs.received) == len(set(pacs.received)) == 4  # two results of each revision
+
+
 def test_ct_and_unanalysable_studies_are_skipped_without_phi(tmp_path, pacs, monkeypatch,
                                                              caplog):
     def refuse(folder, predictor, seed):

@@ -129,7 +129,8 @@ def test_recover_after_a_crash(store):
     store.instance_path(other, lost.SOPInstanceUID).write_bytes(encode(lost))
     store.update(job_id, state="analysing")
     counts = JobStore(store.data).recover(now=50.0)
-    assert counts == {"temporary_files": 1, "instances_found": 2, "jobs_resumed": 1}
+    assert counts == {"temporary_files": 1, "instances_found": 2, "jobs_resumed": 1,
+                      "jobs_failed": 0}
     assert not list(store.studies.rglob("*.tmp"))
     job = store.job(job_id)
     assert (job.state, job.instances) == ("complete", 2)
@@ -187,3 +188,19 @@ def test_readonly_store_needs_an_existing_table(tmp_path):
     with pytest.raises(SpineFXError, match="node.sqlite missing"):
         JobStore(tmp_path / "nothing", readonly=True)
     assert not (tmp_path / "nothing").exists()
+
+
+def test_an_analysis_interrupted_three_times_ends_failed(store):
+    study = generate_uid()
+    ds = instance(study)
+    _, job_id = store.store_instance(encode(ds), study, ds.SOPInstanceUID, now=0.0)
+    store.complete_idle(0.0, now=1.0)
+    for run in (1, 2, 3):
+        assert store.next_job(now=float(run)).runs == run  # the process dies in the analysis
+        counts = JobStore(store.data).recover(now=10.0)
+        assert (counts["jobs_resumed"], counts["jobs_failed"]) == ((1, 0) if run < 3 else (0, 1))
+    job = store.job(job_id)
+    assert job.state == "failed" and "interrupted 3 times" in job.reason
+    more = instance(study)  # new data gives it a fresh start
+    store.store_instance(encode(more), study, more.SOPInstanceUID, now=20.0)
+    assert (store.job(job_id).state, store.job(job_id).runs) == ("receiving", 0)
