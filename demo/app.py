@@ -36,21 +36,38 @@ CSS = """
 #status {min-height: 1.5em;}
 #result .prose h3 {margin-top: 0;}
 """
-# The mouse wheel over the images steps the slice slider (one slice per notch) and fires the
-# slider's own input event, so the page redraws as for an arrow key. Delegated from the document:
-# gradio renders the slider after this script runs.
-WHEEL_JS = """<script>
-document.addEventListener("wheel", (event) => {
-  const over = event.target.closest && event.target.closest("#slice-image");
-  const range = document.querySelector("#slice-slider input[type=range]");
-  if (!over || !range) return;
-  event.preventDefault();
-  const next = Math.min(Number(range.max), Math.max(Number(range.min),
-                        Number(range.value) + (event.deltaY > 0 ? 1 : -1)));
-  if (next === Number(range.value)) return;
-  range.value = String(next);
-  range.dispatchEvent(new Event("input", {bubbles: true}));
-}, {passive: false});
+# The mouse wheel over the images, and the arrow / page keys while the pointer is over them
+# (no text field focused), step the slice slider and fire its own input event, so the page
+# redraws as for an arrow key on the focused slider. Delegated from the document: gradio
+# renders the slider after this script runs.
+VIEWER_JS = """<script>
+(() => {
+  let overImage = false;
+  const step = (delta) => {
+    const range = document.querySelector("#slice-slider input[type=range]");
+    if (!range) return false;
+    const next = Math.min(Number(range.max), Math.max(Number(range.min),
+                          Number(range.value) + delta));
+    if (next !== Number(range.value)) {
+      range.value = String(next);
+      range.dispatchEvent(new Event("input", {bubbles: true}));
+    }
+    return true;
+  };
+  document.addEventListener("mouseover", (event) => {
+    overImage = !!(event.target.closest && event.target.closest("#slice-image"));
+  });
+  document.addEventListener("wheel", (event) => {
+    if (!(event.target.closest && event.target.closest("#slice-image"))) return;
+    if (step(event.deltaY > 0 ? 1 : -1)) event.preventDefault();
+  }, {passive: false});
+  const keys = {ArrowDown: 1, ArrowRight: 1, PageDown: 1, ArrowUp: -1, ArrowLeft: -1, PageUp: -1};
+  document.addEventListener("keydown", (event) => {
+    const typing = event.target.closest && event.target.closest("input, textarea, select");
+    if (!overImage || typing || !(event.key in keys)) return;
+    if (step(keys[event.key])) event.preventDefault();
+  });
+})();
 </script>"""
 APP_TITLE = "spinefx: benign vs malignant vertebral compression fracture (research demo)"
 
@@ -284,7 +301,7 @@ def build_app(model: str | PathLike | None = None, cases_dir: str | PathLike | N
 
 def launch(app: gr.Blocks, host: str = "127.0.0.1", port: int | None = 7860, **kwargs: Any):
     """Serve the app with the page style and upload limits (what `spinefx demo` and app.py do)."""
-    options: dict[str, Any] = dict(server_name=host, server_port=port, css=CSS, head=WHEEL_JS,
+    options: dict[str, Any] = dict(server_name=host, server_port=port, css=CSS, head=VIEWER_JS,
                                    max_file_size=MAX_FILE_SIZE, footer_links=["api"],
                                    show_error=False)
     options.update(kwargs)

@@ -94,6 +94,10 @@ def _result_section(result: Mapping[str, Any], explanation: Mapping[str, Any] | 
            f"{_e(result['label'])}</b> (threshold {float(result['threshold']):.2f}); "
            f"slice {_e(result.get('slice'))}, box {_e(result.get('box'))}, "
            f"square ROI {_e(roi)}.</p>"]
+    truth = result.get("truth") or {}
+    if truth.get("label"):
+        out.append(f"<p>Ground truth (SYNTHETIC phantom): <b>{_e(truth['label'])}</b>"
+                   + (f" at {_e(truth['level'])}" if truth.get("level") else "") + ".</p>")
     for warning in result.get("warnings") or []:
         out.append(f'<p class="warn">Warning: {_e(warning)}</p>')
     if explanation:

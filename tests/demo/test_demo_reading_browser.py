@@ -100,6 +100,12 @@ def test_click_free_reading_keyboard_scroll_stale_result_and_report(browser, dem
     page.wait_for_function("document.querySelector('#result').innerText"
                            ".includes('The result was cleared')")
     assert "P(malignant)" not in page.locator("#result").inner_text()
+    slider = page.locator("#slice-slider input[type=range]")
+    before, k = _src(page), int(slider.input_value())
+    page.locator("#slice-image img").first.hover()
+    page.mouse.wheel(0, 120 if k < int(slider.get_attribute("max") or k) else -120)
+    _wait_src_change(page, before)                   # the wheel over the images scrolls too
+    assert int(slider.input_value()) != k
 
     # --- pick the fractured level: its result is back; the report carries it and no PHI
     page.locator("#levels label", has_text=f"{case.level} · FRACTURE").first.click()
