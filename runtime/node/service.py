@@ -90,7 +90,11 @@ def _setup_logging() -> None:
 
 def _check_extras() -> None:
     for module in ("pynetdicom", "highdicom"):
-        if importlib.util.find_spec(module) is None:
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except (ImportError, ValueError):  # a broken install, or blocked in sys.modules
+            found = False
+        if not found:
             raise ModuleNotFoundError(f"{NODE_EXTRA_HINT} (no module named {module!r})",
                                       name=module)
 

@@ -123,9 +123,8 @@ def send_files(config: NodeConfig, paths: Sequence[Path], store: JobStore, job: 
     dest = config.dest
     assoc = ae.associate(dest.host, dest.port, contexts=contexts, ae_title=dest.ae_title)
     if not assoc.is_established:
-        why = "rejected" if assoc.is_rejected else "aborted" if assoc.is_aborted else \
-            "no connection"
-        raise DestinationDown(f"association {why}")
+        raise DestinationDown(f"association rejected by {dest.ae_title}" if assoc.is_rejected
+                              else "no connection, or the association was aborted")
     sent = 0
     try:
         for ds in todo:

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -92,3 +94,15 @@ def test_cli_errors_are_one_line(capsys, tmp_path):
     assert "needs --data" in capsys.readouterr().err
     assert main(["node", "status", "--data", str(tmp_path / "none")]) == 2
     assert "node.sqlite missing" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("module", ["pynetdicom", "highdicom"])
+def test_missing_node_extra_is_one_line(module, tmp_path):
+    code = (f"import sys; sys.modules[{module!r}] = None; from spinefx.cli import main; "
+            f"sys.exit(main(['node', '--data', {str(tmp_path / 'd')!r}, '--port', '0', "
+            "'--ae-title', 'A', '--dest', 'P@127.0.0.1:1']))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert out.stderr.strip() == ("error: spinefx node needs the 'node' extra: pip install "
+                                  f"'spinefx[node]' (no module named {module!r})")
