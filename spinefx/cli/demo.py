@@ -35,6 +35,9 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--cache", type=Path, default=None,
                    help="where examples and the teaching set are generated (default "
                         "~/.cache/spinefx/demo or $SPINEFX_DEMO_CACHE)")
+    p.add_argument("--teaching-data", type=Path, default=None,
+                   help="teaching sessions (SQLite), exports and instructor cases (default "
+                        "$SPINEFX_TEACHING_DATA, else ~/.local/share/spinefx/teaching)")
     p.set_defaults(run=run)
     return p
 
@@ -46,6 +49,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.port is not None and not 0 < args.port < 65536:
         raise UsageError(f"--port must be 1-65535, got {args.port}")
+    if args.teaching_data is not None:  # read by the Teaching tab when the app is built
+        os.environ["SPINEFX_TEACHING_DATA"] = str(args.teaching_data)
     app = build_app(model=args.model, cases_dir=args.cases, cache_dir=args.cache,
                     concurrency=args.concurrency, allow_outside=args.allow_outside)
     print(f"spinefx demo on http://{args.host}:{args.port}  (Ctrl+C to stop). {DISCLAIMER}")

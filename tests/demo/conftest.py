@@ -44,8 +44,11 @@ def tiny_model(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def demo_server(demo_roots, tiny_model):
     """(app, url): the demo with the tiny model, served on a free port for the whole session."""
-    old = {k: os.environ.get(k) for k in ("GRADIO_TEMP_DIR", "GRADIO_ANALYTICS_ENABLED")}
+    old = {k: os.environ.get(k) for k in ("GRADIO_TEMP_DIR", "GRADIO_ANALYTICS_ENABLED",
+                                          "SPINEFX_TEACHING_DATA")}
     os.environ["GRADIO_TEMP_DIR"] = str(demo_roots["gradio"])
+    # teaching sessions of the shared server stay in the session's folder, never in ~/.local
+    os.environ["SPINEFX_TEACHING_DATA"] = str(demo_roots["work"].parent / "teaching")
     os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
     from spinefx.demo.app import build_app, launch
 
