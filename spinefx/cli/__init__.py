@@ -50,7 +50,8 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 EXTRAS = {"torch": "train", "torchvision": "train", "sklearn": "train", "safetensors": "train",
           "matplotlib": "train", "scipy": "train", "onnx": "export", "onnxscript": "export",
           "pytorch_grad_cam": "export", "gradio": "demo", "huggingface_hub": "hub",
-          "nibabel": "nifti", "onnxruntime": "cpu"}  # or [gpu]: onnxruntime-gpu
+          "nibabel": "nifti", "pynetdicom": "node", "highdicom": "node",
+          "onnxruntime": "cpu"}  # or [gpu]: onnxruntime-gpu
 
 
 def command_name(run: Callable) -> str:

@@ -71,3 +71,21 @@ def test_no_sagittal_pair_is_an_error_naming_the_study(tmp_path, predictor) -> N
         analyse_study(empty, predictor=predictor)
     with pytest.raises(SpineFXError, match="not a study folder"):
         analyse_study(tmp_path / "missing", predictor=predictor)
+
+
+def test_the_package_names_load_on_first_use() -> None:
+    """Every public name resolves, and importing the package imports no pydicom/numpy (the
+    node's cold start): checked in a fresh interpreter."""
+    import subprocess
+    import sys
+
+    import spinefx.runtime as runtime
+
+    assert runtime.__all__ == sorted(runtime._EXPORTS)
+    for name in runtime.__all__:
+        assert getattr(runtime, name) is not None, name
+    code = ("import sys, spinefx.runtime, spinefx.runtime.errors; "
+            "print(sorted(m for m in ('pydicom', 'numpy', 'onnxruntime') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    assert out == "[]"
