@@ -15,7 +15,7 @@ from spinefx.runtime import SpineFXError
 from spinefx.runtime.explain import explain_prediction
 from spinefx.runtime.preprocess import Box
 from spinefx.runtime.service import Result, box_at, check_slice, format_box, parse_box
-from spinefx.runtime.study import SeriesPair, Study
+from spinefx.runtime.study import Study
 
 from .context import (
     DemoContext,
@@ -36,7 +36,7 @@ from .viewer import (
     ViewSpec,
     markers_of,
     render_pair,
-    robust_range,
+    series_spans,
 )
 from .views import (
     channel_gallery,
@@ -79,19 +79,6 @@ def invalidate(st: ReadState, k: int, box: Box | None) -> Updates:
     return {**cleared_result(STALE_RESULT), "level_rd": gr.update(value=None)}
 
 
-Span = tuple[float, float]
-
-
-def _spans(st: ReadState, study: Study, pair: SeriesPair) -> tuple[Span, Span]:
-    """Each series' 1-99% range (the W/L sliders' scale), once per series per session."""
-    aligned = study.aligned(pair)
-    keys = (pair.t1, f"{pair.t1}->{pair.t2}")
-    for key, vol in zip(keys, (aligned.t1, aligned.t2)):
-        if key not in st.spans:
-            st.spans[key] = robust_range(vol.data)
-    return st.spans[keys[0]], st.spans[keys[1]]
-
-
 def render_view(ctx: DemoContext, st: ReadState, k: int, box: Box | None) -> str | None:
     """The T1 | T2 picture of slice ``k`` as a PNG path (cached per view)."""
     study, pair = st.require()
@@ -106,8 +93,9 @@ def render_view(ctx: DemoContext, st: ReadState, k: int, box: Box | None) -> str
                     note="SYNTHETIC" if synthetic_case(study, pair) else "")
     hit = st.views.get(spec)
     if hit is None:
-        img, view = render_pair(aligned.t1.data[k], aligned.t2.data[k], _spans(st, study, pair),
-                                spec, aligned.t1.n_slices)
+        spans = series_spans(st.spans, aligned, pair)
+        img, view = render_pair(aligned.t1.data[k], aligned.t2.data[k], spans, spec,
+                                aligned.t1.n_slices)
         path = ctx.outbox.png(img)
         assert path is not None
         hit = ((path,), view)

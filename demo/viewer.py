@@ -85,6 +85,19 @@ def robust_range(data: np.ndarray) -> tuple[float, float]:
     return float(lo), float(max(hi, lo + 1e-6))
 
 
+Span = tuple[float, float]
+
+
+def series_spans(cache: dict[str, Span], aligned: Any, pair: Any) -> tuple[Span, Span]:
+    """The T1 and resliced T2's 1-99% ranges (the W/L sliders' scale), computed once per
+    series in ``cache`` (a session's)."""
+    keys = (pair.t1, f"{pair.t1}->{pair.t2}")
+    for key, vol in zip(keys, (aligned.t1, aligned.t2)):
+        if key not in cache:
+            cache[key] = robust_range(vol.data)
+    return cache[keys[0]], cache[keys[1]]
+
+
 def apply_window(plane: np.ndarray, span: tuple[float, float], level: float,
                  width: float) -> np.ndarray:
     """uint8 grey of ``plane`` with the window centred at ``level``% of ``span``, ``width``%
