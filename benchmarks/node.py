@@ -205,14 +205,24 @@ def send_all(studies: list[Path], port: int, senders: int) -> dict[str, dict[str
         return dict(pool.map(send, studies))
 
 
-def wait_warm_up(watcher: ResultWatcher, uid: str, timeout: float) -> float:
+def wait_warm_up(watcher: ResultWatcher, node: NodeProcess, uid: str, timeout: float) -> float:
+    """Seconds until the warm-up study's results are stored; stops at once when its job ends
+    without them (the reason is the node's)."""
     t0 = time.perf_counter()
     while watcher.complete(uid) is None:
-        if time.perf_counter() - t0 > timeout:
-            raise RuntimeError("the warm-up study's results never reached Orthanc")
+        jobs = jobs_of(node_status(node.data)[0]) if node.data.exists() else []
+        ended = [j for j in jobs if j["state"] in ("failed", "skipped")]
+        if ended or time.perf_counter() - t0 > timeout:
+            raise RuntimeError(f"the warm-up study's results never reached Orthanc: {ended}")
         watcher.poll()
-        time.sleep(0.1)
+        time.sleep(0.2)
     return time.perf_counter() - t0
+
+
+def all_ended(node: NodeProcess, n: int) -> bool:
+    """Every job of the run (and the warm-up's) done, failed or skipped: nothing more comes."""
+    jobs = jobs_of(node_status(node.data)[0])
+    return len(jobs) > n and all(j["state"] in ("done", "failed", "skipped") for j in jobs)
 
 
 def rnd(value: float | None) -> float | None:
@@ -304,6 +314,20 @@ def main(argv: list[str] | None = None) -> int:
     duplicated."""
     args = parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="spinefx-node-bench-"))
+    try:
+        report = run(args, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    print_table(report)
+    if args.out:
+        Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+        print(f"report: {args.out}")
+    bad = report["lost_studies"] or report["lost_instances"] or report["duplicate_results"]
+    return 1 if bad or report["send_errors"] else 0
+
+
+def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    """The load test in ``work``: its report."""
     studies = make_studies(work / "studies", args.studies + 1, args.slices)
     warm_up, studies = studies[0], studies[1:]
     timeout = args.timeout or 60.0 + 20.0 * args.studies
@@ -320,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
             assert node.process is not None
             watcher = ResultWatcher(pacs, node.process.pid)
             storescu(warm_up, node.port)
-            extra["warm_up_s"] = wait_warm_up(watcher, study_uid(warm_up), timeout)
+            extra["warm_up_s"] = wait_warm_up(watcher, node, study_uid(warm_up), timeout)
             extra["warm_up_instances"] = len(dicom_files(warm_up))
             extra["rss_warm"] = rss_mib(node.process.pid)
             watcher.start()
@@ -328,8 +352,8 @@ def main(argv: list[str] | None = None) -> int:
             sends = send_all(studies, node.port, args.senders)
             uids = list(sends)
             while (any(watcher.complete(u) is None for u in uids)
-                   and time.perf_counter() - t0 < timeout):
-                time.sleep(0.2)
+                   and time.perf_counter() - t0 < timeout and not all_ended(node, len(uids))):
+                time.sleep(1.0)
             extra["wall_s"] = time.perf_counter() - t0
             time.sleep(max(2.0, args.idle_seconds))  # a late second copy would show now
             watcher.stop.set()
@@ -339,13 +363,7 @@ def main(argv: list[str] | None = None) -> int:
             report = make_report(args, studies, sends, watcher, pacs, node, extra)
         finally:
             node.stop()
-    shutil.rmtree(work, ignore_errors=True)
-    print_table(report)
-    if args.out:
-        Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
-        print(f"report: {args.out}")
-    bad = report["lost_studies"] or report["lost_instances"] or report["duplicate_results"]
-    return 1 if bad or report["send_errors"] else 0
+    return report
 
 
 if __name__ == "__main__":
