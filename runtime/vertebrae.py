@@ -57,6 +57,7 @@ class VertebraList:
     level_reason: str = ""
     reason: str = ""                           # why the list is empty, when it is
     gaps_mm: list[float] = field(default_factory=list)  # disc gap below each body but the last
+    region: tuple[slice, ...] | None = None    # a box of `labels` holding every body
 
     def __len__(self) -> int:
         return len(self.vertebrae)
@@ -84,10 +85,15 @@ def label_components(mask: np.ndarray) -> tuple[np.ndarray, int]:
         return np.zeros(fg.shape, dtype=np.int32), 0
     edges = []
     for axis in range(fg.ndim - 1):   # neighbours along the last axis share a run already
-        lo = np.take(run_id, np.arange(fg.shape[axis] - 1), axis=axis)
-        hi = np.take(run_id, np.arange(1, fg.shape[axis]), axis=axis)
+        lo = run_id[_shifted(fg.ndim, axis, slice(None, -1))]
+        hi = run_id[_shifted(fg.ndim, axis, slice(1, None))]
         both = (lo >= 0) & (hi >= 0)
-        edges.append(np.unique(lo[both] * n_runs + hi[both]))
+        pairs = lo[both] * n_runs + hi[both]
+        # two runs that touch give one pair per shared voxel, in a row: keep each change
+        # (the same set, a much shorter sort)
+        changed = np.ones(len(pairs), dtype=bool)
+        changed[1:] = pairs[1:] != pairs[:-1]
+        edges.append(np.unique(pairs[changed]))
     pairs = np.concatenate(edges) if edges else np.zeros(0, dtype=np.int64)
     root = _union_find(n_runs, pairs // n_runs, pairs % n_runs)
     _, first, dense = np.unique(root, return_index=True, return_inverse=True)
@@ -95,6 +101,13 @@ def label_components(mask: np.ndarray) -> tuple[np.ndarray, int]:
     labels = np.zeros(fg.shape, dtype=np.int32)
     labels[fg] = (order[dense] + 1)[run_id[fg]]
     return labels, int(len(first))
+
+
+def _shifted(ndim: int, axis: int, part: slice) -> tuple[slice, ...]:
+    """The index taking ``part`` along ``axis`` and everything along the other axes."""
+    index = [slice(None)] * ndim
+    index[axis] = part
+    return tuple(index)
 
 
 def _union_find(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -134,25 +147,25 @@ def grow_back(seeds: np.ndarray, mask: np.ndarray, max_steps: int) -> np.ndarray
     """Grow labelled ``seeds`` into ``mask`` one 6-neighbour step at a time (the lower label
     wins a voxel both reach in the same step); voxels never reached stay 0."""
     labels = np.where(mask, seeds, 0).astype(np.int32)
+    # flat indices on a grid padded by one empty voxel: a neighbour is index + offset, never
+    # wrapping; only the free voxels next to last step's new ones (the front) can change
+    lab = np.pad(labels, 1).ravel()
+    free = np.pad(mask & (labels == 0), 1).ravel()
+    strides = np.cumprod((1,) + tuple(s + 2 for s in labels.shape[:0:-1]))[::-1]
+    offsets = np.concatenate([strides, -strides]).astype(np.intp)
+    new = np.flatnonzero(lab)
     big = np.iinfo(np.int32).max
     for _ in range(max_steps):
-        free = mask & (labels == 0)
-        if not free.any():
+        front = (new[:, None] + offsets[None, :]).ravel()
+        front = np.unique(front[free[front]])
+        if len(front) == 0:
             break
-        best = np.full(labels.shape, big, dtype=np.int32)
-        cand = np.where(labels > 0, labels, big)
-        for axis in range(3):
-            for shift in (1, -1):
-                moved = np.roll(cand, shift, axis=axis)
-                edge: list[slice | int] = [slice(None)] * 3
-                edge[axis] = 0 if shift == 1 else -1   # np.roll wraps: the wrapped face is void
-                moved[tuple(edge)] = big
-                np.minimum(best, moved, out=best)
-        take = free & (best < big)
-        if not take.any():
-            break
-        labels[take] = best[take]
-    return labels
+        around = lab[front[:, None] + offsets[None, :]]      # labels at the step's start
+        lab[front] = np.where(around > 0, around, big).min(axis=1)
+        free[front] = False
+        new = front
+    inner = tuple(slice(1, -1) for _ in labels.shape)
+    return lab.reshape(tuple(s + 2 for s in labels.shape))[inner].copy()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -162,28 +175,29 @@ def find_vertebrae(prob: np.ndarray, spacing_mm: tuple[float, float, float],
                    image: np.ndarray | None = None, threshold: float = THRESHOLD,
                    label_levels: bool = True) -> VertebraList:
     """The vertebral bodies of a ``(slices, rows, cols)`` body-probability map (a 0/1
-    ground-truth mask works too), superior -> inferior, named by :func:`assign_levels`.
-    ``spacing_mm`` = (slice, row, col) mm. ``image`` is accepted for future intensity cues
-    (rib heads, the sacrum's signal) and unused today."""
-    prob = np.asarray(prob, dtype=np.float32)
+    ground-truth mask works too; a bool one counts as already thresholded), superior ->
+    inferior, named by :func:`assign_levels`. ``spacing_mm`` = (slice, row, col) mm.
+    ``image`` is accepted for future intensity cues (rib heads, the sacrum's signal) and
+    unused today."""
+    prob = np.asarray(prob)
     if prob.ndim != 3:
         raise ValueError(f"body probability must be 3-D (slices, rows, cols), got {prob.shape}")
     spacing = (float(spacing_mm[0]), float(spacing_mm[1]), float(spacing_mm[2]))
-    mask = prob >= threshold
+    if prob.dtype == bool and 0 < threshold <= 1:   # a thresholded map: True is 1, False 0
+        mask = prob
+    else:
+        mask = prob.astype(np.float32, copy=False) >= threshold
     empty = VertebraList([], np.zeros(prob.shape, dtype=np.int16), spacing)
     if not mask.any():
         empty.reason = f"no voxel reaches body probability {threshold:g}: no spine found"
         return empty
     # work inside the mask's bounding box (+1 voxel): the spine is a small part of a series
-    hits = np.argwhere(mask)
-    lo = np.maximum(hits.min(0) - 1, 0)
-    hi = np.minimum(hits.max(0) + 2, mask.shape)
-    crop = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
+    crop = _bounding_box(mask, margin=1)
     steps = max(1, int(round(ERODE_MM / min(spacing[1], spacing[2]))))
     seeds, _ = label_components(erode_in_plane(mask[crop], steps))
     labels = grow_back(seeds, mask[crop], max_steps=4 * steps + 4)
     labels = _split_merged(labels, steps)
-    offset = (int(lo[0]), int(lo[1]), int(lo[2]))
+    offset = (int(crop[0].start), int(crop[1].start), int(crop[2].start))
     bodies = _measure(labels, spacing, offset, mask.shape)
     if _merge_side_by_side(labels, bodies):
         bodies = _measure(labels, spacing, offset, mask.shape)
@@ -197,10 +211,20 @@ def find_vertebrae(prob: np.ndarray, spacing_mm: tuple[float, float, float],
         body.value = new_value
         out.vertebrae.append(body)
     out.labels[crop] = renumbered[labels]
+    out.region = crop
     out.gaps_mm = [disc_gap(out, i) for i in range(len(out) - 1)]
     if label_levels:
         assign_levels(out)
     return out
+
+
+def _bounding_box(mask: np.ndarray, margin: int) -> tuple[slice, ...]:
+    """Slices of the box around ``mask``'s voxels, ``margin`` wider each side (clipped)."""
+    box = []
+    for axis, size in enumerate(mask.shape):
+        on = np.nonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))[0]
+        box.append(slice(max(int(on[0]) - margin, 0), min(int(on[-1]) + 1 + margin, size)))
+    return tuple(box)
 
 
 def _measure(labels: np.ndarray, spacing: tuple[float, float, float],
@@ -268,7 +292,10 @@ def _split_merged(labels: np.ndarray, steps: int) -> np.ndarray:
         return labels
     next_value = int(labels.max()) + 1
     for value in np.nonzero(counts > MERGED_SHARE * typical)[0]:
-        piece = labels == value
+        # its own box (+1 voxel, so erosion sees the same empty border): same result, the
+        # erosions and grow-back on a fraction of the grid
+        region = labels[_bounding_box(labels == value, margin=1)]   # a view: written below
+        piece = region == value
         for factor in (2, 3, 4):
             seeds, n = label_components(erode_in_plane(piece, factor * steps))
             big = np.bincount(seeds.ravel())[1:] >= 0.25 * MERGED_SHARE * typical / factor ** 2
@@ -278,7 +305,7 @@ def _split_merged(labels: np.ndarray, steps: int) -> np.ndarray:
             seeds = np.where(keep[seeds], seeds, 0)
             grown = grow_back(seeds, piece, max_steps=4 * factor * steps + 4)
             for j, seed_value in enumerate(np.nonzero(keep)[0]):
-                labels[grown == seed_value] = value if j == 0 else next_value + j - 1
+                region[grown == seed_value] = value if j == 0 else next_value + j - 1
             next_value += int(big.sum())
             break
     return labels
@@ -314,9 +341,12 @@ def disc_gap(vl: VertebraList, i: int) -> float:
     mid = int(round((a.centroid[2] + b.centroid[2]) / 2))
     scale = np.array(vl.spacing_mm[1:])
     best = float(np.linalg.norm(np.subtract(a.centroid_mm, b.centroid_mm)))
+    rows, cols = vl.region[1:] if vl.region else (slice(None), slice(None))
+    origin = np.array([rows.start or 0, cols.start or 0])
     for k in range(max(0, mid - 1), min(vl.labels.shape[0], mid + 2)):
-        pa = np.argwhere(vl.labels[k] == a.value) * scale
-        pb = np.argwhere(vl.labels[k] == b.value) * scale
+        plane = vl.labels[k, rows, cols]    # the same pixels as the whole slice holds
+        pa = (np.argwhere(plane == a.value) + origin) * scale
+        pb = (np.argwhere(plane == b.value) + origin) * scale
         if len(pa) == 0 or len(pb) == 0:
             continue
         # only the facing parts matter: A's lowest and B's highest pixels along the chord
@@ -324,7 +354,10 @@ def disc_gap(vl: VertebraList, i: int) -> float:
         pa = pa[pa @ axis >= np.quantile(pa @ axis, 0.8)]
         pb = pb[pb @ axis <= np.quantile(pb @ axis, 0.2)]
         pa, pb = pa[::max(1, len(pa) // 400)], pb[::max(1, len(pb) // 400)]   # bound the cost
-        d = np.sqrt(((pa[:, None, :] - pb[None, :, :]) ** 2).sum(-1)).min()
+        # squared distances per axis summed as .sum(-1) would (x0 + x1), and the sqrt of
+        # the min (sqrt is monotonic, so the same number) instead of the min of every sqrt
+        d2 = (pa[:, None, 0] - pb[None, :, 0]) ** 2 + (pa[:, None, 1] - pb[None, :, 1]) ** 2
+        d = np.sqrt(d2.min())
         best = min(best, float(max(0.0, d - scale.min())))   # centre-to-centre -> edge gap
     return best
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -100,3 +101,60 @@ def test_resampling_keeps_a_linear_ramp():
     # output centre j sits at source (j + 0.5) / 2 - 0.5; the ramp is its own coordinate
     expected = np.clip((np.arange(80) + 0.5) / 2 - 0.5, 0, 39)
     assert np.allclose(half[0, 0], expected, atol=1e-5)
+
+
+def reference_resample_slices(stack, scale, shape):
+    """resample_slices as it was before the speed work (four temporaries per axis)."""
+    from spinefx.runtime.segmentation import _box_average, _linear_axis
+
+    out = np.asarray(stack, dtype=np.float32)
+    factors = (int(scale[0]) if scale[0] >= 1.5 else 1, int(scale[1]) if scale[1] >= 1.5 else 1)
+    if factors != (1, 1):
+        out = _box_average(out, factors)
+        scale = (scale[0] / factors[0], scale[1] / factors[1])
+    lo, hi, w = _linear_axis(out.shape[2], shape[1], scale[1])
+    out = out[:, :, lo] * (1 - w)[None, None, :] + out[:, :, hi] * w[None, None, :]
+    lo, hi, w = _linear_axis(out.shape[1], shape[0], scale[0])
+    return out[:, lo, :] * (1 - w)[None, :, None] + out[:, hi, :] * w[None, :, None]
+
+
+@pytest.mark.parametrize("shape,scale,out", [((3, 50, 70), (0.7, 1.3), (71, 54)),
+                                             ((2, 171, 171), (1 / 3, 1 / 3), (512, 512)),
+                                             ((2, 512, 300), (3.0, 1.7), (171, 176))])
+def test_resampling_same_as_reference(shape, scale, out):
+    rng = np.random.default_rng(7)
+    stack = rng.normal(100, 30, shape).astype(np.float32)
+    before = stack.copy()
+    assert np.array_equal(resample_slices(stack, scale, out),
+                          reference_resample_slices(stack, scale, out))
+    assert np.array_equal(stack, before)                 # the input is never written
+
+
+def test_segmentation_stages_same_as_the_reference_path(monkeypatch):
+    """segment_bodies (in-place resampling, one cached session with spinning off) gives the
+    bytes the previous resampling gives, and the same bytes on every call."""
+    from spinefx.phantom import render_case
+    from spinefx.runtime import segmentation
+
+    case = render_case(PHANTOM_SEED, "benign", n_slices=5)
+    spacing = (case.spacing_between_slices, *case.pixel_spacing)
+    new = segment_bodies(case.t1, spacing)
+    assert np.array_equal(new, segment_bodies(case.t1, spacing))
+    monkeypatch.setattr(segmentation, "resample_slices", reference_resample_slices)
+    assert np.array_equal(new, segment_bodies(case.t1, spacing))
+    assert new.max() > 0.5                                 # it found bodies
+
+
+def test_one_session_per_model_and_thread_count():
+    from spinefx.runtime.segmentation import _session, load_card
+
+    image = np.random.default_rng(1).normal(300, 50, (2, 64, 64)).astype(np.float32)
+    segment_bodies(image, (4.0, 1.5, 1.5))
+    before = _session.cache_info()
+    segment_bodies(image, (4.0, 1.5, 1.5))
+    after = _session.cache_info()
+    assert after.hits == before.hits + 1 and after.misses == before.misses
+    path = load_card()["_model_path"]
+    options = _session(path, Path(path).stat().st_mtime_ns, 2).get_session_options()
+    assert options.intra_op_num_threads == 2
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"

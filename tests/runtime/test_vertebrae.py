@@ -176,3 +176,212 @@ def test_dzz_nine_bodies_each_its_own(real_spine):
     values = [truth[int(round(v.centroid[2])), int(round(v.centroid[1])),
                     int(round(v.centroid[0]))] for v in vl.vertebrae]
     assert len(vl) == 9 and sorted(values) == list(range(1, 10))
+
+
+# ---------------------------------------------------------------------------------------------
+# the faster post-processing gives the same result as the implementation it replaced
+# ---------------------------------------------------------------------------------------------
+def reference_label_components(mask: np.ndarray) -> tuple[np.ndarray, int]:
+    """label_components as it was before the speed work (np.take, every pair sorted)."""
+    from spinefx.runtime.vertebrae import _union_find
+
+    fg = np.asarray(mask, dtype=bool)
+    flat = fg.reshape(-1, fg.shape[-1])
+    padded = np.zeros((flat.shape[0], flat.shape[1] + 1), dtype=bool)
+    padded[:, 1:] = flat
+    starts = flat & ~padded[:, :-1]
+    run_id = np.cumsum(starts.ravel()).reshape(flat.shape) - 1
+    run_id = np.where(flat, run_id, -1).reshape(fg.shape).astype(np.int64)
+    n_runs = int(starts.sum())
+    if n_runs == 0:
+        return np.zeros(fg.shape, dtype=np.int32), 0
+    edges = []
+    for axis in range(fg.ndim - 1):
+        lo = np.take(run_id, np.arange(fg.shape[axis] - 1), axis=axis)
+        hi = np.take(run_id, np.arange(1, fg.shape[axis]), axis=axis)
+        both = (lo >= 0) & (hi >= 0)
+        edges.append(np.unique(lo[both] * n_runs + hi[both]))
+    pairs = np.concatenate(edges) if edges else np.zeros(0, dtype=np.int64)
+    root = _union_find(n_runs, pairs // n_runs, pairs % n_runs)
+    _, first, dense = np.unique(root, return_index=True, return_inverse=True)
+    order = np.argsort(np.argsort(first))
+    labels = np.zeros(fg.shape, dtype=np.int32)
+    labels[fg] = (order[dense] + 1)[run_id[fg]]
+    return labels, int(len(first))
+
+
+def reference_grow_back(seeds: np.ndarray, mask: np.ndarray, max_steps: int) -> np.ndarray:
+    """grow_back as it was (np.roll over the whole grid every step)."""
+    labels = np.where(mask, seeds, 0).astype(np.int32)
+    big = np.iinfo(np.int32).max
+    for _ in range(max_steps):
+        free = mask & (labels == 0)
+        if not free.any():
+            break
+        best = np.full(labels.shape, big, dtype=np.int32)
+        cand = np.where(labels > 0, labels, big)
+        for axis in range(3):
+            for shift in (1, -1):
+                moved = np.roll(cand, shift, axis=axis)
+                edge: list[slice | int] = [slice(None)] * 3
+                edge[axis] = 0 if shift == 1 else -1
+                moved[tuple(edge)] = big
+                np.minimum(best, moved, out=best)
+        take = free & (best < big)
+        if not take.any():
+            break
+        labels[take] = best[take]
+    return labels
+
+
+def reference_split_merged(labels: np.ndarray, steps: int, grow=None) -> np.ndarray:
+    """_split_merged as it was (every erosion and grow-back on the whole crop)."""
+    grow = grow or reference_grow_back
+    from spinefx.runtime.vertebrae import MERGED_SHARE, erode_in_plane, typical_size
+
+    counts = np.bincount(labels.ravel())
+    counts[0] = 0
+    typical = typical_size(counts[counts > 0], 8.0 * steps ** 3)
+    if typical == 0:
+        return labels
+    next_value = int(labels.max()) + 1
+    for value in np.nonzero(counts > MERGED_SHARE * typical)[0]:
+        piece = labels == value
+        for factor in (2, 3, 4):
+            seeds, n = reference_label_components(erode_in_plane(piece, factor * steps))
+            big = np.bincount(seeds.ravel())[1:] >= 0.25 * MERGED_SHARE * typical / factor ** 2
+            if n < 2 or big.sum() < 2:
+                continue
+            keep = np.r_[False, big]
+            seeds = np.where(keep[seeds], seeds, 0)
+            grown = grow(seeds, piece, max_steps=4 * factor * steps + 4)
+            for j, seed_value in enumerate(np.nonzero(keep)[0]):
+                labels[grown == seed_value] = value if j == 0 else next_value + j - 1
+            next_value += int(big.sum())
+            break
+    return labels
+
+
+def reference_disc_gap(vl, i: int) -> float:
+    """disc_gap as it was (whole slices, the min of every distance)."""
+    a, b = vl.vertebrae[i], vl.vertebrae[i + 1]
+    mid = int(round((a.centroid[2] + b.centroid[2]) / 2))
+    scale = np.array(vl.spacing_mm[1:])
+    best = float(np.linalg.norm(np.subtract(a.centroid_mm, b.centroid_mm)))
+    for k in range(max(0, mid - 1), min(vl.labels.shape[0], mid + 2)):
+        pa = np.argwhere(vl.labels[k] == a.value) * scale
+        pb = np.argwhere(vl.labels[k] == b.value) * scale
+        if len(pa) == 0 or len(pb) == 0:
+            continue
+        axis = (pb.mean(0) - pa.mean(0)) / max(1e-6, float(np.linalg.norm(pb.mean(0) - pa.mean(0))))
+        pa = pa[pa @ axis >= np.quantile(pa @ axis, 0.8)]
+        pb = pb[pb @ axis <= np.quantile(pb @ axis, 0.2)]
+        pa, pb = pa[::max(1, len(pa) // 400)], pb[::max(1, len(pb) // 400)]
+        d = np.sqrt(((pa[:, None, :] - pb[None, :, :]) ** 2).sum(-1)).min()
+        best = min(best, float(max(0.0, d - scale.min())))
+    return best
+
+
+@pytest.fixture
+def reference_postprocessing(monkeypatch):
+    """A context that swaps the reference implementations into spinefx.runtime.vertebrae;
+    ``calls`` counts the reference grow-backs (2+ means _split_merged split something)."""
+    import contextlib
+
+    from spinefx.runtime import vertebrae
+
+    calls = {"grow_back": 0}
+
+    def counted_grow_back(*args, **kwargs):
+        calls["grow_back"] += 1
+        return reference_grow_back(*args, **kwargs)
+
+    @contextlib.contextmanager
+    def swapped():
+        with monkeypatch.context() as m:
+            m.setattr(vertebrae, "label_components", reference_label_components)
+            m.setattr(vertebrae, "grow_back", counted_grow_back)
+            m.setattr(vertebrae, "_split_merged", lambda labels, steps:
+                      reference_split_merged(labels, steps, counted_grow_back))
+            m.setattr(vertebrae, "disc_gap", reference_disc_gap)
+            yield calls
+    return swapped
+
+
+def assert_same_vertebrae(new, old) -> None:
+    assert np.array_equal(new.labels, old.labels)
+    assert new.vertebrae == old.vertebrae           # value, centroid, volume, slice, box, level
+    assert new.gaps_mm == old.gaps_mm and new.level_reason == old.level_reason
+    assert new.reason == old.reason
+
+
+@pytest.mark.parametrize("shape", [(7, 41, 53), (40, 33), (3, 120, 90)])
+def test_label_components_same_as_reference(shape):
+    rng = np.random.default_rng(sum(shape))
+    for density in (0.2, 0.45, 0.6):
+        mask = rng.random(shape) < density
+        new, n_new = label_components(mask)
+        old, n_old = reference_label_components(mask)
+        assert n_new == n_old and np.array_equal(new, old)
+
+
+def test_grow_back_same_as_reference():
+    from spinefx.runtime.vertebrae import grow_back
+
+    rng = np.random.default_rng(3)
+    mask = rng.random((6, 70, 50)) < 0.7
+    seeds = np.where(rng.random(mask.shape) < 0.01, rng.integers(1, 9, mask.shape), 0)
+    seeds[0, 0, 0], seeds[-1, -1, -1] = 5, 2        # seeds on the faces: no wrapping
+    mask[0, 0, 0] = mask[-1, -1, -1] = True
+    for steps in (1, 3, 40):
+        new = grow_back(seeds, mask, steps)
+        assert np.array_equal(new, reference_grow_back(seeds, mask, steps))
+    assert (new > 0).sum() > 0.9 * mask.sum()           # it did grow
+
+
+def test_merged_bodies_split_as_before(reference_postprocessing):
+    mask, _ = box_spine([20, 20, 20, 20], [8, 6, 8])
+    mask[:, 53:59, 20:35] = 1       # a 15 px bridge through disc 2: only the 4x erosion cuts it
+    with reference_postprocessing() as calls:
+        old = find_vertebrae(mask, SPACING)
+    assert calls["grow_back"] >= 2, "the reference never split a merged body"
+    new = find_vertebrae(mask, SPACING)
+    assert len(new) == 4
+    assert_same_vertebrae(new, old)
+
+
+def test_phantom_localiser_map_same_as_reference(reference_postprocessing):
+    from spinefx.phantom import render_case
+    from spinefx.runtime.segmentation import segment_bodies
+
+    case = render_case(90_001, "malignant")       # SYNTHETIC, not a training seed
+    spacing = (case.spacing_between_slices, *case.pixel_spacing)
+    for image in (case.t1, case.t2):
+        prob = segment_bodies(image, spacing)
+        with reference_postprocessing():
+            old = find_vertebrae(prob, spacing)
+        new = find_vertebrae(prob, spacing)
+        assert len(new) >= 3
+        assert_same_vertebrae(new, old)
+        assert_same_vertebrae(find_vertebrae(prob >= 0.5, spacing), old)   # bool map
+
+
+@pytest.mark.parametrize("subject", [45, 51])
+def test_vb3_localiser_map_same_as_reference(real_spine, subject, reference_postprocessing):
+    from spinefx.runtime.segmentation import segment_bodies
+
+    path = real_spine / "vb3" / f"vb3_{subject:02d}.npz"
+    if not path.is_file():
+        pytest.skip(f"{path} absent")
+    data = np.load(path)
+    image = np.moveaxis(data["image"], 2, 0)
+    sp = [float(v) for v in data["spacing_mm"]]          # rows, cols, slices
+    spacing = (sp[2], sp[0], sp[1])
+    prob = segment_bodies(image, spacing)
+    truth = np.moveaxis(data["vertebral_bodies"], 2, 0) > 0
+    for grid in (prob, truth):
+        with reference_postprocessing():
+            old = find_vertebrae(grid, spacing)
+        new = find_vertebrae(grid, spacing)
+        assert len(new) >= 3
+        assert_same_vertebrae(new, old)
