@@ -21,6 +21,7 @@ import numpy as np
 from PIL import Image
 
 from .errors import RoiError, SpineFXError
+from .explain import explain_prediction
 from .files import atomic_write_json
 from .inference import Prediction, Predictor
 from .matching import AlignedPair
@@ -165,6 +166,8 @@ class Result:
     # predict without a box (runtime.study_analysis): every vertebra, this one the most
     # suspicious; merged into the document after the single-prediction fields
     spine: dict | None = None
+    # the threshold's meaning, calibration, OOD verdict and the map in plain words
+    explanation: dict | None = None
 
     def to_json(self) -> dict:
         """The one result document: the CLI's result.json, the demo's details and API."""
@@ -173,6 +176,8 @@ class Result:
                "synthetic_model": self.synthetic_model, "disclaimer": DISCLAIMER,
                "series": dict(self.series), "study_notes": list(self.study_notes),
                "warnings": list(self.warnings)}
+        if self.explanation is not None:
+            out["explanation"] = self.explanation
         if self.truth is not None:
             out["truth"] = self.truth
         if self.spine is not None:
@@ -199,11 +204,20 @@ def analyse(predictor: Predictor, study: Study, pair: SeriesPair, roi: Roi) -> R
     prediction = predictor.predict_pair(aligned, roi.slice_index, box=roi.box)
     log.info("prediction p=%.3f in %.0f ms", prediction.probability,
              (time.perf_counter() - t0) * 1e3)
+    return make_result(predictor, study, pair, roi, prediction)
+
+
+def make_result(predictor: Predictor, study: Study, pair: SeriesPair, roi: Roi,
+                prediction: Prediction) -> Result:
+    """The :class:`Result` of ``prediction`` on ``roi``: series, notes, warnings and the plain
+    words of :func:`~spinefx.runtime.explain.explain_prediction` (one place for every path)."""
     return Result(prediction=prediction, roi=roi, pair=pair,
                   series={"t1": study.entries[pair.t1].label, "t2": study.entries[pair.t2].label},
                   synthetic_model=predictor.spec.synthetic,
                   study_notes=[*study.notes, *pair.notes], truth=study.truth,
-                  warnings=input_warnings(predictor, study, pair, prediction))
+                  warnings=input_warnings(predictor, study, pair, prediction),
+                  explanation=explain_prediction(prediction, predictor.spec.raw,
+                                                 predictor.spec.synthetic))
 
 
 def input_warnings(predictor: Predictor, study: Study, pair: SeriesPair,

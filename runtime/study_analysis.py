@@ -33,7 +33,7 @@ from .service import (
     Result,
     Roi,
     analyse,
-    input_warnings,
+    make_result,
     require_dicom,
     resolve_roi,
     write_outputs,
@@ -184,11 +184,7 @@ def classify(predictor: Predictor, study: Study, pair: SeriesPair,
                 errors[i] = str(one)
         return results, errors
     for (i, roi), prediction in zip(rois.items(), predictions):
-        results[i] = Result(
-            prediction=prediction, roi=roi, pair=pair,
-            series={"t1": study.entries[pair.t1].label, "t2": study.entries[pair.t2].label},
-            synthetic_model=predictor.spec.synthetic, study_notes=[*study.notes, *pair.notes],
-            truth=study.truth, warnings=input_warnings(predictor, study, pair, prediction))
+        results[i] = make_result(predictor, study, pair, roi, prediction)
     return results, errors
 
 
