@@ -1,5 +1,13 @@
 """The demo's named API endpoints (stateless): /predict_case, /predict_images,
-/predict_example, /model_info. Each returns (result document, overlay PNG path); the document
+/predict_example, /model_info; and the Read tab's example loader, which shares the examples'
+cache with /predict_example.
+
+Serving: an example's whole result (the page's localiser, classification, pictures and report;
+the API's document and overlay) is computed once per process and reused by every session and
+call (it is deterministic); an upload is decoded once per process for the same bytes and an
+API result kept per upload and ROI (``DemoContext.studies`` / ``results``, bounded LRUs).
+
+Each endpoint returns (result document, overlay PNG path); the document
 is :meth:`spinefx.runtime.service.Result.to_json`, the same as `spinefx predict`'s result.json,
 plus ``explanation`` (:func:`spinefx.runtime.explain.explain`: the threshold's meaning, its
 sensitivity/specificity, calibration, the OOD verdict and the map in words).
@@ -8,6 +16,7 @@ A bad input gives ``{"status": "error", "error": "<readable message>"}``, never 
 """
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from spinefx.runtime.explain import explain_prediction
@@ -16,19 +25,34 @@ from spinefx.runtime.provenance import DISCLAIMER
 from spinefx.runtime.service import Result, parse_box, parse_point
 from spinefx.runtime.study import SeriesPair, Study
 
-from .context import DemoContext, about_study, api_guard, upload_paths, upload_title
-from .ingest import load_dicom_upload, load_image_upload
+from . import read_handlers as rh
+from .context import (
+    DemoContext,
+    ReadState,
+    Updates,
+    about_study,
+    api_guard,
+    page_guard,
+    upload_paths,
+)
+from .report import report_text, view_at_result, write_report
 from .service import predict
-from .views import overlay_image
+from .views import error_markdown, overlay_image
 
 
 def _finish(ctx: DemoContext, result: Result) -> tuple[dict, str | None]:
-    """result.json's document plus ``explanation`` (the page's words, runtime.explain)."""
+    """result.json's document plus ``explanation`` (the page's words, runtime.explain); the
+    overlay goes to the caches' folder (the results are cached)."""
     image = overlay_image(result.prediction, 0.45, result.synthetic_model)
     raw = ctx.model.predictor.spec.raw if ctx.model.predictor is not None else {}
     doc = {**result.to_json(),
            "explanation": explain_prediction(result.prediction, raw, result.synthetic_model)}
-    return doc, ctx.outbox.png(image)
+    return doc, ctx.kept.png(image)
+
+
+def _answer(cached: tuple[dict, str | None]) -> tuple[dict, str | None]:
+    """A cached answer as the caller's own copy (gradio may touch what it is given)."""
+    return copy.deepcopy(cached[0]), cached[1]
 
 
 def _predict(ctx: DemoContext, study: Study, t1_series: Any, t2_series: Any, slice_index: Any,
@@ -53,11 +77,12 @@ def predict_case(ctx: DemoContext, files: Any, t1_series: Any, t2_series: Any,
     paths = upload_paths(files)
     ctx.janitor.hold(paths)
     try:
-        study = load_dicom_upload(paths, ctx.work,
-                                  title=upload_title(paths, "uploaded DICOM study"))
+        upload, study = rh.cached_dicom(ctx, paths)
     finally:
         ctx.janitor.release(paths)
-    return _predict(ctx, study, t1_series, t2_series, slice_index, box, center, size_mm)
+    where = (t1_series, t2_series, slice_index, box, center, size_mm)
+    return _answer(ctx.results.get(("case", upload, repr(where)),
+                                   lambda: _predict(ctx, study, *where)))
 
 
 @api_guard
@@ -70,21 +95,61 @@ def predict_images(ctx: DemoContext, t1_images: Any, t2_images: Any, pixel_spaci
     p1, p2 = upload_paths(t1_images), upload_paths(t2_images)
     ctx.janitor.hold(p1 + p2)
     try:
-        study = load_image_upload(p1, p2, pixel_spacing_mm or None,
-                                  title=upload_title(p1 + p2, "uploaded image slices"))
+        upload, study = rh.cached_images(ctx, p1, p2, pixel_spacing_mm)
     finally:
         ctx.janitor.release(p1 + p2)
-    return _predict(ctx, study, "", "", slice_index, box, center, size_mm)
+    where = ("", "", slice_index, box, center, size_mm)
+    return _answer(ctx.results.get(("images", upload, repr(where)),
+                                   lambda: _predict(ctx, study, *where)))
 
 
 @api_guard
 def predict_example(ctx: DemoContext, example: Any) -> tuple:
-    """Run one bundled example by key (see /model_info for the keys)."""
+    """Run one bundled example by key (see /model_info for the keys); computed once per
+    process."""
     ctx.model.require()
-    study = ctx.library.load_example(str(example or "").strip())
+    key = str(example or "").strip()
+    ctx.library.example(key)                 # an unknown key: the error, and nothing cached
+    return _answer(ctx.examples.get(("api", key), lambda: _example_result(ctx, key)))
+
+
+def _example_result(ctx: DemoContext, key: str) -> tuple[dict, str | None]:
+    study = ctx.library.load_example(key)
     with about_study(study):
         result = predict(ctx.model, study, pair_of(study, None, None), None)
     return _finish(ctx, result)
+
+
+@page_guard("status")
+def run_example(ctx: DemoContext, key: str, st: ReadState | None, alpha: float) -> Updates:
+    """The Read tab's example button: the cached page (:func:`_example_page`) in a fresh
+    session state; the session's previous files stay in its folder (removed at its end)."""
+    template, updates, report = ctx.examples.get(("page", key),
+                                                 lambda: _example_page(ctx, key))
+    session = template.for_session(st.outbox if st is not None else None)
+    out: Updates = {**updates, "read_state": session}
+    if session.last is not None and abs(float(alpha) - rh.DEFAULT_OPACITY) > 1e-6:
+        out.update(rh.restyle(ctx, session, alpha))
+    folder = ctx.session_outbox(session).folder
+    session.report = write_report(folder, report, st.report if st is not None else None)
+    return {**out, "report_btn": session.report}
+
+
+def _example_page(ctx: DemoContext, key: str) -> tuple[ReadState, Updates, str]:
+    """An example loaded, read and predicted at the default opacity, its pictures in the
+    caches' folder: (the state to copy per session, the page's updates, the report's text)."""
+    st = ReadState(source=f"example: {key}", outbox=ctx.kept)
+    study = ctx.library.load_example(key)
+    out = rh.study_updates(ctx, st, study)
+    if ctx.model.ready:
+        out.update(rh.prediction_updates(ctx, st, study.default_slice or 0, study.default_box,
+                                         rh.DEFAULT_OPACITY))
+        out["status"] = f"Example **{study.title}** loaded and run. " + "; ".join(study.notes)
+    else:
+        out["status"] = error_markdown(ctx.model.message)
+    report = report_text(ctx, st, view_at_result(ctx, st, rh.render_view))
+    out.pop("read_state", None)
+    return st, out, report
 
 
 def model_info(ctx: DemoContext) -> dict:

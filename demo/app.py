@@ -12,8 +12,10 @@ Named API endpoints (stateless; see README "Demo API"): ``/predict_case``,
 """
 from __future__ import annotations
 
+import atexit
 import os
 from os import PathLike
+from pathlib import Path
 from typing import Any, Callable
 
 import gradio as gr
@@ -70,6 +72,36 @@ VIEWER_JS = """<script>
 })();
 </script>"""
 APP_TITLE = "spinefx: benign vs malignant vertebral compression fracture (research demo)"
+
+class DemoBlocks(gr.Blocks):
+    """The demo's ``gr.Blocks``: ``close()`` also removes every file the demo and gradio wrote
+    for this app (:func:`remove_served_files`); so does the process's exit."""
+
+    def close(self, verbose: bool = True) -> None:
+        super().close(verbose)
+        remove_served_files(self)
+
+
+def remove_served_files(app: gr.Blocks) -> None:
+    """Shutdown cleanup: the demo's work folder (outputs, reports, session folders, caches'
+    pictures) and gradio's copies of this app's uploads and outputs (its temp file sets, with
+    their hash folders once empty). Other apps' files in a shared temp folder are not touched."""
+    ctx = getattr(app, "spinefx_context", None)
+    if isinstance(ctx, DemoContext):
+        ctx.close()
+    cache = Path(app.GRADIO_CACHE).resolve()
+    for temp_set in app.temp_file_sets:
+        for name in list(temp_set):
+            path = Path(name)
+            try:
+                path.unlink(missing_ok=True)
+                parent = path.parent.resolve()
+                if parent != cache and parent.is_relative_to(cache) and not any(parent.iterdir()):
+                    parent.rmdir()
+            except OSError:
+                pass
+        temp_set.clear()
+
 
 # ---------------------------------------------------------------------------------------------
 # Layout
@@ -181,7 +213,8 @@ def _wire_read(ctx: DemoContext, ui: UI) -> None:
     private = {"api_visibility": "private"}
     outputs = pick(ui, rh.READ_OUTPUTS)
     for ex, btn in ui["examples"]:
-        btn.click(bind(ctx, ui, rh.run_example, ex.key), [ui["opacity"]], outputs, **private)
+        btn.click(bind(ctx, ui, api.run_example, ex.key), pick(ui, ("read_state", "opacity")),
+                  outputs, **private)
     ui["load_btn"].click(bind(ctx, ui, rh.load_upload),
                          pick(ui, ("read_state", "dicom_files", "t1_images", "t2_images",
                                     "spacing")), outputs, **private)
@@ -271,7 +304,9 @@ def build_app(model: str | PathLike | None = None, cases_dir: str | PathLike | N
     ctx = DemoContext.create(model, cases_dir, cache_dir, concurrency, temp_dir,
                              [gr.utils.get_upload_folder()], upload_grace_s, allow_outside)
     ui: UI = {}
-    with gr.Blocks(title=APP_TITLE, delete_cache=(600, 3600), analytics_enabled=False) as app:
+    # gradio's copies of outputs and uploads go after 15 min (sessions' own files go at their
+    # end, everything at close or exit)
+    with DemoBlocks(title=APP_TITLE, delete_cache=(300, 900), analytics_enabled=False) as app:
         app.spinefx_context = ctx           # for tests and tools
         app.spinefx_workdir, app.spinefx_library = ctx.work, ctx.library
         app.spinefx_model, app.spinefx_janitor = ctx.model, ctx.janitor
@@ -296,6 +331,7 @@ def build_app(model: str | PathLike | None = None, cases_dir: str | PathLike | N
         wire_teaching(ctx, ui)
         _wire_api(ctx, ui)
     app.queue(default_concurrency_limit=concurrency)
+    atexit.register(remove_served_files, app)
     return app
 
 

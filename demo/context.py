@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import atexit
 import functools
+import io
 import logging
+import os
 import shutil
 import tempfile
 import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from os import PathLike
 from pathlib import Path
 from typing import Any, Callable
@@ -26,14 +28,14 @@ import numpy as np
 from PIL import Image
 
 from spinefx.runtime import PreprocessConfig, SpineFXError
-from spinefx.runtime.files import atomic_write_png, atomic_write_text
+from spinefx.runtime.files import atomic_write_text
 from spinefx.runtime.service import Result, error_json
 from spinefx.runtime.study import SeriesPair, Study
 from spinefx.runtime.study_analysis import SpineAnalysis
 
 from .library import Library
 from .service import ModelState, load_model
-from .uploads import UploadJanitor
+from .uploads import Memo, UploadJanitor, remove_files
 from .viewer import View, ViewCache
 from .views import error_markdown
 
@@ -42,26 +44,36 @@ log = logging.getLogger("spinefx.demo")
 Updates = dict[str, Any]
 
 
+PNG_COMPRESS_LEVEL = 1   # fast zlib: these PNGs live minutes and travel over a local network
+
+
 class Outbox:
-    """Output pictures as PNG files with unique names, written atomically (the runtime's one
-    writer).
+    """Output pictures as PNG files with unique names, each encoded once (compress level 1)
+    and renamed into place complete (no fsync: they are temporary).
 
     Gradio caches a returned PIL image/array by rewriting ``<hash>/image.png`` in place, so two
     sessions producing the same picture at once can serve each other a truncated file; a file
     path is instead copied into the cache. Files here are pruned after ``keep_s`` seconds
-    (gradio has its own copy by then)."""
+    (gradio has its own copy by then); ``keep_s=None`` keeps them until they are removed
+    (the process-wide caches' pictures) or the work folder goes at shutdown."""
 
-    def __init__(self, folder: Path, keep_s: float = 300.0):
+    def __init__(self, folder: Path, keep_s: float | None = 300.0):
         self.folder = folder
         self.folder.mkdir(parents=True, exist_ok=True)
         self.keep_s = keep_s
+        self.private = False       # a session's own folder: removed at session end
         self._last_prune = time.monotonic()
 
     def png(self, image: Image.Image | np.ndarray | None) -> str | None:
         if image is None:
             return None
         img = image if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image))
-        final = atomic_write_png(self.folder / f"{uuid.uuid4().hex}.png", img)
+        buffer = io.BytesIO()
+        img.save(buffer, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
+        name = uuid.uuid4().hex
+        partial, final = self.folder / f".{name}.part", self.folder / f"{name}.png"
+        partial.write_bytes(buffer.getvalue())
+        os.replace(partial, final)
         self._prune()
         return str(final)
 
@@ -70,7 +82,7 @@ class Outbox:
 
     def _prune(self) -> None:
         now = time.monotonic()
-        if now - self._last_prune < 60:
+        if self.keep_s is None or now - self._last_prune < 60:
             return
         self._last_prune = now
         cutoff = time.time() - self.keep_s
@@ -82,14 +94,31 @@ class Outbox:
                 pass
 
 
+EXAMPLE_CACHE = 16       # examples: a handful, each computed once per process
+UPLOAD_CACHE = 4         # decoded uploads (a study can be ~0.5 GiB): a few
+RESULT_CACHE = 32        # API results of an upload + ROI: a small document and one PNG each
+
+
 @dataclass
 class DemoContext:
-    """Everything a handler needs that outlives one request (one per app)."""
+    """Everything a handler needs that outlives one request (one per app). ``examples``,
+    ``studies`` and ``results`` are the process-wide caches (see :class:`Memo`); ``kept`` holds
+    their pictures (never pruned; removed with the entry or at shutdown)."""
     model: ModelState
     library: Library
     work: Path
     outbox: Outbox
     janitor: UploadJanitor
+    kept: Outbox = field(init=False)
+    examples: Memo[Any] = field(init=False)
+    studies: Memo[Study] = field(init=False)
+    results: Memo[tuple[dict, str | None]] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.kept = Outbox(self.work / "kept", keep_s=None)
+        self.examples = Memo(EXAMPLE_CACHE)
+        self.studies = Memo(UPLOAD_CACHE)
+        self.results = Memo(RESULT_CACHE, on_evict=lambda value: remove_files([value[1]]))
 
     @property
     def config(self) -> PreprocessConfig:
@@ -107,6 +136,23 @@ class DemoContext:
                                    allow_outside=allow_outside), work=work,
                    outbox=Outbox(work / "out"),
                    janitor=UploadJanitor(upload_folders, upload_grace_s))
+
+    def session_outbox(self, st: "ReadState") -> Outbox:
+        """The session's own folder for its pictures and files (removed at session end by
+        :func:`drop_state`); a session built for a cache writes to ``kept``."""
+        if st.outbox is None:
+            sessions = self.work / "sessions"
+            sessions.mkdir(parents=True, exist_ok=True)
+            st.outbox = Outbox(Path(tempfile.mkdtemp(prefix="session-", dir=sessions)))
+            st.outbox.private = True
+        return st.outbox
+
+    def close(self) -> None:
+        """Shutdown: the caches emptied and the work folder (every output, report, session
+        folder) removed."""
+        for memo in (self.examples, self.studies, self.results):
+            memo.clear()
+        shutil.rmtree(self.work, ignore_errors=True)
 
     def reads_file(self, reader: str, text: str) -> str:
         """A teaching session's CSV in a fresh private folder (never overwrites another's)."""
@@ -137,7 +183,15 @@ class ReadState:
     spine_error: str = ""
     picked: int | None = None
     report: str | None = None     # the session's latest report file
+    dicom_zip: str | None = None  # the session's DICOM results (SR, SEG, SC) of a DICOM upload
+    outbox: Outbox | None = None  # the session's own files (DemoContext.session_outbox)
     source: str = "the loaded study"   # what the report calls it (never an upload's file names)
+
+    def for_session(self, outbox: Outbox | None) -> "ReadState":
+        """A copy for one session of a cached state (an example's): shared read-only parts
+        (study, analysis, result, pictures), its own lists, caches and folder."""
+        return replace(self, outbox=outbox, notes=list(self.notes), spans=dict(self.spans),
+                       views=self.views.copy(), report=None, dicom_zip=None)
 
     def require(self) -> tuple[Study, SeriesPair]:
         if self.study is None or self.pair is None:
@@ -146,11 +200,15 @@ class ReadState:
 
 
 def drop_state(value: Any) -> None:
-    """gr.State delete callback: session data is in memory only; release it promptly."""
+    """gr.State delete callback (the session ended or expired): its memory released and its
+    own folder (pictures, report, DICOM results) removed; the caches' shared pictures stay."""
     if isinstance(value, ReadState):
         value.study = None
         value.last = None
         value.spine = None
+        outbox, value.outbox = value.outbox, None
+        if outbox is not None and outbox.private:
+            shutil.rmtree(outbox.folder, ignore_errors=True)
 
 
 class StudyError(SpineFXError):

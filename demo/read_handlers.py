@@ -30,6 +30,7 @@ from .ingest import load_dicom_upload, load_image_upload
 from .report import session_report, view_at_result
 from .service import predict, preview_input
 from .spine_view import picked_entry, run_localiser, spine_updates
+from .uploads import content_key
 from .viewer import (
     DEFAULT_PRESET,
     WL_PRESETS,
@@ -40,7 +41,6 @@ from .viewer import (
 )
 from .views import (
     channel_gallery,
-    error_markdown,
     explanation_markdown,
     overlay_image,
     result_markdown,
@@ -96,7 +96,7 @@ def render_view(ctx: DemoContext, st: ReadState, k: int, box: Box | None) -> str
         spans = series_spans(st.spans, aligned, pair)
         img, view = render_pair(aligned.t1.data[k], aligned.t2.data[k], spans, spec,
                                 aligned.t1.n_slices)
-        path = ctx.outbox.png(img)
+        path = ctx.session_outbox(st).png(img)
         assert path is not None
         hit = ((path,), view)
         st.views.put(spec, *hit)
@@ -110,8 +110,8 @@ def channel_strip(ctx: DemoContext, st: ReadState, k: int, box: Box) -> list:
     key = ("strip", pair.t1, pair.t2, int(k), tuple(box))
     hit = st.views.get(key)
     if hit is None:
-        gallery = ctx.outbox.gallery(channel_gallery(preview_input(ctx.model, study, pair, k,
-                                                                   box)))
+        strip = channel_gallery(preview_input(ctx.model, study, pair, k, box))
+        gallery = ctx.session_outbox(st).gallery(strip)
         st.views.put(key, [p for p, _ in gallery if p], gallery)
         return gallery
     return list(hit[1])
@@ -180,8 +180,9 @@ def result_updates(ctx: DemoContext, st: ReadState, result: Result, alpha: float
             "result_md": result_markdown(pred, result.synthetic_model, study.truth,
                                          result.roi.slice_index)
             + "\n\n" + explanation_markdown(explanation),
-            "overlay": ctx.outbox.png(overlay_image(pred, alpha, result.synthetic_model)),
-            "roi_gal": ctx.outbox.gallery(roi_images(pred, alpha)),
+            "overlay": ctx.session_outbox(st).png(overlay_image(pred, alpha,
+                                                                result.synthetic_model)),
+            "roi_gal": ctx.session_outbox(st).gallery(roi_images(pred, alpha)),
             "details": details}
 
 
@@ -227,20 +228,6 @@ def pick_updates(ctx: DemoContext, st: ReadState, i: int, alpha: float) -> Updat
 
 
 @page_guard("status")
-def run_example(ctx: DemoContext, key: str, alpha: float) -> Updates:
-    st = ReadState(source=f"example: {key}")
-    study = ctx.library.load_example(key)
-    out = study_updates(ctx, st, study)
-    if ctx.model.ready:
-        out.update(prediction_updates(ctx, st, study.default_slice or 0, study.default_box,
-                                      alpha))
-        out["status"] = f"Example **{study.title}** loaded and run. " + "; ".join(study.notes)
-    else:
-        out["status"] = error_markdown(ctx.model.message)
-    return {**out, **report_update(ctx, st)}
-
-
-@page_guard("status")
 def load_upload(ctx: DemoContext, st: ReadState | None, files: Any, t1_imgs: Any, t2_imgs: Any,
                 px: float | None) -> Updates:
     dicom, t1s, t2s = upload_paths(files), upload_paths(t1_imgs), upload_paths(t2_imgs)
@@ -249,17 +236,17 @@ def load_upload(ctx: DemoContext, st: ReadState | None, files: Any, t1_imgs: Any
         if dicom and (t1s or t2s):
             raise SpineFXError("upload either DICOM or PNG/JPEG slices, not both at once")
         if dicom:
-            study = load_dicom_upload(dicom, ctx.work,
-                                      title=upload_title(dicom, "uploaded DICOM study"))
+            _, study = cached_dicom(ctx, dicom)
         elif t1s or t2s:
-            study = load_image_upload(t1s, t2s, px or None,
-                                      title=upload_title(t1s + t2s, "uploaded image slices"))
+            _, study = cached_images(ctx, t1s, t2s, px)
         else:
             raise SpineFXError("choose files first: DICOM files or a .zip, or PNG/JPEG "
                                "slices for T1 and for T2")
     finally:
         ctx.janitor.release(dicom + t1s + t2s)
-    st = ReadState(source="uploaded DICOM study" if dicom else "uploaded image slices")
+    # the session's folder carries over: its old files go at session end with the new ones
+    st = ReadState(source="uploaded DICOM study" if dicom else "uploaded image slices",
+                   outbox=st.outbox if st is not None else None)
     out = study_updates(ctx, st, study)
     if study.default_box is None:
         out.update(_auto_pick(ctx, st, DEFAULT_OPACITY))
@@ -275,6 +262,21 @@ def pick_level(ctx: DemoContext, st: ReadState | None, choice: Any, alpha: float
     out = pick_updates(ctx, st, i, alpha)
     out["status"] = f"{entry['level']}: slice {entry['slice']}, box {out['box_tb']}."
     return {**out, **report_update(ctx, st)}
+
+
+def cached_dicom(ctx: DemoContext, paths: list[str]) -> tuple[str, Study]:
+    """(the upload's content key, its study) decoded once per process for the same bytes."""
+    title = upload_title(paths, "uploaded DICOM study")
+    key = content_key(paths, "dicom", title)
+    return key, ctx.studies.get(key, lambda: load_dicom_upload(paths, ctx.work, title=title))
+
+
+def cached_images(ctx: DemoContext, t1s: list[str], t2s: list[str],
+                  px: Any) -> tuple[str, Study]:
+    title = upload_title(t1s + t2s, "uploaded image slices")
+    key = content_key(t1s, "T1", title) + content_key(t2s, "T2", px)
+    return key, ctx.studies.get(key, lambda: load_image_upload(t1s, t2s, px or None,
+                                                               title=title))
 
 
 def _loaded(st: ReadState | None) -> ReadState:
@@ -389,5 +391,6 @@ def restyle(ctx: DemoContext, st: ReadState | None, alpha: float) -> Updates:
     if st is None or st.last is None:
         return {}
     pred, synthetic = st.last.prediction, st.last.synthetic_model
-    return {"overlay": ctx.outbox.png(overlay_image(pred, alpha, synthetic)),
-            "roi_gal": ctx.outbox.gallery(roi_images(pred, alpha))}
+    box = ctx.session_outbox(st)
+    return {"overlay": box.png(overlay_image(pred, alpha, synthetic)),
+            "roi_gal": box.gallery(roi_images(pred, alpha))}

@@ -169,8 +169,8 @@ def build_report(r: ReportInput) -> str:
 
 
 def write_report(work: Path, text: str, previous: str | None = None) -> str:
-    """The report in a fresh private folder under the demo's work folder (removed with it);
-    the session's ``previous`` report is deleted."""
+    """The report in a fresh private folder under ``work`` (a session's folder: removed with
+    it); the session's ``previous`` report is deleted."""
     reports = work / "reports"
     reports.mkdir(parents=True, exist_ok=True)
     folder = Path(tempfile.mkdtemp(prefix="report-", dir=reports))
@@ -195,9 +195,9 @@ def view_at_result(ctx: DemoContext, st: ReadState,
         return picture.convert("RGB")
 
 
-def session_report(ctx: DemoContext, st: ReadState, view: Image.Image | None) -> str:
-    """Write the report of a session's study, vertebrae and current result (``view``: the
-    T1 | T2 picture at the result's slice); returns its path and forgets the previous one."""
+def report_text(ctx: DemoContext, st: ReadState, view: Image.Image | None) -> str:
+    """The report of a session's study, vertebrae and current result (``view``: the T1 | T2
+    picture at the result's slice)."""
     study, pair = st.require()
     predictor = ctx.model.predictor
     raw = predictor.spec.raw if predictor is not None else {}
@@ -217,5 +217,12 @@ def session_report(ctx: DemoContext, st: ReadState, view: Image.Image | None) ->
         spine_note=st.spine_error, result=result.to_json() if result is not None else None,
         explanation=(explain_prediction(result.prediction, raw, result.synthetic_model)
                      if result is not None else None), images=images)
-    st.report = write_report(ctx.work, build_report(report), st.report)
+    return build_report(report)
+
+
+def session_report(ctx: DemoContext, st: ReadState, view: Image.Image | None) -> str:
+    """Write :func:`report_text` in the session's folder; returns its path and deletes the
+    session's previous report."""
+    text = report_text(ctx, st, view)
+    st.report = write_report(ctx.session_outbox(st).folder, text, st.report)
     return st.report

@@ -17,6 +17,8 @@ from .context import ReadState, Updates
 
 log = logging.getLogger("spinefx.demo")
 
+NEEDS_SPACING = ("automatic reading needs the pixel spacing: give it (mm) when uploading images, "
+                 "or click the vertebra")
 SPINE_HEADERS = ["level", "slice", "grade", "height loss", "P(malignant)", "call", "OOD", "note"]
 
 
@@ -26,6 +28,10 @@ def run_localiser(predictor: Any, st: ReadState) -> None:
     st.spine, st.picked, st.spine_error = None, None, ""
     if predictor is None:
         st.spine_error = "no model is loaded, so the vertebrae were not classified"
+        return
+    if not study.volume(pair.t1).spacing_known:
+        # the localiser's sizes are in mm: on a guessed 1 mm grid it finds spurious vertebrae
+        st.spine_error = NEEDS_SPACING
         return
     try:
         st.spine = analyse_spine(predictor, study, pair)

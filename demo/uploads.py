@@ -5,10 +5,12 @@
 defensively: member names are never used as paths (no traversal), links and nested archives are
 skipped, and the number of members and the bytes actually written are capped (a zip bomb's
 headers can lie). :class:`UploadJanitor` deletes gradio's cached copies once no request needs
-them.
+them. :class:`Memo` is the process-wide cache of what is computed from an upload or example,
+keyed by :func:`content_key` for uploads (the same bytes are decoded and predicted once).
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 import shutil
@@ -17,9 +19,10 @@ import tempfile
 import threading
 import time
 import zipfile
+from collections import OrderedDict
 from os import PathLike
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Callable, Generic, Hashable, Iterable, TypeVar
 
 from spinefx.runtime import SpineFXError
 
@@ -120,7 +123,6 @@ def display_name(name: str) -> str:
     return name[:120] or "unnamed file"
 
 
-
 class UploadJanitor:
     """Deletes gradio's cached copies of uploaded files once no request needs them.
 
@@ -187,3 +189,84 @@ class UploadJanitor:
                     parent.rmdir()
             except OSError:
                 log.debug("could not remove a cached upload", exc_info=True)
+
+
+V = TypeVar("V")
+
+
+class Memo(Generic[V]):
+    """A bounded, thread-safe LRU of computed values: each key is computed once even when
+    several sessions ask at the same moment (the others wait for it); a failure is not kept.
+    ``computed`` counts the computations (tests read it); ``on_evict`` gets a dropped value."""
+
+    def __init__(self, size: int, on_evict: Callable[[V], None] | None = None):
+        self.size = max(1, int(size))
+        self.on_evict = on_evict
+        self.computed = 0
+        self._items: OrderedDict[Hashable, V] = OrderedDict()
+        self._lock = threading.Lock()
+        self._pending: dict[Hashable, threading.Lock] = {}
+
+    def _hit(self, key: Hashable) -> tuple[bool, V | None]:
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return True, self._items[key]
+        return False, None
+
+    def get(self, key: Hashable, compute: Callable[[], V]) -> V:
+        found, value = self._hit(key)
+        if found:
+            return value  # type: ignore[return-value]
+        with self._lock:
+            key_lock = self._pending.setdefault(key, threading.Lock())
+        with key_lock:
+            found, value = self._hit(key)
+            if found:
+                return value  # type: ignore[return-value]
+            try:
+                fresh = compute()
+            finally:
+                with self._lock:
+                    self._pending.pop(key, None)
+            self._store(key, fresh)
+            return fresh
+
+    def _store(self, key: Hashable, value: V) -> None:
+        dropped = []
+        with self._lock:
+            self._items[key] = value
+            self.computed += 1
+            while len(self._items) > self.size:
+                dropped.append(self._items.popitem(last=False)[1])
+        for old in dropped:
+            if self.on_evict is not None:
+                self.on_evict(old)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+
+def remove_files(paths: Iterable[str | None]) -> None:
+    """Delete files a cache entry owned (missing ones are fine)."""
+    for p in paths:
+        if p:
+            try:
+                Path(p).unlink(missing_ok=True)
+            except OSError:
+                pass
+
+
+def content_key(paths: Iterable[str], *extra: Any) -> str:
+    """The SHA-256 of the files' bytes (in name-independent sorted order of their digests) and
+    ``extra``: the same upload has the same key whatever gradio named its copies."""
+    digests = []
+    for p in paths:
+        h = hashlib.sha256()
+        with open(p, "rb") as fh:
+            while block := fh.read(1 << 20):
+                h.update(block)
+        digests.append(h.hexdigest())
+    text = "|".join(sorted(digests)) + "|" + repr(extra)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()

@@ -223,6 +223,11 @@ class ViewCache:
         self._items.move_to_end(key)
         return hit
 
+    def copy(self) -> "ViewCache":
+        twin = ViewCache(self.size)
+        twin._items = OrderedDict(self._items)
+        return twin
+
     def put(self, key: Hashable, paths: Sequence[str], payload: Any = None) -> None:
         self._items[key] = (tuple(paths), payload)
         self._items.move_to_end(key)
