@@ -75,9 +75,8 @@ def label_components(mask: np.ndarray) -> tuple[np.ndarray, int]:
     raster order of their first voxel. Runs along the last axis are joined by union-find."""
     fg = np.asarray(mask, dtype=bool)
     flat = fg.reshape(-1, fg.shape[-1])
-    padded = np.zeros((flat.shape[0], flat.shape[1] + 1), dtype=bool)
-    padded[:, 1:] = flat
-    starts = flat & ~padded[:, :-1]
+    starts = flat.copy()                                        # a run's first voxel
+    starts[:, 1:] &= ~flat[:, :-1]
     run_id = np.cumsum(starts.ravel()).reshape(flat.shape) - 1   # a voxel's run
     run_id = np.where(flat, run_id, -1).reshape(fg.shape).astype(np.int64)
     n_runs = int(starts.sum())
@@ -150,7 +149,7 @@ def grow_back(seeds: np.ndarray, mask: np.ndarray, max_steps: int) -> np.ndarray
     # flat indices on a grid padded by one empty voxel: a neighbour is index + offset, never
     # wrapping; only the free voxels next to last step's new ones (the front) can change
     lab = np.pad(labels, 1).ravel()
-    free = np.pad(mask & (labels == 0), 1).ravel()
+    free = np.pad(np.asarray(mask, dtype=bool) & (labels == 0), 1).ravel()
     strides = np.cumprod((1,) + tuple(s + 2 for s in labels.shape[:0:-1]))[::-1]
     offsets = np.concatenate([strides, -strides]).astype(np.intp)
     new = np.flatnonzero(lab)

@@ -240,3 +240,46 @@ def test_cli_end_to_end_with_a_stand_in_localiser(phantom_study, tmp_path, monke
     assert main(["localise", str(root), "--out", str(out), "--json"]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed["vertebrae"][0]["level"] == "T12"      # counted from S1 again
+
+
+def test_stage_seconds_and_a_soft_map_same_as_its_threshold(phantom_study, tmp_path):
+    """localise_series thresholds the map before flipping it: a soft map and the same map
+    thresholded at 0.5 give one document; every stage's seconds are recorded."""
+    root, t1_dir, _, truth = phantom_study
+    noise = np.random.default_rng(5).uniform(0.0, 0.45, truth.shape).astype(np.float32)
+    soft = np.where(truth > 0, 1.0 - noise, noise).astype(np.float32)
+    a = localise_series(t1_dir, tmp_path / "soft", probability=soft, probability_source="p")
+    b = localise_series(t1_dir, probability=(soft >= 0.5).astype(np.float32),
+                        probability_source="p")
+    a.document.pop("files")
+    assert a.document == b.document and np.array_equal(a.vertebrae.labels, b.vertebrae.labels)
+    assert len(a.document["vertebrae"]) >= 5
+    assert set(a.seconds) == {"postprocess", "grading", "document", "writing"}
+    assert set(b.seconds) == {"postprocess", "grading", "document"}
+    assert all(s >= 0 for s in a.seconds.values())
+
+
+def test_localiser_document_same_as_the_reference_implementation(phantom_study, monkeypatch):
+    """The whole path with the ONNX localiser (segmentation, instances, levels, grading)
+    gives the document the implementations before the speed work give."""
+    from spinefx.runtime import segmentation, vertebrae
+    from tests.runtime.test_segmentation import reference_resample_slices
+    from tests.runtime.test_vertebrae import (
+        reference_disc_gap,
+        reference_grow_back,
+        reference_label_components,
+        reference_split_merged,
+    )
+
+    _, t1_dir, _, _ = phantom_study
+    new = localise_series(t1_dir)
+    assert new.seconds["segmentation"] > 0 and len(new.document["vertebrae"]) >= 5
+    with monkeypatch.context() as m:
+        m.setattr(segmentation, "resample_slices", reference_resample_slices)
+        m.setattr(vertebrae, "label_components", reference_label_components)
+        m.setattr(vertebrae, "grow_back", reference_grow_back)
+        m.setattr(vertebrae, "_split_merged", reference_split_merged)
+        m.setattr(vertebrae, "disc_gap", reference_disc_gap)
+        old = localise_series(t1_dir)
+    assert new.document == old.document
+    assert np.array_equal(new.vertebrae.labels, old.vertebrae.labels)
