@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import time
 from os import PathLike
 from pathlib import Path
 from typing import Any, Callable
@@ -77,6 +78,10 @@ class DemoBlocks(gr.Blocks):
     """The demo's ``gr.Blocks``: ``close()`` also removes every file the demo and gradio wrote
     for this app (:func:`remove_served_files`); so does the process's exit."""
 
+    def __init__(self, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.spinefx_started = time.time()
+
     def close(self, verbose: bool = True) -> None:
         super().close(verbose)
         remove_served_files(self)
@@ -101,6 +106,21 @@ def remove_served_files(app: gr.Blocks) -> None:
             except OSError:
                 pass
         temp_set.clear()
+    _remove_upload_stubs(cache, getattr(app, "spinefx_started", time.time()))
+
+
+def _remove_upload_stubs(cache: Path, since: float) -> None:
+    """Gradio's multipart parser leaves an empty ``tmpXXXXXXXX`` per uploaded file in the
+    temp folder (its content went to the hash folder). The empty ones created while this app
+    ran are removed (another process's upload in a shared folder is empty for microseconds
+    only: its parser writes as soon as it opens the file)."""
+    for stub in cache.glob("tmp*"):
+        try:
+            info = stub.stat()
+            if stub.is_file() and info.st_size == 0 and info.st_ctime >= since - 1:
+                stub.unlink()
+        except OSError:
+            pass
 
 
 # ---------------------------------------------------------------------------------------------
