@@ -77,7 +77,7 @@ def label_components(mask: np.ndarray) -> tuple[np.ndarray, int]:
     flat = fg.reshape(-1, fg.shape[-1])
     starts = flat.copy()                                        # a run's first voxel
     starts[:, 1:] &= ~flat[:, :-1]
-    run_id = np.cumsum(starts.ravel()).reshape(flat.shape) - 1   # a voxel's run
+    run_id: np.ndarray = np.cumsum(starts.ravel()).reshape(flat.shape) - 1   # a voxel's run
     run_id = np.where(flat, run_id, -1).reshape(fg.shape).astype(np.int64)
     n_runs = int(starts.sum())
     if n_runs == 0:
