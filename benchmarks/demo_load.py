@@ -1,38 +1,47 @@
 """Load test of the demo: N concurrent gradio_client users x M requests each.
 
-Starts the demo in this process on 127.0.0.1 (or targets --url), then each simulated user
-calls /predict_case with an uploaded phantom DICOM study (T1 + T2, ~30 files) and
-/predict_example alternately. Reports errors (must be 0), latency percentiles, throughput and
-the server process's resident memory before and after.
+Starts the demo in a child process on 127.0.0.1 (the bundled model unless --model), with its
+own gradio temp folder and work folder, then each simulated user alternates /predict_case
+with an uploaded phantom DICOM study (T1 + T2: one .zip, or --upload files for its 24 files)
+and /predict_example. Reports errors,
+throughput, latency median/p90/max, the server process's resident memory at the start (after
+one warm-up request of each kind) and the end, and the files left in the server's gradio temp
+folder and work folder after it shut down (SIGTERM -> app.close()). Prints a table; --out
+writes the JSON.
 
-    python benchmarks/demo_load.py --users 8 --requests 10            # bundled model
-    python benchmarks/demo_load.py --model path/to/model --users 8 --requests 10
+    python benchmarks/demo_load.py --users 20 --requests 10 --out load.json
 
-Research and teaching software; the numbers say how the demo serves, not how well it predicts.
+Every user uploads the same phantom study, so after the first request the server answers
+uploads from its per-content cache (decode and inference once); the upload itself over HTTP
+is in every request's latency. Research and teaching software; the numbers say how
+the demo serves, not how well it predicts.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import signal
 import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
 import time
+import urllib.request
+import zipfile
 from pathlib import Path
 
+TARGETS = {"errors": 0, "throughput_rps": 7.98, "p90_s": 3.0, "rss_growth_mib": 50.0,
+           "files_left": 0}   # issue 14: 3 x the 2.66 requests/s measured before
 
-def rss_mib() -> float:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    import resource
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS for the server process")
 
 
 def free_port() -> int:
@@ -43,118 +52,242 @@ def free_port() -> int:
 
 def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--users", type=int, default=8)
+    ap.add_argument("--users", type=int, default=20)
     ap.add_argument("--requests", type=int, default=10, help="requests per user")
     ap.add_argument("--model", default=None, help="model folder (default: bundled)")
     ap.add_argument("--concurrency", type=int, default=None, help="server concurrency limit")
-    ap.add_argument("--url", default=None, help="load an already running demo instead")
-    ap.add_argument("--json", action="store_true")
+    ap.add_argument("--out", default=None, help="write the report as JSON here")
+    ap.add_argument("--upload", choices=("zip", "files"), default="zip",
+                    help="upload the study as one .zip (default) or as its ~30 DICOM files")
+    ap.add_argument("--serve", type=int, default=None, help=argparse.SUPPRESS)  # child mode
+    ap.add_argument("--work", default=None, help=argparse.SUPPRESS)
     return ap.parse_args(argv)
 
 
-def phantom_upload(work: Path):
-    """A phantom DICOM study (T1 + T2) in ``work``: (its files, its case, the box as text)."""
+# ---------------------------------------------------------------------------------------------
+# the server (child process)
+# ---------------------------------------------------------------------------------------------
+def serve(args: argparse.Namespace) -> int:
+    """Child mode: the demo on 127.0.0.1:<--serve> until SIGTERM, then app.close()."""
+    from spinefx.demo.app import build_app, launch
+
+    work = Path(args.work)
+    for folder in ("server", "gradio"):
+        (work / folder).mkdir(exist_ok=True)
+    app = build_app(model=args.model, cache_dir=work / "cache", temp_dir=work / "server",
+                    concurrency=args.concurrency)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    launch(app, host="127.0.0.1", port=args.serve, prevent_thread_lock=True, quiet=True)
+    print("READY", flush=True)
+    stop.wait()
+    app.close(verbose=False)
+    return 0
+
+
+def start_server(args: argparse.Namespace, work: Path) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    env = {**os.environ, "GRADIO_TEMP_DIR": str(work / "gradio"),
+           "GRADIO_ANALYTICS_ENABLED": "False",
+           # teaching sessions (persistent by design, none made here) stay in the run's folder
+           "SPINEFX_TEACHING_DATA": str(work / "teaching")}
+    cmd = [sys.executable, __file__, "--serve", str(port), "--work", str(work)]
+    cmd += ["--model", args.model] if args.model else []
+    cmd += ["--concurrency", str(args.concurrency)] if args.concurrency else []
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if line.strip() == "READY":
+            break
+    else:
+        raise SystemExit(f"the demo server did not start (exit {proc.wait()})")
+    url = f"http://127.0.0.1:{port}/"
+    urllib.request.urlopen(url, timeout=60).read()
+    return proc, url
+
+
+def stop_server(proc: subprocess.Popen) -> int:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.wait()
+
+
+def files_under(*folders: Path) -> list[str]:
+    return sorted(str(p) for f in folders if f.exists() for p in f.rglob("*") if p.is_file())
+
+
+# ---------------------------------------------------------------------------------------------
+# the users
+# ---------------------------------------------------------------------------------------------
+def phantom_upload(work: Path, as_zip: bool = True):
+    """A phantom DICOM study (T1 + T2) in ``work``: (the files to upload, its case, the box as
+    text). ``as_zip``: one .zip of the study (one HTTP upload; gradio_client posts each file
+    of a list separately, on a new connection each)."""
     from spinefx.phantom import write_phantom_study
 
     t1_dir, t2_dir, case = write_phantom_study(work / "study", seed=3, label="malignant",
                                                case_id="load")
     files = sorted(str(p) for d in (t1_dir, t2_dir) for p in d.glob("*.dcm"))
     box = ",".join(str(v) for v in case.box)
+    if as_zip:
+        archive = work / "study.zip"
+        with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
+            for f in files:
+                zf.write(f, arcname=str(Path(f).relative_to(work / "study")))
+        files = [str(archive)]
     return files, case, box
 
 
-def start_demo(args: argparse.Namespace, work: Path):
-    """The demo served from this process on a free port, warmed up: (app, url)."""
-    from gradio_client import Client
+KINDS = ("upload", "example")
 
-    from spinefx.demo.app import build_app, launch
 
-    app = build_app(model=args.model, cache_dir=work / "cache", concurrency=args.concurrency)
-    port = free_port()
-    launch(app, host="127.0.0.1", port=port, prevent_thread_lock=True, quiet=True)
-    url = f"http://127.0.0.1:{port}/"
-    Client(url, verbose=False).predict("phantom_benign", api_name="/predict_example")  # warm
-    return app, url
+def one_request(client, r: int, files: list[str], case, box: str) -> tuple[bool, str]:
+    from gradio_client import handle_file
+
+    if r % 2 == 0:
+        data, _ = client.predict([handle_file(f) for f in files], "", "", case.slice, box, "",
+                                 0, api_name="/predict_case")
+    else:
+        data, _ = client.predict("phantom_malignant", api_name="/predict_example")
+    return data.get("status") == "ok", str(data.get("error"))
 
 
 def run_users(url: str, users: int, requests: int, files: list[str], case,
-              box: str) -> tuple[list[float], list[str], float]:
-    """``users`` threads, each its own client, alternating /predict_case (the upload) and
-    /predict_example: (latencies in s, errors, wall time in s)."""
-    from gradio_client import Client, handle_file
+              box: str) -> tuple[list[tuple[str, float]], list[str], float]:
+    """``users`` threads, each its own client (connected before the clock starts),
+    alternating the upload and the example: ((kind, latency in s), errors, wall time in s)."""
+    from gradio_client import Client
 
-    latencies: list[float] = []
+    latencies: list[tuple[str, float]] = []
     errors: list[str] = []
     lock = threading.Lock()
+    clients = [Client(url, verbose=False) for _ in range(users)]
+    go = threading.Barrier(users + 1)
 
     def user(u: int) -> None:
-        client = Client(url, verbose=False)
+        go.wait()
         for r in range(requests):
             t0 = time.perf_counter()
             try:
-                if r % 2 == 0:
-                    data, _ = client.predict([handle_file(f) for f in files], "", "",
-                                             case.slice, box, "", 0, api_name="/predict_case")
-                else:
-                    data, _ = client.predict("phantom_malignant", api_name="/predict_example")
-                ok = data.get("status") == "ok"
-                why = data.get("error")
+                ok, why = one_request(clients[u], r, files, case, box)
             except Exception as exc:  # noqa: BLE001 - every failure counts as an error
                 ok, why = False, f"{type(exc).__name__}: {exc}"
             dt = time.perf_counter() - t0
             with lock:
-                latencies.append(dt)
+                latencies.append((KINDS[r % 2], dt))
                 if not ok:
                     errors.append(f"user {u} request {r}: {why}")
 
-    t0 = time.perf_counter()
     threads = [threading.Thread(target=user, args=(u,)) for u in range(users)]
     for t in threads:
         t.start()
+    go.wait()
+    t0 = time.perf_counter()
     for t in threads:
         t.join()
     return latencies, errors, time.perf_counter() - t0
 
 
-def make_report(args: argparse.Namespace, latencies: list[float], errors: list[str],
-                wall: float, app, url: str, rss_before: float, rss_after: float) -> dict:
-    """Errors, latency percentiles, throughput and the server's memory (when it is ours)."""
-    lat = sorted(latencies)
-    return {
+def warm_up(url: str, files: list[str], case, box: str) -> None:
+    """One request of each kind (model load, example cache, upload cache) before measuring."""
+    from gradio_client import Client
+
+    client = Client(url, verbose=False)
+    for r in (0, 1):
+        ok, why = one_request(client, r, files, case, box)
+        if not ok:
+            raise SystemExit(f"warm-up request failed: {why}")
+
+
+# ---------------------------------------------------------------------------------------------
+# report
+# ---------------------------------------------------------------------------------------------
+def percentiles(values: list[float]) -> dict:
+    lat = sorted(values)
+    return {"median": round(statistics.median(lat), 3),
+            "p90": round(lat[int(0.9 * (len(lat) - 1))], 3), "max": round(lat[-1], 3)}
+
+
+def make_report(args: argparse.Namespace, latencies: list[tuple[str, float]],
+                errors: list[str], wall: float, rss: tuple[float, float], left: list[str],
+                load: tuple) -> dict:
+    lat = [dt for _, dt in latencies]
+    report = {
         "users": args.users, "requests_per_user": args.requests, "requests": len(lat),
+        "upload": ("one .zip of the phantom DICOM study" if args.upload == "zip"
+                   else "the phantom study's DICOM files"),
         "errors": len(errors), "error_examples": errors[:5],
         "wall_s": round(wall, 2), "throughput_rps": round(len(lat) / wall, 2),
-        "latency_s": {"median": round(statistics.median(lat), 3),
-                      "p90": round(lat[int(0.9 * (len(lat) - 1))], 3),
-                      "max": round(lat[-1], 3)},
-        "server_rss_mib": {"before": round(rss_before, 1), "after": round(rss_after, 1)}
-        if app is not None else "not measured (--url)",
-        "cpus": os.cpu_count(),
-        "model": app.spinefx_model.message if app is not None else url,
+        "latency_s": percentiles(lat),
+        "latency_by_kind_s": {kind: percentiles([dt for k, dt in latencies if k == kind])
+                              for kind in KINDS if any(k == kind for k, _ in latencies)},
+        "server_rss_mib": {"start": round(rss[0], 1), "end": round(rss[1], 1),
+                           "growth": round(rss[1] - rss[0], 1)},
+        "files_left_after_shutdown": len(left), "files_left_examples": left[:5],
+        "cpus": os.cpu_count(), "load_average_before": [round(v, 2) for v in load],
+        "model": args.model or "bundled (weights/)",
+        "concurrency": args.concurrency or "default (SPINEFX_DEMO_CONCURRENCY or 2)",
     }
+    report["targets_met"] = {
+        "errors": report["errors"] <= TARGETS["errors"],
+        "throughput": report["throughput_rps"] >= TARGETS["throughput_rps"],
+        "p90": report["latency_s"]["p90"] <= TARGETS["p90_s"],
+        "rss_growth": report["server_rss_mib"]["growth"] <= TARGETS["rss_growth_mib"],
+        "files_left": report["files_left_after_shutdown"] <= TARGETS["files_left"]}
+    return report
+
+
+def print_table(report: dict) -> None:
+    met = report["targets_met"]
+    rows = [("requests", report["requests"], "", ""),
+            ("errors", report["errors"], "0", met["errors"]),
+            ("throughput (requests/s)", report["throughput_rps"], ">= 7.98", met["throughput"]),
+            ("latency median (s)", report["latency_s"]["median"], "", ""),
+            ("latency p90 (s)", report["latency_s"]["p90"], "<= 3", met["p90"]),
+            ("latency max (s)", report["latency_s"]["max"], "", ""),
+            ("server RSS start (MiB)", report["server_rss_mib"]["start"], "", ""),
+            ("server RSS end (MiB)", report["server_rss_mib"]["end"], "", ""),
+            ("server RSS growth (MiB)", report["server_rss_mib"]["growth"], "<= 50",
+             met["rss_growth"]),
+            ("files left after shutdown", report["files_left_after_shutdown"], "0",
+             met["files_left"])]
+    print(f"{'measure':28} {'value':>10}  {'target':>8}  met")
+    for name, value, target, ok in rows:
+        mark = "" if ok == "" else ("yes" if ok else "NO")
+        print(f"{name:28} {value!s:>10}  {target:>8}  {mark}")
+    for kind, p in report["latency_by_kind_s"].items():
+        print(f"{'  ' + kind + ' median / p90 (s)':28} {p['median']:>5} / {p['p90']}")
+    print(f"({report['users']} users x {report['requests_per_user']} requests, "
+          f"{report['cpus']} CPUs, load average before {report['load_average_before']})")
 
 
 def main(argv=None) -> int:
-    """Run the load test and print its report; 1 if any request failed."""
+    """Run the load test and print its table; 1 if any request failed or a file was left."""
     args = parse_args(argv)
+    if args.serve is not None:
+        return serve(args)
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio_client loads
     work = Path(tempfile.mkdtemp(prefix="spinefx-load-"))
-    files, case, box = phantom_upload(work)
-    app, url = (None, args.url) if args.url is not None else start_demo(args, work)
-    rss_before = rss_mib()
-
-    latencies, errors, wall = run_users(url, args.users, args.requests, files, case, box)
-    time.sleep(1.0)
-    rss_after = rss_mib()
-    report = make_report(args, latencies, errors, wall, app, url, rss_before, rss_after)
-    if app is not None:
-        app.close()
-    if args.json:
-        print(json.dumps(report, indent=2))
-    else:
-        for k, v in report.items():
-            print(f"{k}: {v}")
-    return 1 if errors else 0
+    files, case, box = phantom_upload(work, as_zip=args.upload == "zip")
+    load = os.getloadavg()
+    proc, url = start_server(args, work)
+    try:
+        warm_up(url, files, case, box)
+        rss_start = rss_mib(proc.pid)
+        latencies, errors, wall = run_users(url, args.users, args.requests, files, case, box)
+        time.sleep(1.0)
+        rss_end = rss_mib(proc.pid)
+    finally:
+        stop_server(proc)
+    left = files_under(work / "gradio", work / "server")
+    report = make_report(args, latencies, errors, wall, (rss_start, rss_end), left, load)
+    print_table(report)
+    if args.out:
+        Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    return 1 if errors or left else 0
 
 
 if __name__ == "__main__":
