@@ -24,6 +24,7 @@ import gradio as gr
 from . import api
 from . import read_handlers as rh
 from .context import DemoContext, drop_state
+from .report import DICOM_NOTE, prepare_dicom
 from .spine_view import SPINE_HEADERS
 from .teaching_app import teaching_tab, wire_teaching
 from .viewer import DEFAULT_PRESET, WL_PRESETS, ZOOMS
@@ -199,6 +200,12 @@ def _result_column(ui: UI) -> None:
     ui["result_md"] = gr.Markdown(elem_id="result")
     ui["report_btn"] = gr.DownloadButton("Download the report (print-ready HTML)", value=None,
                                          elem_id="report", size="sm")
+    with gr.Row():
+        ui["dicom_prepare"] = gr.Button("Prepare the DICOM results (SR, SEG, capture)",
+                                        visible=False, size="sm", elem_id="dicom-prepare")
+        ui["dicom_btn"] = gr.DownloadButton("Download the DICOM results (.zip)", value=None,
+                                            visible=False, size="sm", elem_id="dicom-results")
+    ui["dicom_note"] = gr.Markdown(DICOM_NOTE, visible=False, elem_id="dicom-note")
     ui["overlay"] = gr.Image(label="Grad-CAM on the T1 and T2 lesion slices", interactive=False,
                              format="png", elem_id="overlay")
     ui["roi_gal"] = gr.Gallery(label="ROI with the map", columns=2, height=280, elem_id="roi")
@@ -241,8 +248,11 @@ def _wire_read(ctx: DemoContext, ui: UI) -> None:
     for dd in (ui["t1_dd"], ui["t2_dd"]):
         dd.input(bind(ctx, ui, rh.change_series),
                  pick(ui, ("read_state", "t1_dd", "t2_dd", "slice_sl", "box_tb")),
-                 pick(ui, ("slice_sl", "spine_md", "spine_df", *rh.VIEW_OUTPUTS)),
+                 pick(ui, ("slice_sl", "spine_md", "spine_df", "dicom_prepare", "dicom_btn",
+                           "dicom_note", *rh.VIEW_OUTPUTS)),
                  **private)
+    ui["dicom_prepare"].click(bind(ctx, ui, prepare_dicom), [ui["read_state"]],
+                              pick(ui, ("dicom_btn", "status")), **private)
     ui["level_rd"].input(bind(ctx, ui, rh.pick_level),
                          pick(ui, ("read_state", "level_rd", "opacity")),
                          pick(ui, ("slice_sl", "box_tb", "report_btn",

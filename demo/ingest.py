@@ -106,13 +106,28 @@ class HeldSeries:
 
     The staged copies are deleted when the upload request ends (nothing uploaded outlives it on
     disk); choosing this series later re-stages the bytes in a private folder for the one
-    decode and removes them again."""
+    decode and removes them again. After the decode the bytes stay in memory as ``sources``
+    (with the slice order and study UID the scrubbed volume no longer has): the DICOM results
+    (SR, SEG, capture) copy their patient and study modules from these headers."""
 
     def __init__(self, series: SeriesInfo, key: str, label: str, notes: list[str],
                  names: dict[str, str], temp_root: str | PathLike | None):
         self.weighting, self.key, self.label = series.weighting, key, label
         self.files = {p.name: p.read_bytes() for p in series.files}
         self.notes, self.names, self.temp_root = notes, names, temp_root
+        self.sources: dict[str, bytes] = {}
+        self.source_order: tuple[str, ...] = ()    # neutral file names (#frame), slice order
+        self.source_metadata: dict = {}
+
+    def source_volume(self, vol: Volume, folder: Path) -> Volume:
+        """``vol`` (this series, decoded) with its source files written into ``folder`` and
+        its slice sources and metadata restored, for the DICOM outputs (``sources`` must be
+        set: the series was decoded)."""
+        for name, data in self.sources.items():
+            (folder / name).write_bytes(data)
+        return vol.with_data(vol.data, slice_sources=tuple(f"{folder}/{s}"
+                                                           for s in self.source_order),
+                             metadata={**self.source_metadata, **vol.metadata})
 
     def __call__(self) -> Volume:
         with tempfile.TemporaryDirectory(prefix="upload-", dir=self.temp_root) as tmp:
@@ -123,7 +138,9 @@ class HeldSeries:
                                              weighting=self.weighting)
             except SpineFXError as exc:
                 raise type(exc)(self._humanise(str(exc), tmp)) from None
-        self.files = {}                     # decoded once: the bytes are no longer needed
+        self.source_order = tuple(s.replace(f"{tmp}/", "") for s in vol.slice_sources)
+        self.source_metadata = dict(vol.metadata)
+        self.sources, self.files = self.files, {}   # decoded once: kept for DICOM outputs
         self.notes += [f"series {self.label}: {self._humanise(w, tmp)}" for w in warned]
         return _scrub(vol, self.key)
 

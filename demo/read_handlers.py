@@ -27,7 +27,7 @@ from .context import (
     upload_title,
 )
 from .ingest import load_dicom_upload, load_image_upload
-from .report import session_report, view_at_result
+from .report import dicom_updates, session_report, view_at_result
 from .service import predict, preview_input
 from .spine_view import picked_entry, run_localiser, spine_updates
 from .uploads import content_key
@@ -53,7 +53,7 @@ from .views import (
 READ_OUTPUTS = ("read_state", "status", "series_df", "t1_dd", "t2_dd", "slice_sl", "box_tb",
                 "slice_img", "channels", "result_md", "overlay", "roi_gal", "details",
                 "dicom_files", "t1_images", "t2_images", "spine_md", "spine_df", "level_rd",
-                "report_btn")
+                "report_btn", "dicom_prepare", "dicom_btn", "dicom_note")
 DEFAULT_OPACITY = 0.45
 #: What a slice, box, click or W/L/zoom change refreshes (a stale result is cleared).
 VIEW_OUTPUTS = ("read_state", "status", "slice_img", "channels", "result_md", "overlay",
@@ -165,6 +165,7 @@ def _study_updates(ctx: DemoContext, st: ReadState, study: Study) -> Updates:
                      "Click the centre of the fractured vertebral body, then Predict.")
                   + (f"\n\nNotes: {notes}" if notes else "")}
     out.update(spine_updates(st))
+    out.update(dicom_updates(st))
     out.update(view_updates(ctx, st, k, box))
     return out
 
@@ -299,7 +300,7 @@ def change_series(ctx: DemoContext, st: ReadState | None, t1_key: str, t2_key: s
                     "status": f"T1 = {study.labels[st.pair.t1]}; T2 = {study.labels[st.pair.t2]}",
                     "slice_sl": gr.update(maximum=max(t1.n_slices - 1, 1), value=k),
                     **cleared_result("_The series changed: press **Predict** again._"),
-                    **spine_updates(st)}
+                    **spine_updates(st), **dicom_updates(st)}
     out.update(view_updates(ctx, st, k, _box_or_none(box_text)))
     return out
 

@@ -14,21 +14,34 @@ import html
 import io
 import shutil
 import tempfile
+import uuid
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
+import gradio as gr
 from PIL import Image
 
+from spinefx.runtime import SpineFXError
 from spinefx.runtime.explain import explain_prediction
 from spinefx.runtime.files import atomic_write_text
 from spinefx.runtime.provenance import DISCLAIMER
+from spinefx.runtime.study import Study
 from spinefx.runtime.study_analysis import vertebra_entries
 
-from .context import DemoContext, ReadState
+from .context import DemoContext, ReadState, Updates, page_guard
+from .ingest import HeldSeries
 from .views import synthetic_case
 
 REPORT_NAME = "spinefx_report.html"
+DICOM_ZIP_NAME = "spinefx_dicom_results.zip"
+DICOM_NOTE = ("**DICOM results** (for a DICOM upload): a Comprehensive SR of the findings, a "
+              "SEG of the vertebral bodies and a Secondary Capture of the map, in your study. "
+              "**They carry the patient module of your upload (name, ID, birth date) by "
+              "design**, so that they join the study in your PACS: handle the .zip as patient "
+              "data. It is written only when you ask, in this session's folder on the server, "
+              "and removed when the session ends.")
 _CSS = """
 body {font-family: system-ui, sans-serif; margin: 24px; color: #111; max-width: 1000px;}
 h1 {font-size: 20px;} h2 {font-size: 16px; margin-top: 22px; border-bottom: 1px solid #ccc;}
@@ -226,3 +239,62 @@ def session_report(ctx: DemoContext, st: ReadState, view: Image.Image | None) ->
     text = report_text(ctx, st, view)
     st.report = write_report(ctx.session_outbox(st).folder, text, st.report)
     return st.report
+
+
+def dicom_source(st: ReadState) -> HeldSeries | None:
+    """The T1 series' held source files when the session's study is a DICOM upload with a
+    whole-spine analysis (the DICOM results need both), else None."""
+    if st.study is None or st.pair is None or st.spine is None or st.study.kind != "dicom":
+        return None
+    held = st.study.entries[st.pair.t1].loader
+    return held if isinstance(held, HeldSeries) and held.sources else None
+
+
+def dicom_updates(st: ReadState) -> Updates:
+    """The DICOM results' controls: offered for a DICOM upload's analysis, hidden otherwise."""
+    offered = dicom_source(st) is not None
+    return {"dicom_prepare": gr.update(visible=offered),
+            "dicom_btn": gr.update(value=None, visible=False),
+            "dicom_note": gr.update(visible=offered)}
+
+
+def write_dicom_results(ctx: DemoContext, st: ReadState) -> str:
+    """SR, SEG and SC of the session's analysis (``spinefx.runtime.dicom_outputs``) in one zip
+    under the session's folder; the source headers are staged in a private folder for the
+    build and removed."""
+    from spinefx.runtime.dicom_outputs import dicom_results, encode_dataset, result_seed
+
+    held, predictor = dicom_source(st), ctx.model.require()
+    if held is None or st.spine is None:
+        raise SpineFXError("DICOM results need a DICOM upload whose vertebrae were found")
+    study, pair = st.require()
+    folder = ctx.session_outbox(st).folder
+    with tempfile.TemporaryDirectory(prefix="sources-", dir=folder) as tmp:
+        t1 = held.source_volume(study.volume(pair.t1), Path(tmp))
+        source = Study.from_volumes({pair.t1: ("T1", t1),
+                                     pair.t2: ("T2", study.volume(pair.t2))},
+                                    title="", kind="dicom")
+        datasets = dicom_results(st.spine, source, predictor.spec, st.spine.primary.overlay(),
+                                 seed=result_seed(st.spine, source))
+        encoded = [encode_dataset(ds) for ds in datasets]
+    target = folder / f"dicom-{uuid.uuid4().hex}"
+    target.mkdir()
+    path = target / DICOM_ZIP_NAME
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, data in zip(("SR.dcm", "SEG.dcm", "SC.dcm"), encoded):
+            zf.writestr(name, data)
+    if st.dicom_zip:
+        shutil.rmtree(Path(st.dicom_zip).parent, ignore_errors=True)
+    st.dicom_zip = str(path)
+    return st.dicom_zip
+
+
+@page_guard("status")
+def prepare_dicom(ctx: DemoContext, st: ReadState | None) -> Updates:
+    """The "prepare DICOM results" button: the zip, then its download button."""
+    if st is None:
+        raise SpineFXError("load a DICOM study first")
+    path = write_dicom_results(ctx, st)
+    return {"dicom_btn": gr.update(value=path, visible=True),
+            "status": "DICOM results ready (SR, SEG, capture): they carry the patient data of "
+                      "your upload."}

@@ -105,3 +105,37 @@ def test_images_without_pixel_spacing_are_not_read_automatically(ctx, png_pair, 
     with_spacing = rh.load_upload(ctx, None, None, t1, t2, spacing)
     assert len(analyses) == 1, "a known spacing is read automatically"
     assert "pixel spacing" not in with_spacing["spine_md"]
+
+
+def test_a_dicom_upload_gives_its_dicom_results_in_the_session_folder(ctx, phantom_study,
+                                                                      dicom_files):
+    import io
+    import zipfile
+
+    import pydicom
+
+    from spinefx.demo import report
+
+    t1_dir, t2_dir, _ = phantom_study
+    files = dicom_files(t1_dir, t2_dir)
+    out = rh.load_upload(ctx, None, files, None, None, None)
+    st = out["read_state"]
+    assert st.spine is not None, st.spine_error
+    assert out["dicom_prepare"]["visible"] and out["dicom_note"]["visible"]
+    ready = report.prepare_dicom(ctx, st)
+    path = Path(ready["dicom_btn"]["value"])
+    assert path.is_relative_to(st.outbox.folder), "the zip is in the session's folder"
+    study_uid = pydicom.dcmread(files[0], stop_before_pixels=True).StudyInstanceUID
+    with zipfile.ZipFile(path) as zf:
+        datasets = [pydicom.dcmread(io.BytesIO(zf.read(n))) for n in zf.namelist()]
+    assert len(datasets) == 3
+    assert sorted(ds.Modality for ds in datasets) == ["OT", "SEG", "SR"]
+    assert {ds.StudyInstanceUID for ds in datasets} == {study_uid}
+    assert [p.name for p in st.outbox.folder.iterdir() if p.name.startswith("sources-")] == []
+    drop_state(st)
+    assert not path.exists(), "the DICOM results outlived the session"
+
+
+def test_an_example_offers_no_dicom_results(ctx):
+    out = api.run_example(ctx, "phantom_benign", None, 0.45)
+    assert not out["dicom_prepare"]["visible"] and not out["dicom_note"]["visible"]
