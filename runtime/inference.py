@@ -136,10 +136,14 @@ class Predictor:
     ``model``: a folder with ``model.json``, ``None`` for the bundled demonstration model.
     ``variant``: which ONNX file (``fp32``/``int8``; default from model.json). The sha256 of the
     file is checked before onnxruntime sees it. Providers: CUDA when available, else CPU.
+    ``release_memory``: after each run, hand the CPU arena's unused chunks back (onnxruntime's
+    arena otherwise keeps the peak of every batch size it has seen; a long-running process
+    such as ``spinefx node`` wants that memory back, a one-shot command does not care).
     """
 
     def __init__(self, model: str | PathLike | None = None, variant: str | None = None,
-                 providers: list[str] | None = None, threads: int | None = None):
+                 providers: list[str] | None = None, threads: int | None = None,
+                 release_memory: bool = False):
         ort = import_onnxruntime()
         self.spec: ModelSpec = read_model_spec(resolve_model(model))
         self.variant, self.path, self.sha256 = self.spec.file(variant)
@@ -153,6 +157,10 @@ class Predictor:
         if threads:
             options.intra_op_num_threads = int(threads)
         self.session = ort.InferenceSession(str(self.path), sess_options=options, providers=wanted)
+        self.run_options = None
+        if release_memory:
+            self.run_options = ort.RunOptions()
+            self.run_options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
         self.provider = self.session.get_providers()[0]
         graph_outputs = [o.name for o in self.session.get_outputs()]
         self.ood, self.ood_reason = OodScorer.from_spec(self.spec.raw, graph_outputs)
@@ -188,7 +196,7 @@ class Predictor:
         names = list(self.spec.output_names)
         if features and self.ood is not None:
             names.append(self.ood.output)
-        out = self.session.run(names, {self.spec.input_name: batch})
+        out = self.session.run(names, {self.spec.input_name: batch}, self.run_options)
         pooled = np.asarray(out[2], dtype=np.float32) if len(out) > 2 else None
         return (np.asarray(out[0], dtype=np.float64).reshape(-1),
                 np.asarray(out[1], dtype=np.float32), pooled)

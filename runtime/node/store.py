@@ -332,6 +332,13 @@ class JobStore:
             raise KeyError(job_id)
         return Job.from_row(row)
 
+    def has_unfinished_jobs(self) -> bool:
+        """Any job not in a final state (a study arriving, waiting or in work)."""
+        marks = ", ".join("?" for _ in FINAL_STATES)
+        return self._connection().execute(
+            f"SELECT 1 FROM jobs WHERE state NOT IN ({marks}) LIMIT 1",
+            FINAL_STATES).fetchone() is not None
+
     def jobs(self) -> list[Job]:
         return [Job.from_row(r) for r in self._connection().execute(
             "SELECT * FROM jobs ORDER BY id")]

@@ -94,7 +94,7 @@ def analyses(monkeypatch) -> list[tuple[Path, str]]:
     """Replace the analysis: record (folder, seed), return the seed's result objects."""
     calls: list[tuple[Path, str]] = []
 
-    def fake(folder: Path, predictor, seed: str) -> list[Dataset]:
+    def fake(folder: Path, predictor, seed: str, stages=None) -> list[Dataset]:
         assert predictor is MODEL
         calls.append((folder, seed))
         return result_objects(seed)
@@ -245,7 +245,7 @@ def test_instance_during_an_outage_is_analysed_after_the_send(tmp_path, analyses
 
 def test_ct_and_unanalysable_studies_are_skipped_without_phi(tmp_path, pacs, monkeypatch,
                                                              caplog):
-    def refuse(folder, predictor, seed):
+    def refuse(folder, predictor, seed, stages=None):
         raise SpineFXError(f"no sagittal T1/T2 pair (patient {CANARY}, study "
                            "CANARY STUDY DESCRIPTION)")
 
@@ -321,3 +321,69 @@ def test_cli_process_listens_fast_and_stops_on_sigterm(tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+# -- readiness and memory ------------------------------------------------------------------
+def _wait_for(condition, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.02)
+    return condition()
+
+
+def test_model_loads_when_a_study_arrives_not_right_after_listening(tmp_path):
+    """Loading holds the interpreter: not in the moments after "listening" (a C-ECHO must be
+    answered), but as soon as a study starts arriving, or after preload_after_seconds."""
+    import threading
+
+    loads: list[float] = []
+    config = make_config(tmp_path, free_port(), idle_seconds=60)
+    store = JobStore(config.data)
+    worker = Worker(store, config, load_predictor=lambda: loads.append(time.monotonic()) or MODEL)
+    worker.preload_after_seconds = 60
+    stop = threading.Event()
+    thread = threading.Thread(target=worker.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        time.sleep(0.5)
+        assert loads == []  # no study yet, not long enough since the start
+        ds = instance(generate_uid(), "MR")
+        store.store_instance(encode(ds), ds.StudyInstanceUID, ds.SOPInstanceUID)
+        assert _wait_for(lambda: len(loads) == 1, 5), "a receiving study did not load the model"
+        time.sleep(0.3)
+        assert len(loads) == 1  # once
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+    idle = Worker(JobStore(tmp_path / "other"), config, load_predictor=lambda: MODEL)
+    idle.preload_after_seconds = 0.2
+    assert not idle.preload_due(started=time.time())
+    assert idle.preload_due(started=time.time() - 0.3)
+    idle.predictor()
+    assert not idle.preload_due(started=time.time() - 10)  # loaded: nothing more to do
+
+
+def test_release_memory_drops_the_localiser_session_and_predictions_stay_equal():
+    """After a job the localiser's session (its CPU arena) is dropped; the classifier that
+    hands its arena back after each run predicts exactly what the default one does."""
+    import numpy as np
+
+    from spinefx.runtime import segmentation
+    from spinefx.runtime.inference import Predictor
+
+    model_path = Path(segmentation.__file__).resolve().parents[1] / "weights" / "localiser" / \
+        "model.onnx"
+    segmentation._session(str(model_path), model_path.stat().st_mtime_ns, 1)  # the bundled one
+    assert segmentation._session.cache_info().currsize >= 1
+    worker_mod.release_memory()
+    assert segmentation._session.cache_info().currsize == 0
+    plain, releasing = Predictor(variant="int8"), Predictor(variant="int8", release_memory=True)
+    assert plain.run_options is None and releasing.run_options is not None
+    cfg = plain.config
+    rng = np.random.default_rng(7)
+    for n in (3, 1, 5):  # batch sizes vary as the number of vertebrae does
+        batch = rng.standard_normal((n, cfg.n_channels, cfg.image_size, cfg.image_size))
+        for a, b in zip(plain.run(batch), releasing.run(batch)):
+            np.testing.assert_array_equal(a, b)
