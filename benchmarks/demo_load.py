@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import signal
 import socket
@@ -44,6 +45,12 @@ def rss_mib(pid: int) -> float:
     raise RuntimeError("no VmRSS for the server process")
 
 
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far (/proc/<pid>/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -57,6 +64,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--model", default=None, help="model folder (default: bundled)")
     ap.add_argument("--concurrency", type=int, default=None, help="server concurrency limit")
     ap.add_argument("--out", default=None, help="write the report as JSON here")
+    ap.add_argument("--client-procs", type=int, default=4,
+                    help="client processes the users are spread over (default 4)")
     ap.add_argument("--upload", choices=("zip", "files"), default="zip",
                     help="upload the study as one .zip (default) or as its ~30 DICOM files")
     ap.add_argument("--serve", type=int, default=None, help=argparse.SUPPRESS)  # child mode
@@ -155,16 +164,19 @@ def one_request(client, r: int, files: list[str], case, box: str) -> tuple[bool,
     return data.get("status") == "ok", str(data.get("error"))
 
 
-def run_users(url: str, users: int, requests: int, files: list[str], case,
-              box: str) -> tuple[list[tuple[str, float]], list[str], float]:
-    """``users`` threads, each its own client (connected before the clock starts),
-    alternating the upload and the example: ((kind, latency in s), errors, wall time in s)."""
+def client_group(url: str, first: int, users: int, requests: int, files: list[str],
+                 slice_index: int, box: str, start, results) -> None:
+    """One client process: ``users`` threads, each its own gradio_client (connected before
+    ``start``, a barrier shared with the others), alternating the upload and the example;
+    puts ((kind, latency s) list, errors, its CPU seconds) on ``results``."""
     from gradio_client import Client
 
+    case = argparse.Namespace(slice=slice_index)
     latencies: list[tuple[str, float]] = []
     errors: list[str] = []
     lock = threading.Lock()
     clients = [Client(url, verbose=False) for _ in range(users)]
+    cpu0 = cpu_s(os.getpid())
     go = threading.Barrier(users + 1)
 
     def user(u: int) -> None:
@@ -179,16 +191,41 @@ def run_users(url: str, users: int, requests: int, files: list[str], case,
             with lock:
                 latencies.append((KINDS[r % 2], dt))
                 if not ok:
-                    errors.append(f"user {u} request {r}: {why}")
+                    errors.append(f"user {first + u} request {r}: {why}")
 
     threads = [threading.Thread(target=user, args=(u,)) for u in range(users)]
     for t in threads:
         t.start()
+    start.wait()
     go.wait()
-    t0 = time.perf_counter()
     for t in threads:
         t.join()
-    return latencies, errors, time.perf_counter() - t0
+    results.put((latencies, errors, cpu_s(os.getpid()) - cpu0))
+
+
+def run_users(url: str, users: int, requests: int, files: list[str], case, box: str,
+              procs: int) -> tuple[list[tuple[str, float]], list[str], float, float]:
+    """``users`` simulated users spread over ``procs`` client processes (one Python process
+    holds the GIL: 20 gradio_clients in one saturate it before the server): ((kind, latency
+    s), errors, wall s from the common start to the last answer, the clients' CPU s)."""
+    mp = multiprocessing.get_context("spawn")
+    procs = max(1, min(procs, users))
+    start, results = mp.Barrier(procs + 1), mp.Queue()
+    shares = [users // procs + (1 if i < users % procs else 0) for i in range(procs)]
+    workers = [mp.Process(target=client_group, args=(url, sum(shares[:i]), n, requests, files,
+                                                     int(case.slice), box, start, results))
+               for i, n in enumerate(shares)]
+    for w in workers:
+        w.start()
+    start.wait(timeout=300)
+    t0 = time.perf_counter()
+    gathered = [results.get(timeout=3600) for _ in workers]
+    wall = time.perf_counter() - t0
+    for w in workers:
+        w.join()
+    latencies = [x for lat, _, _ in gathered for x in lat]
+    errors = [e for _, errs, _ in gathered for e in errs]
+    return latencies, errors, wall, sum(c for _, _, c in gathered)
 
 
 def warm_up(url: str, files: list[str], case, box: str) -> None:
@@ -217,6 +254,7 @@ def make_report(args: argparse.Namespace, latencies: list[tuple[str, float]],
     lat = [dt for _, dt in latencies]
     report = {
         "users": args.users, "requests_per_user": args.requests, "requests": len(lat),
+        "client_processes": args.client_procs,
         "upload": ("one .zip of the phantom DICOM study" if args.upload == "zip"
                    else "the phantom study's DICOM files"),
         "errors": len(errors), "error_examples": errors[:5],
@@ -260,6 +298,8 @@ def print_table(report: dict) -> None:
         print(f"{name:28} {value!s:>10}  {target:>8}  {mark}")
     for kind, p in report["latency_by_kind_s"].items():
         print(f"{'  ' + kind + ' median / p90 (s)':28} {p['median']:>5} / {p['p90']}")
+    print(f"CPU seconds during the run: server {report['cpu_s_during_run']['server']}, "
+          f"clients {report['cpu_s_during_run']['clients']}")
     print(f"({report['users']} users x {report['requests_per_user']} requests, "
           f"{report['cpus']} CPUs, load average before {report['load_average_before']})")
 
@@ -277,13 +317,19 @@ def main(argv=None) -> int:
     try:
         warm_up(url, files, case, box)
         rss_start = rss_mib(proc.pid)
-        latencies, errors, wall = run_users(url, args.users, args.requests, files, case, box)
+        server_cpu = cpu_s(proc.pid)
+        latencies, errors, wall, clients_cpu = run_users(url, args.users, args.requests,
+                                                         files, case, box, args.client_procs)
+        cpu = (cpu_s(proc.pid) - server_cpu, clients_cpu)
         time.sleep(1.0)
         rss_end = rss_mib(proc.pid)
     finally:
         stop_server(proc)
     left = files_under(work / "gradio", work / "server")
     report = make_report(args, latencies, errors, wall, (rss_start, rss_end), left, load)
+    report["cpu_s_during_run"] = {"server": round(cpu[0], 1), "clients": round(cpu[1], 1),
+                                  "server_per_request": round(cpu[0] / max(1, len(latencies)),
+                                                              3)}
     print_table(report)
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
