@@ -21,7 +21,9 @@ DISCLAIMER = (
     "SYNTHETIC phantoms (procedurally generated images, not patients); it demonstrates the "
     "pipeline of Yeh et al., Eur Spine J 2022, and says nothing reliable about a real patient. "
     "Uploaded files are read in memory and deleted at once; no patient name, ID or birth date is "
-    "shown, logged or stored.")
+    "shown, logged or stored, except in the DICOM results of a DICOM upload, written only when "
+    "you ask for them (they carry your upload's patient module for your PACS) and removed when "
+    "your session ends.")
 
 CAM_CAPTION = (
     "**How to read the map.** Bright colours mark the parts of the box that pushed the model's "
