@@ -296,6 +296,16 @@ def _wire_viewer(ctx: DemoContext, ui: UI) -> None:
         control.input(bind(ctx, ui, rh.set_window), window_inputs, view, **quiet)
 
 
+def _end_sessions(app: gr.Blocks) -> None:
+    """A closed or reloaded tab ends its session now (a reload is a new session anyway): its
+    states are deleted, so :func:`drop_state` removes the session's folder at once instead of
+    gradio's hour for a closed session's state."""
+    def end_session(request: gr.Request) -> None:
+        if request is not None and request.session_hash:
+            app.state_holder.delete_state(request.session_hash)
+    app.unload(end_session)
+
+
 def _endpoint(ctx: DemoContext, fn: Callable) -> Callable:
     def endpoint(*inputs: Any) -> Any:
         return fn(ctx, *inputs)
@@ -357,6 +367,7 @@ def build_app(model: str | PathLike | None = None, cases_dir: str | PathLike | N
             with gr.Tab("Teaching", id="teaching"):
                 teaching_tab(ctx, ui)
         _api_inputs(ui)
+        _end_sessions(app)
         _wire_read(ctx, ui)
         wire_teaching(ctx, ui)
         _wire_api(ctx, ui)

@@ -10,6 +10,7 @@ import pytest
 from spinefx.demo import api, spine_view
 from spinefx.demo import read_handlers as rh
 from spinefx.demo.context import DemoContext, drop_state
+from tests.demo.test_demo_browser import browser  # noqa: F401  (the Chromium fixture)
 
 
 def _files(folder: Path) -> list[Path]:
@@ -139,3 +140,28 @@ def test_a_dicom_upload_gives_its_dicom_results_in_the_session_folder(ctx, phant
 def test_an_example_offers_no_dicom_results(ctx):
     out = api.run_example(ctx, "phantom_benign", None, 0.45)
     assert not out["dicom_prepare"]["visible"] and not out["dicom_note"]["visible"]
+
+
+def test_closing_the_tab_removes_the_sessions_folder(demo_server, browser):  # noqa: F811
+    """A real page: an example read in a session writes its report in the session's folder;
+    closing the tab ends the session (unload) and the folder goes."""
+    import time
+
+    from tests.demo.test_demo_browser import TIMEOUT_MS
+
+    app, url = demo_server
+    sessions = Path(app.spinefx_workdir) / "sessions"
+    before = set(sessions.iterdir()) if sessions.exists() else set()
+    page = browser.new_page()
+    page.goto(url, timeout=TIMEOUT_MS)
+    page.click("#example-phantom_benign", timeout=TIMEOUT_MS)
+    page.wait_for_function("document.querySelector('#result') && "
+                           "document.querySelector('#result').innerText.includes('P(malignant)')",
+                           timeout=TIMEOUT_MS)
+    mine = set(sessions.iterdir()) - before
+    assert len(mine) == 1 and _files(next(iter(mine))), "the session wrote no files?"
+    page.close()
+    deadline = time.monotonic() + 90
+    while next(iter(mine)).exists() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not next(iter(mine)).exists(), "the closed tab's session folder is still there"
