@@ -127,7 +127,8 @@ def run_example(ctx: DemoContext, key: str, st: ReadState | None, alpha: float) 
     template, updates, report = ctx.examples.get(("page", key),
                                                  lambda: _example_page(ctx, key))
     session = template.for_session(st.outbox if st is not None else None)
-    out: Updates = {**updates, "read_state": session}
+    # gradio pops "value" from a gr.update dict it sends: each session gets its own copy
+    out: Updates = {**copy.deepcopy(updates), "read_state": session}
     if session.last is not None and abs(float(alpha) - rh.DEFAULT_OPACITY) > 1e-6:
         out.update(rh.restyle(ctx, session, alpha))
     folder = ctx.session_outbox(session).folder

@@ -78,6 +78,9 @@ def test_a_page_example_is_computed_once_and_a_session_end_removes_its_files(ctx
     two = api.run_example(ctx, "phantom_malignant", None, 0.45)
     assert len(readings) == 1, "the example's page was computed twice"
     assert one["result_md"] == two["result_md"] and one["result_md"]
+    one["slice_sl"].pop("value")        # as gradio does when it sends an update
+    three = api.run_example(ctx, "phantom_malignant", None, 0.45)
+    assert three["slice_sl"]["value"] == two["slice_sl"]["value"], "a session's updates leak"
     first, second = one["read_state"], two["read_state"]
     assert first is not second and first.study is second.study
     assert Path(one["report_btn"]).read_text() == Path(two["report_btn"]).read_text()
