@@ -22,6 +22,7 @@ import argparse
 import json
 import multiprocessing
 import os
+import shutil
 import signal
 import socket
 import statistics
@@ -314,6 +315,7 @@ def main(argv=None) -> int:
     files, case, box = phantom_upload(work, as_zip=args.upload == "zip")
     load = os.getloadavg()
     proc, url = start_server(args, work)
+    os.environ["GRADIO_TEMP_DIR"] = str(work / "client")  # the clients' downloads (removed)
     try:
         warm_up(url, files, case, box)
         rss_start = rss_mib(proc.pid)
@@ -326,6 +328,7 @@ def main(argv=None) -> int:
     finally:
         stop_server(proc)
     left = files_under(work / "gradio", work / "server")
+    shutil.rmtree(work, ignore_errors=True)   # the phantom, the example cache, downloads
     report = make_report(args, latencies, errors, wall, (rss_start, rss_end), left, load)
     report["cpu_s_during_run"] = {"server": round(cpu[0], 1), "clients": round(cpu[1], 1),
                                   "server_per_request": round(cpu[0] / max(1, len(latencies)),

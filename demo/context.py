@@ -45,11 +45,13 @@ Updates = dict[str, Any]
 
 
 PNG_COMPRESS_LEVEL = 1   # fast zlib: these PNGs live minutes and travel over a local network
+CACHED_PNG_COMPRESS_LEVEL = 6   # encoded once, sent to every session: smaller is cheaper
 
 
 class Outbox:
-    """Output pictures as PNG files with unique names, each encoded once (compress level 1)
-    and renamed into place complete (no fsync: they are temporary).
+    """Output pictures as PNG files with unique names, each encoded once (compress level 1;
+    6 for the caches' pictures, sent many times) and renamed into place complete (no fsync:
+    they are temporary).
 
     Gradio caches a returned PIL image/array by rewriting ``<hash>/image.png`` in place, so two
     sessions producing the same picture at once can serve each other a truncated file; a file
@@ -57,8 +59,10 @@ class Outbox:
     (gradio has its own copy by then); ``keep_s=None`` keeps them until they are removed
     (the process-wide caches' pictures) or the work folder goes at shutdown."""
 
-    def __init__(self, folder: Path, keep_s: float | None = 300.0):
+    def __init__(self, folder: Path, keep_s: float | None = 300.0,
+                 compress_level: int = PNG_COMPRESS_LEVEL):
         self.folder = folder
+        self.compress_level = compress_level
         self.folder.mkdir(parents=True, exist_ok=True)
         self.keep_s = keep_s
         self.private = False       # a session's own folder: removed at session end
@@ -69,7 +73,7 @@ class Outbox:
             return None
         img = image if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image))
         buffer = io.BytesIO()
-        img.save(buffer, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
+        img.save(buffer, format="PNG", compress_level=self.compress_level)
         name = uuid.uuid4().hex
         partial, final = self.folder / f".{name}.part", self.folder / f"{name}.png"
         partial.write_bytes(buffer.getvalue())
@@ -115,7 +119,8 @@ class DemoContext:
     results: Memo[tuple[dict, str | None]] = field(init=False)
 
     def __post_init__(self) -> None:
-        self.kept = Outbox(self.work / "kept", keep_s=None)
+        self.kept = Outbox(self.work / "kept", keep_s=None,
+                           compress_level=CACHED_PNG_COMPRESS_LEVEL)
         self.examples = Memo(EXAMPLE_CACHE)
         self.studies = Memo(UPLOAD_CACHE)
         self.results = Memo(RESULT_CACHE, on_evict=lambda value: remove_files([value[1]]))
