@@ -17,7 +17,10 @@ Reports (issue 15's targets in brackets):
   (its Lua filter counts every C-STORE) or more than one SR/SEG/SC per study [0];
 - latency: a study's last instance acknowledged (its storescu exits) -> its three results
   stored in Orthanc, which includes --idle-seconds [median <= 2 s]; also without the idle time;
-- node RSS after the warm-up (model loaded), at the end, the growth [<= 50 MiB].
+- node RSS after the warm-up (model loaded), at the end, the growth [<= 50 MiB];
+- per-stage seconds of a job, medians over the counted ones (the node logs them: headers
+  read, analysis, DICOM objects built, result files written, sent), and the load average at
+  the start and the end (the machine may be shared: the numbers depend on it).
 
 Research software: the numbers say how the node serves, not how well it predicts.
 """
@@ -27,6 +30,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import shutil
 import statistics
 import sys
@@ -225,6 +229,26 @@ def all_ended(node: NodeProcess, n: int) -> bool:
     return len(jobs) > n and all(j["state"] in ("done", "failed", "skipped") for j in jobs)
 
 
+STAGE_LINE = re.compile(r"job (\d+): stage seconds: (.+)")
+
+
+def stage_medians(log_text: str, skip_jobs: int = 1) -> dict[str, float | None]:
+    """Median seconds of each stage over the jobs the node's log times (the first
+    ``skip_jobs`` job numbers, the warm-up, left out)."""
+    per_stage: dict[str, list[float]] = {}
+    for match in STAGE_LINE.finditer(log_text):
+        if int(match.group(1)) <= skip_jobs:
+            continue
+        for part in match.group(2).split(","):
+            name, seconds = part.split()
+            per_stage.setdefault(name, []).append(float(seconds))
+    return {name: rnd(statistics.median(v)) for name, v in per_stage.items()}
+
+
+def load_average() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
 def rnd(value: float | None) -> float | None:
     return None if value is None else round(value, 3)
 
@@ -269,6 +293,8 @@ def make_report(args: argparse.Namespace, studies: list[Path], sends: dict[str, 
         "latency_s": latency_stats(latencies),
         "latency_minus_idle_s": latency_stats(latencies, args.idle_seconds),
         "analysis_s": latency_stats(analysis),
+        "stage_s_median": stage_medians(node.output()),
+        "load_average_1_5_15": {"start": extra["load_start"], "end": load_average()},
         "wall_s": rnd(extra["wall_s"]),
         "throughput_studies_per_min": rnd(60 * len(latencies) / extra["wall_s"]),
         "node_rss_mib_by_studies_done": {k: rnd(v) for k, v in watcher.rss_by_done.items()},
@@ -301,6 +327,10 @@ def print_table(report: dict[str, Any]) -> None:
             ("node RSS growth", f"{report['node_rss_mib']['growth']} MiB (target <= 50)"),
             ("analysis per study median / p90 / max",
              " / ".join(str(report["analysis_s"][k]) for k in ("median", "p90", "max")) + " s"),
+            ("stages of a job, median s", ", ".join(f"{k} {v}" for k, v in
+                                                    report["stage_s_median"].items())),
+            ("load average start / end", f"{report['load_average_1_5_15']['start']} / "
+                                         f"{report['load_average_1_5_15']['end']}"),
             ("throughput", f"{report['throughput_studies_per_min']} studies/min"),
             ("wall", f"{report['wall_s']} s"), ("cpus", report["cpus"])]
     width = max(len(name) for name, _ in rows)
@@ -328,6 +358,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     """The load test in ``work``: its report."""
+    load_start = load_average()
     studies = make_studies(work / "studies", args.studies + 1, args.slices)
     warm_up, studies = studies[0], studies[1:]
     timeout = args.timeout or 60.0 + 20.0 * args.studies
@@ -338,7 +369,7 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         try:
             starts = cold_starts(work, pacs.dicom_port, max(0, args.cold_starts - 1))
             starts.append(cold_start(node))
-            extra: dict[str, Any] = {"cold_start": {
+            extra: dict[str, Any] = {"load_start": load_start, "cold_start": {
                 "runs": starts,
                 "median_to_c_echo_s": statistics.median(s["to_c_echo_s"] for s in starts)}}
             assert node.process is not None

@@ -19,7 +19,12 @@ from types import SimpleNamespace
 import pydicom
 import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+from pydicom.uid import (
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    SecondaryCaptureImageStorage,
+    generate_uid,
+)
 from pynetdicom import AE, StoragePresentationContexts, evt
 from pynetdicom.sop_class import Verification
 
@@ -51,16 +56,20 @@ def make_config(tmp_path: Path, dest_port: int, **values) -> NodeConfig:
 class FakePacs:
     """A Storage SCP that remembers every SOP Instance UID it was sent (duplicates too)."""
 
-    def __init__(self, port: int = 0):
+    def __init__(self, port: int = 0, transfer_syntaxes: list[str] | None = None):
         self.received: list[str] = []
+        self.syntaxes: list[str] = []  # the transfer syntax each one came in
         ae = AE(ae_title="PACS")
-        ae.supported_contexts = StoragePresentationContexts
+        for context in StoragePresentationContexts:  # only those syntaxes, when named
+            ae.add_supported_context(context.abstract_syntax,
+                                     transfer_syntaxes or context.transfer_syntax)
         self.server = ae.start_server(("127.0.0.1", port), block=False,
                                       evt_handlers=[(evt.EVT_C_STORE, self._store)])
         self.port = int(self.server.server_address[1])
 
     def _store(self, event) -> int:
         self.received.append(str(event.dataset.SOPInstanceUID))
+        self.syntaxes.append(str(event.context.transfer_syntax))
         return 0x0000
 
     def close(self) -> None:
@@ -101,6 +110,22 @@ def analyses(monkeypatch) -> list[tuple[Path, str]]:
 
     monkeypatch.setattr(worker_mod, "analyse_folder", fake)
     return calls
+
+
+@pytest.fixture
+def sent_as(monkeypatch) -> list[str]:
+    """What the node handed pynetdicom for each C-STORE: 'file' (its bytes) or 'dataset'."""
+    from pynetdicom.association import Association
+
+    kinds: list[str] = []
+    original = Association.send_c_store
+
+    def spy(self, dataset, *args, **kwargs):
+        kinds.append("dataset" if isinstance(dataset, Dataset) else "file")
+        return original(self, dataset, *args, **kwargs)
+
+    monkeypatch.setattr(Association, "send_c_store", spy)
+    return kinds
 
 
 def send(port: int, datasets: list[Dataset], calling: str = "SCANNER") -> list[int]:
@@ -167,7 +192,7 @@ def test_unauthorised_calling_ae_is_rejected(tmp_path):
     assert len(store.jobs()) == 1
 
 
-def test_results_sent_once_even_when_the_job_runs_again(tmp_path, pacs, analyses):
+def test_results_sent_once_even_when_the_job_runs_again(tmp_path, pacs, analyses, sent_as):
     config = make_config(tmp_path, pacs.port)
     store = JobStore(config.data)
     study = generate_uid()
@@ -179,6 +204,8 @@ def test_results_sent_once_even_when_the_job_runs_again(tmp_path, pacs, analyses
     assert analyses == [(store.study_folder(job), f"{study}|{MODEL.sha256}")]
     expected = [ds.SOPInstanceUID for ds in result_objects(analyses[0][1])]
     assert sorted(pacs.received) == sorted(expected)
+    assert set(pacs.syntaxes) == {ExplicitVRLittleEndian}  # as the files are: sent as they are
+    assert sent_as == ["file", "file"]
     done = store.job(job.id)
     assert (done.results, done.sent, done.reason) == (2, 2, None)
     # a crash while sending: restart puts it back to complete; same UIDs, nothing re-sent
@@ -187,6 +214,27 @@ def test_results_sent_once_even_when_the_job_runs_again(tmp_path, pacs, analyses
     run_until(Worker(store, config, load_predictor=lambda: MODEL), "done", job.id)
     assert len(analyses) == 2 and analyses[1][1] == analyses[0][1]
     assert sorted(pacs.received) == sorted(expected)  # exactly once at the destination
+
+
+def test_results_in_a_syntax_the_destination_refuses_are_converted(tmp_path, analyses,
+                                                                   sent_as):
+    """Files go as their bytes when the destination takes their transfer syntax (explicit VR
+    here), else decoded and converted: a PACS that takes only implicit VR gets them too."""
+    implicit_only = FakePacs(transfer_syntaxes=[ImplicitVRLittleEndian])
+    try:
+        config = make_config(tmp_path, implicit_only.port)
+        store = JobStore(config.data)
+        study = generate_uid()
+        ds = instance(study)
+        store.store_instance(encode(ds), study, ds.SOPInstanceUID)
+        [job] = store.jobs()
+        run_until(Worker(store, config, load_predictor=lambda: MODEL), "done", job.id)
+        expected = [d.SOPInstanceUID for d in result_objects(analyses[0][1])]
+        assert sorted(implicit_only.received) == sorted(expected)
+        assert set(implicit_only.syntaxes) == {ImplicitVRLittleEndian}
+        assert sent_as == ["dataset", "dataset"]
+    finally:
+        implicit_only.close()
 
 
 def test_destination_down_waits_and_retries(tmp_path, analyses):
@@ -322,68 +370,3 @@ def test_cli_process_listens_fast_and_stops_on_sigterm(tmp_path):
             proc.kill()
             proc.wait()
 
-
-# -- readiness and memory ------------------------------------------------------------------
-def _wait_for(condition, seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return condition()
-
-
-def test_model_loads_when_a_study_arrives_not_right_after_listening(tmp_path):
-    """Loading holds the interpreter: not in the moments after "listening" (a C-ECHO must be
-    answered), but as soon as a study starts arriving, or after preload_after_seconds."""
-    import threading
-
-    loads: list[float] = []
-    config = make_config(tmp_path, free_port(), idle_seconds=60)
-    store = JobStore(config.data)
-    worker = Worker(store, config, load_predictor=lambda: loads.append(time.monotonic()) or MODEL)
-    worker.preload_after_seconds = 60
-    stop = threading.Event()
-    thread = threading.Thread(target=worker.run, args=(stop,), daemon=True)
-    thread.start()
-    try:
-        time.sleep(0.5)
-        assert loads == []  # no study yet, not long enough since the start
-        ds = instance(generate_uid(), "MR")
-        store.store_instance(encode(ds), ds.StudyInstanceUID, ds.SOPInstanceUID)
-        assert _wait_for(lambda: len(loads) == 1, 5), "a receiving study did not load the model"
-        time.sleep(0.3)
-        assert len(loads) == 1  # once
-    finally:
-        stop.set()
-        thread.join(timeout=10)
-    idle = Worker(JobStore(tmp_path / "other"), config, load_predictor=lambda: MODEL)
-    idle.preload_after_seconds = 0.2
-    assert not idle.preload_due(started=time.time())
-    assert idle.preload_due(started=time.time() - 0.3)
-    idle.predictor()
-    assert not idle.preload_due(started=time.time() - 10)  # loaded: nothing more to do
-
-
-def test_release_memory_drops_the_localiser_session_and_predictions_stay_equal():
-    """After a job the localiser's session (its CPU arena) is dropped; the classifier that
-    hands its arena back after each run predicts exactly what the default one does."""
-    import numpy as np
-
-    from spinefx.runtime import segmentation
-    from spinefx.runtime.inference import Predictor
-
-    model_path = Path(segmentation.__file__).resolve().parents[1] / "weights" / "localiser" / \
-        "model.onnx"
-    segmentation._session(str(model_path), model_path.stat().st_mtime_ns, 1)  # the bundled one
-    assert segmentation._session.cache_info().currsize >= 1
-    worker_mod.release_memory()
-    assert segmentation._session.cache_info().currsize == 0
-    plain, releasing = Predictor(variant="int8"), Predictor(variant="int8", release_memory=True)
-    assert plain.run_options is None and releasing.run_options is not None
-    cfg = plain.config
-    rng = np.random.default_rng(7)
-    for n in (3, 1, 5):  # batch sizes vary as the number of vertebrae does
-        batch = rng.standard_normal((n, cfg.n_channels, cfg.image_size, cfg.image_size))
-        for a, b in zip(plain.run(batch), releasing.run(batch)):
-            np.testing.assert_array_equal(a, b)
