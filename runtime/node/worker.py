@@ -91,7 +91,7 @@ def release_memory() -> None:
     ~0.15 s and measurably nothing: reference counting already freed the job's arrays)."""
     from spinefx.runtime import segmentation
 
-    cached = getattr(segmentation, "_session", None)
+    cached: Any = getattr(segmentation, "_session", None)
     if hasattr(cached, "cache_clear"):
         cached.cache_clear()
     if _MALLOC_TRIM is not None:
