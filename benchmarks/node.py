@@ -67,6 +67,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--studies", type=int, default=50)
     ap.add_argument("--senders", type=int, default=5, help="concurrent storescu scanners")
+    ap.add_argument("--gap", type=float, default=0.0,
+                    help="seconds each scanner waits before each study (0: back to back; a "
+                         "gap longer than an analysis shows the latency without queueing)")
     ap.add_argument("--slices", type=int, default=15, help="slices per series")
     ap.add_argument("--idle-seconds", type=float, default=1.0,
                     help="the node's idle time that marks a study complete")
@@ -197,10 +200,13 @@ class ResultWatcher(threading.Thread):
         return None if None in times else max(t for t in times if t is not None)
 
 
-def send_all(studies: list[Path], port: int, senders: int) -> dict[str, dict[str, Any]]:
-    """Every study by one of ``senders`` concurrent storescu scanners: study UID -> (when its
-    last instance was acknowledged, storescu's exit status)."""
+def send_all(studies: list[Path], port: int, senders: int,
+             gap: float = 0.0) -> dict[str, dict[str, Any]]:
+    """Every study by one of ``senders`` concurrent storescu scanners, each waiting ``gap``
+    seconds before each study: study UID -> (when its last instance was acknowledged,
+    storescu's exit status)."""
     def send(folder: Path) -> tuple[str, dict[str, Any]]:
+        time.sleep(gap)
         run = storescu(folder, port, timeout=300)
         return study_uid(folder), {"sent_at": time.perf_counter(), "rc": run.returncode,
                                    "error": run.stderr[-300:] if run.returncode else None}
@@ -280,7 +286,7 @@ def make_report(args: argparse.Namespace, studies: list[Path], sends: dict[str, 
     growth = None if None in (extra["rss_end"], extra["rss_warm"]) else \
         extra["rss_end"] - extra["rss_warm"]
     return {
-        "studies": len(studies), "senders": args.senders,
+        "studies": len(studies), "senders": args.senders, "gap_s": args.gap,
         "instances_per_study": sent // max(1, len(studies)),
         "idle_seconds": args.idle_seconds, "cpus": os.cpu_count(),
         "model": args.model or "bundled", "variant": args.variant,
@@ -305,7 +311,7 @@ def make_report(args: argparse.Namespace, studies: list[Path], sends: dict[str, 
 
 def print_table(report: dict[str, Any]) -> None:
     rows = [("studies x instances", f"{report['studies']} x {report['instances_per_study']}"),
-            ("senders", report["senders"]),
+            ("senders, gap before each study", f"{report['senders']}, {report['gap_s']} s"),
             ("cold start -> C-ECHO, median",
              f"{report['cold_start']['median_to_c_echo_s']} s of "
              + ", ".join(str(r["to_c_echo_s"]) for r in report["cold_start"]["runs"])
@@ -380,7 +386,7 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             extra["rss_warm"] = rss_mib(node.process.pid)
             watcher.start()
             t0 = time.perf_counter()
-            sends = send_all(studies, node.port, args.senders)
+            sends = send_all(studies, node.port, args.senders, args.gap)
             uids = list(sends)
             while (any(watcher.complete(u) is None for u in uids)
                    and time.perf_counter() - t0 < timeout and not all_ended(node, len(uids))):

@@ -1,8 +1,10 @@
 """Run the node: recover the data folder, listen, then the worker and the watch folder, until
 SIGTERM/SIGINT (or ``stop``) ends it cleanly.
 
-Start order keeps a cold start fast: no model and no onnxruntime before the listener is up
-(the worker loads the model on its first job). One line on stdout says the node is ready::
+Start order keeps a cold start fast: no model and no onnxruntime before the listener is up,
+and none right after either (the worker loads the model when a study starts arriving, or a few
+seconds after start: loading holds the interpreter, and a C-ECHO would wait for it). One line
+on stdout says the node is ready::
 
     spinefx node: listening as SPINEFX on 127.0.0.1:11112
 
