@@ -256,6 +256,12 @@ class Worker:
     def _preload(self) -> None:
         try:
             self.predictor()
+            # the analysis' and the DICOM builders' modules too (highdicom: ~0.4 s), so the
+            # first study waits for none of it
+            import highdicom  # noqa: F401
+
+            import spinefx.runtime.dicom_outputs  # noqa: F401
+            import spinefx.runtime.study_analysis  # noqa: F401
             log.info("model loaded")
         except Exception as exc:  # noqa: BLE001 - each job will say so
             log.error("the model could not be loaded (%s); jobs will fail until it can",
