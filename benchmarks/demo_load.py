@@ -1,13 +1,17 @@
-"""Load test of the demo: N concurrent gradio_client users x M requests each.
+"""Load test of the demo: N concurrent users x M requests each.
 
 Starts the demo in a child process on 127.0.0.1 (the bundled model unless --model), with its
 own gradio temp folder and work folder, then each simulated user alternates /predict_case
 with an uploaded phantom DICOM study (T1 + T2: one .zip, or --upload files for its 24 files)
-and /predict_example. Reports errors,
-throughput, latency median/p90/max, the server process's resident memory at the start (after
-one warm-up request of each kind) and the end, and the files left in the server's gradio temp
-folder and work folder after it shut down (SIGTERM -> app.close()). Prints a table; --out
-writes the JSON.
+and /predict_example. The users are light HTTP clients (``--client http``, the default:
+Gradio 6's HTTP API - upload, call, server-sent events - over the standard library, 20
+threads in one process), since real users' clients run on their own machines and should not
+take the server's CPU; ``--client gradio_client`` for comparison. Reports errors (a result
+that is not status ok or has no probability, an HTTP error, an error event), throughput,
+latency median/p90/max, the server's and the clients' CPU seconds, the server process's
+resident memory at the start (after one warm-up request of each kind) and the end, and the
+files left in the server's gradio temp folder and work folder after it shut down (SIGTERM ->
+app.close()). Prints a table; --out writes the JSON.
 
     python benchmarks/demo_load.py --users 20 --requests 10 --out load.json
 
@@ -19,6 +23,7 @@ the demo serves, not how well it predicts.
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import multiprocessing
 import os
@@ -31,6 +36,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.parse
 import urllib.request
 import zipfile
 from pathlib import Path
@@ -65,8 +71,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--model", default=None, help="model folder (default: bundled)")
     ap.add_argument("--concurrency", type=int, default=None, help="server concurrency limit")
     ap.add_argument("--out", default=None, help="write the report as JSON here")
-    ap.add_argument("--client-procs", type=int, default=4,
-                    help="client processes the users are spread over (default 4)")
+    ap.add_argument("--client", choices=tuple(USERS), default="http",
+                    help="http: Gradio's HTTP API over the standard library (default); "
+                         "gradio_client: for comparison")
+    ap.add_argument("--client-procs", type=int, default=None,
+                    help="client processes the users are spread over (default: 1 for http, "
+                         "4 for gradio_client)")
     ap.add_argument("--upload", choices=("zip", "files"), default="zip",
                     help="upload the study as one .zip (default) or as its ~30 DICOM files")
     ap.add_argument("--serve", type=int, default=None, help=argparse.SUPPRESS)  # child mode
@@ -152,31 +162,118 @@ def phantom_upload(work: Path, as_zip: bool = True):
 
 
 KINDS = ("upload", "example")
+CASE_ARGS = ("", "", "", 0)   # /predict_case's t1/t2 series (auto), centre (none), size (default)
+BOUNDARY = "spinefx-load-boundary-7f3a9c"   # fixed: the same run sends the same bytes
 
 
-def one_request(client, r: int, files: list[str], case, box: str) -> tuple[bool, str]:
-    from gradio_client import handle_file
+class HttpUser:
+    """One simulated user speaking Gradio 6's HTTP API with the standard library over one
+    keep-alive connection: files go up first (POST /gradio_api/upload, multipart), a call is
+    POST /gradio_api/call/<api> -> event id, then GET .../<event id> (server-sent events,
+    ``complete`` or ``error``); the overlay PNG is then fetched, as gradio_client does."""
 
-    if r % 2 == 0:
-        data, _ = client.predict([handle_file(f) for f in files], "", "", case.slice, box, "",
-                                 0, api_name="/predict_case")
-    else:
-        data, _ = client.predict("phantom_malignant", api_name="/predict_example")
-    return data.get("status") == "ok", str(data.get("error"))
+    def __init__(self, url: str, files: list[str]) -> None:
+        where = urllib.parse.urlsplit(url)
+        self.conn = http.client.HTTPConnection(where.hostname or "127.0.0.1", where.port,
+                                               timeout=600)
+        parts = [(f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="files"; '
+                  f'filename="{Path(f).name}"\r\nContent-Type: application/octet-stream'
+                  '\r\n\r\n').encode() + Path(f).read_bytes() + b"\r\n" for f in files]
+        self.upload_body = b"".join(parts) + f"--{BOUNDARY}--\r\n".encode()
+
+    def send(self, method: str, path: str, body: bytes | None = None,
+             content_type: str | None = None) -> bytes:
+        """The whole response body; an HTTP status other than 200 raises."""
+        self.conn.request(method, path, body=body,
+                          headers={"Content-Type": content_type} if content_type else {})
+        response = self.conn.getresponse()
+        data = response.read()
+        if response.status != 200:
+            raise RuntimeError(f"HTTP {response.status} {method} {path}: {data[:200]!r}")
+        return data
+
+    def call(self, api: str, inputs: list) -> list:
+        posted = self.send("POST", f"/gradio_api/call/{api}", json.dumps({"data": inputs})
+                           .encode(), "application/json")
+        # the stream ends after the event's last message (no session of ours holds it open)
+        stream = self.send("GET", f"/gradio_api/call/{api}/{json.loads(posted)['event_id']}")
+        for message in stream.decode().split("\n\n"):
+            fields = dict(line.split(": ", 1) for line in message.splitlines() if ": " in line)
+            if fields.get("event") == "complete":
+                return json.loads(fields["data"])
+            if fields.get("event") == "error":
+                raise RuntimeError(f"/{api}: error event {fields.get('data', '')[:200]}")
+        raise RuntimeError(f"/{api}: the stream ended without a result")
+
+    def answer(self, outputs: list) -> dict:
+        """The result JSON, after fetching the overlay (a missing or non-PNG one raises)."""
+        result, overlay = outputs
+        if not isinstance(result, dict) or result.get("status") != "ok":
+            return result if isinstance(result, dict) else {"error": repr(result)[:200]}
+        where = urllib.parse.urlsplit((overlay or {}).get("url") or "")
+        png = self.send("GET", where.path + (f"?{where.query}" if where.query else ""))
+        if not png.startswith(b"\x89PNG"):
+            raise RuntimeError("the overlay is not a PNG")
+        return result
+
+    def predict_case(self, slice_index: int, box: str) -> dict:
+        paths = json.loads(self.send("POST", "/gradio_api/upload", self.upload_body,
+                                     f"multipart/form-data; boundary={BOUNDARY}"))
+        files = [{"path": p, "meta": {"_type": "gradio.FileData"}} for p in paths]
+        t1, t2, centre, size = CASE_ARGS
+        return self.answer(self.call("predict_case",
+                                     [files, t1, t2, slice_index, box, centre, size]))
+
+    def predict_example(self) -> dict:
+        return self.answer(self.call("predict_example", ["phantom_malignant"]))
 
 
-def client_group(url: str, first: int, users: int, requests: int, files: list[str],
-                 slice_index: int, box: str, start, results) -> None:
-    """One client process: ``users`` threads, each its own gradio_client (connected before
+class GradioClientUser:
+    """The same two requests through gradio_client (for comparison: it costs the client far
+    more CPU than the server; it uploads each file of a list separately)."""
+
+    def __init__(self, url: str, files: list[str]) -> None:
+        from gradio_client import Client
+
+        self.client, self.files = Client(url, verbose=False), files
+
+    def predict_case(self, slice_index: int, box: str) -> dict:
+        from gradio_client import handle_file
+
+        t1, t2, centre, size = CASE_ARGS
+        data, _ = self.client.predict([handle_file(f) for f in self.files], t1, t2,
+                                      slice_index, box, centre, size, api_name="/predict_case")
+        return data
+
+    def predict_example(self) -> dict:
+        data, _ = self.client.predict("phantom_malignant", api_name="/predict_example")
+        return data
+
+
+USERS = {"http": HttpUser, "gradio_client": GradioClientUser}
+
+
+def one_request(user, r: int, slice_index: int, box: str) -> tuple[bool, str]:
+    """Request ``r`` of a user (even: the upload, odd: the example): (ok, why not)."""
+    data = user.predict_case(slice_index, box) if r % 2 == 0 else user.predict_example()
+    if data.get("status") != "ok":
+        return False, str(data.get("error"))
+    p = data.get("probability")
+    if not isinstance(p, (int, float)) or not 0.0 <= p <= 1.0:
+        return False, f"no probability in the result (got {p!r})"
+    return True, ""
+
+
+def client_group(kind: str, url: str, first: int, users: int, requests: int,
+                 files: list[str], slice_index: int, box: str, start, results) -> None:
+    """One client process: ``users`` threads, each its own client of ``kind`` (made before
     ``start``, a barrier shared with the others), alternating the upload and the example;
-    puts ((kind, latency s) list, errors, its CPU seconds) on ``results``."""
-    from gradio_client import Client
-
-    case = argparse.Namespace(slice=slice_index)
+    puts ((kind, latency s) list, errors, its CPU seconds after making the clients) on
+    ``results``."""
     latencies: list[tuple[str, float]] = []
     errors: list[str] = []
     lock = threading.Lock()
-    clients = [Client(url, verbose=False) for _ in range(users)]
+    clients = [USERS[kind](url, files) for _ in range(users)]
     cpu0 = cpu_s(os.getpid())
     go = threading.Barrier(users + 1)
 
@@ -185,7 +282,7 @@ def client_group(url: str, first: int, users: int, requests: int, files: list[st
         for r in range(requests):
             t0 = time.perf_counter()
             try:
-                ok, why = one_request(clients[u], r, files, case, box)
+                ok, why = one_request(clients[u], r, slice_index, box)
             except Exception as exc:  # noqa: BLE001 - every failure counts as an error
                 ok, why = False, f"{type(exc).__name__}: {exc}"
             dt = time.perf_counter() - t0
@@ -204,17 +301,18 @@ def client_group(url: str, first: int, users: int, requests: int, files: list[st
     results.put((latencies, errors, cpu_s(os.getpid()) - cpu0))
 
 
-def run_users(url: str, users: int, requests: int, files: list[str], case, box: str,
-              procs: int) -> tuple[list[tuple[str, float]], list[str], float, float]:
+def run_users(kind: str, url: str, users: int, requests: int, files: list[str], case,
+              box: str, procs: int) -> tuple[list[tuple[str, float]], list[str], float, float]:
     """``users`` simulated users spread over ``procs`` client processes (one Python process
-    holds the GIL: 20 gradio_clients in one saturate it before the server): ((kind, latency
-    s), errors, wall s from the common start to the last answer, the clients' CPU s)."""
+    holds the GIL: 20 gradio_clients in one saturate it before the server; 20 HTTP users do
+    not): ((kind, latency s), errors, wall s from the common start to the last answer, the
+    clients' CPU s)."""
     mp = multiprocessing.get_context("spawn")
-    procs = max(1, min(procs, users))
     start, results = mp.Barrier(procs + 1), mp.Queue()
     shares = [users // procs + (1 if i < users % procs else 0) for i in range(procs)]
-    workers = [mp.Process(target=client_group, args=(url, sum(shares[:i]), n, requests, files,
-                                                     int(case.slice), box, start, results))
+    workers = [mp.Process(target=client_group,
+                          args=(kind, url, sum(shares[:i]), n, requests, files,
+                                int(case.slice), box, start, results))
                for i, n in enumerate(shares)]
     for w in workers:
         w.start()
@@ -229,13 +327,11 @@ def run_users(url: str, users: int, requests: int, files: list[str], case, box: 
     return latencies, errors, wall, sum(c for _, _, c in gathered)
 
 
-def warm_up(url: str, files: list[str], case, box: str) -> None:
+def warm_up(kind: str, url: str, files: list[str], case, box: str) -> None:
     """One request of each kind (model load, example cache, upload cache) before measuring."""
-    from gradio_client import Client
-
-    client = Client(url, verbose=False)
+    user = USERS[kind](url, files)
     for r in (0, 1):
-        ok, why = one_request(client, r, files, case, box)
+        ok, why = one_request(user, r, int(case.slice), box)
         if not ok:
             raise SystemExit(f"warm-up request failed: {why}")
 
@@ -255,7 +351,7 @@ def make_report(args: argparse.Namespace, latencies: list[tuple[str, float]],
     lat = [dt for _, dt in latencies]
     report = {
         "users": args.users, "requests_per_user": args.requests, "requests": len(lat),
-        "client_processes": args.client_procs,
+        "client": args.client, "client_processes": args.client_procs,
         "upload": ("one .zip of the phantom DICOM study" if args.upload == "zip"
                    else "the phantom study's DICOM files"),
         "errors": len(errors), "error_examples": errors[:5],
@@ -302,6 +398,7 @@ def print_table(report: dict) -> None:
     print(f"CPU seconds during the run: server {report['cpu_s_during_run']['server']}, "
           f"clients {report['cpu_s_during_run']['clients']}")
     print(f"({report['users']} users x {report['requests_per_user']} requests, "
+          f"{report['client']} clients in {report['client_processes']} process(es), "
           f"{report['cpus']} CPUs, load average before {report['load_average_before']})")
 
 
@@ -310,6 +407,9 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     if args.serve is not None:
         return serve(args)
+    if args.client_procs is None:
+        args.client_procs = 1 if args.client == "http" else 4
+    args.client_procs = max(1, min(args.client_procs, args.users))
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio_client loads
     work = Path(tempfile.mkdtemp(prefix="spinefx-load-"))
     files, case, box = phantom_upload(work, as_zip=args.upload == "zip")
@@ -317,11 +417,11 @@ def main(argv=None) -> int:
     proc, url = start_server(args, work)
     os.environ["GRADIO_TEMP_DIR"] = str(work / "client")  # the clients' downloads (removed)
     try:
-        warm_up(url, files, case, box)
+        warm_up(args.client, url, files, case, box)
         rss_start = rss_mib(proc.pid)
         server_cpu = cpu_s(proc.pid)
-        latencies, errors, wall, clients_cpu = run_users(url, args.users, args.requests,
-                                                         files, case, box, args.client_procs)
+        latencies, errors, wall, clients_cpu = run_users(
+            args.client, url, args.users, args.requests, files, case, box, args.client_procs)
         cpu = (cpu_s(proc.pid) - server_cpu, clients_cpu)
         time.sleep(1.0)
         rss_end = rss_mib(proc.pid)
