@@ -3,15 +3,13 @@
 Starts the demo in a child process on 127.0.0.1 (the bundled model unless --model), with its
 own gradio temp folder and work folder, then each simulated user alternates /predict_case
 with an uploaded phantom DICOM study (T1 + T2: one .zip, or --upload files for its 24 files)
-and /predict_example. The users are light HTTP clients (``--client http``, the default:
-Gradio 6's HTTP API - upload, call, server-sent events - over the standard library, 20
-threads in one process), since real users' clients run on their own machines and should not
-take the server's CPU; ``--client gradio_client`` for comparison. Reports errors (a result
-that is not status ok or has no probability, an HTTP error, an error event), throughput,
-latency median/p90/max, the server's and the clients' CPU seconds, the server process's
-resident memory at the start (after one warm-up request of each kind) and the end, and the
-files left in the server's gradio temp folder and work folder after it shut down (SIGTERM ->
-app.close()). Prints a table; --out writes the JSON.
+and /predict_example, as a light HTTP client by default (Gradio 6's HTTP API over the
+standard library, all users as threads of one process: real users' clients run on their own
+machines, not on the server's cores), or ``--client gradio_client`` for comparison. Reports
+errors (not status ok, no probability, an HTTP error), throughput, latency median/p90/max,
+the server's and the clients' CPU seconds, the server's resident memory at the start (after
+one warm-up request of each kind) and the end, and the files left in its folders after it
+shut down (SIGTERM -> app.close()). Prints a table; --out writes the JSON.
 
     python benchmarks/demo_load.py --users 20 --requests 10 --out load.json
 
@@ -84,9 +82,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
-# ---------------------------------------------------------------------------------------------
-# the server (child process)
-# ---------------------------------------------------------------------------------------------
+# --- the server (child process) -------------------------------------------------------------
 def serve(args: argparse.Namespace) -> int:
     """Child mode: the demo on 127.0.0.1:<--serve> until SIGTERM, then app.close()."""
     from spinefx.demo.app import build_app, launch
@@ -139,9 +135,7 @@ def files_under(*folders: Path) -> list[str]:
     return sorted(str(p) for f in folders if f.exists() for p in f.rglob("*") if p.is_file())
 
 
-# ---------------------------------------------------------------------------------------------
-# the users
-# ---------------------------------------------------------------------------------------------
+# --- the users ------------------------------------------------------------------------------
 def phantom_upload(work: Path, as_zip: bool = True):
     """A phantom DICOM study (T1 + T2) in ``work``: (the files to upload, its case, the box as
     text). ``as_zip``: one .zip of the study (one HTTP upload; gradio_client posts each file
@@ -162,7 +156,11 @@ def phantom_upload(work: Path, as_zip: bool = True):
 
 
 KINDS = ("upload", "example")
-CASE_ARGS = ("", "", "", 0)   # /predict_case's t1/t2 series (auto), centre (none), size (default)
+
+
+def case_inputs(files: list, slice_index: int, box: str) -> list:
+    """/predict_case's inputs: series chosen automatically, the box, no centre, default size."""
+    return [files, "", "", slice_index, box, "", 0]
 BOUNDARY = "spinefx-load-boundary-7f3a9c"   # fixed: the same run sends the same bytes
 
 
@@ -220,17 +218,15 @@ class HttpUser:
         paths = json.loads(self.send("POST", "/gradio_api/upload", self.upload_body,
                                      f"multipart/form-data; boundary={BOUNDARY}"))
         files = [{"path": p, "meta": {"_type": "gradio.FileData"}} for p in paths]
-        t1, t2, centre, size = CASE_ARGS
-        return self.answer(self.call("predict_case",
-                                     [files, t1, t2, slice_index, box, centre, size]))
+        return self.answer(self.call("predict_case", case_inputs(files, slice_index, box)))
 
     def predict_example(self) -> dict:
         return self.answer(self.call("predict_example", ["phantom_malignant"]))
 
 
 class GradioClientUser:
-    """The same two requests through gradio_client (for comparison: it costs the client far
-    more CPU than the server; it uploads each file of a list separately)."""
+    """The same two requests through gradio_client (for comparison: it costs the client more
+    CPU than the server; it uploads each file of a list separately)."""
 
     def __init__(self, url: str, files: list[str]) -> None:
         from gradio_client import Client
@@ -240,14 +236,12 @@ class GradioClientUser:
     def predict_case(self, slice_index: int, box: str) -> dict:
         from gradio_client import handle_file
 
-        t1, t2, centre, size = CASE_ARGS
-        data, _ = self.client.predict([handle_file(f) for f in self.files], t1, t2,
-                                      slice_index, box, centre, size, api_name="/predict_case")
-        return data
+        files = [handle_file(f) for f in self.files]
+        return self.client.predict(*case_inputs(files, slice_index, box),
+                                   api_name="/predict_case")[0]
 
     def predict_example(self) -> dict:
-        data, _ = self.client.predict("phantom_malignant", api_name="/predict_example")
-        return data
+        return self.client.predict("phantom_malignant", api_name="/predict_example")[0]
 
 
 USERS = {"http": HttpUser, "gradio_client": GradioClientUser}
@@ -336,9 +330,7 @@ def warm_up(kind: str, url: str, files: list[str], case, box: str) -> None:
             raise SystemExit(f"warm-up request failed: {why}")
 
 
-# ---------------------------------------------------------------------------------------------
-# report
-# ---------------------------------------------------------------------------------------------
+# --- report ---------------------------------------------------------------------------------
 def percentiles(values: list[float]) -> dict:
     lat = sorted(values)
     return {"median": round(statistics.median(lat), 3),
@@ -347,8 +339,10 @@ def percentiles(values: list[float]) -> dict:
 
 def make_report(args: argparse.Namespace, latencies: list[tuple[str, float]],
                 errors: list[str], wall: float, rss: tuple[float, float], left: list[str],
-                load: tuple) -> dict:
+                load: tuple[tuple, tuple]) -> dict:
+    """The run's figures; ``load``: the load averages before and after it."""
     lat = [dt for _, dt in latencies]
+    lat_p90 = percentiles(lat)["p90"]
     report = {
         "users": args.users, "requests_per_user": args.requests, "requests": len(lat),
         "client": args.client, "client_processes": args.client_procs,
@@ -356,37 +350,35 @@ def make_report(args: argparse.Namespace, latencies: list[tuple[str, float]],
                    else "the phantom study's DICOM files"),
         "errors": len(errors), "error_examples": errors[:5],
         "wall_s": round(wall, 2), "throughput_rps": round(len(lat) / wall, 2),
-        "latency_s": percentiles(lat),
+        "latency_s": percentiles(lat), "load_average_after": [round(v, 2) for v in load[1]],
         "latency_by_kind_s": {kind: percentiles([dt for k, dt in latencies if k == kind])
                               for kind in KINDS if any(k == kind for k, _ in latencies)},
         "server_rss_mib": {"start": round(rss[0], 1), "end": round(rss[1], 1),
                            "growth": round(rss[1] - rss[0], 1)},
         "files_left_after_shutdown": len(left), "files_left_examples": left[:5],
-        "cpus": os.cpu_count(), "load_average_before": [round(v, 2) for v in load],
+        "cpus": os.cpu_count(), "load_average_before": [round(v, 2) for v in load[0]],
         "model": args.model or "bundled (weights/)",
         "concurrency": args.concurrency or "default (SPINEFX_DEMO_CONCURRENCY or 2)",
     }
     report["targets_met"] = {
-        "errors": report["errors"] <= TARGETS["errors"],
+        "errors": len(errors) <= TARGETS["errors"], "p90": lat_p90 <= TARGETS["p90_s"],
         "throughput": report["throughput_rps"] >= TARGETS["throughput_rps"],
-        "p90": report["latency_s"]["p90"] <= TARGETS["p90_s"],
-        "rss_growth": report["server_rss_mib"]["growth"] <= TARGETS["rss_growth_mib"],
-        "files_left": report["files_left_after_shutdown"] <= TARGETS["files_left"]}
+        "rss_growth": rss[1] - rss[0] <= TARGETS["rss_growth_mib"],
+        "files_left": len(left) <= TARGETS["files_left"]}
     return report
 
 
 def print_table(report: dict) -> None:
-    met = report["targets_met"]
+    met, lat, rss = report["targets_met"], report["latency_s"], report["server_rss_mib"]
     rows = [("requests", report["requests"], "", ""),
             ("errors", report["errors"], "0", met["errors"]),
             ("throughput (requests/s)", report["throughput_rps"], ">= 7.98", met["throughput"]),
-            ("latency median (s)", report["latency_s"]["median"], "", ""),
-            ("latency p90 (s)", report["latency_s"]["p90"], "<= 3", met["p90"]),
-            ("latency max (s)", report["latency_s"]["max"], "", ""),
-            ("server RSS start (MiB)", report["server_rss_mib"]["start"], "", ""),
-            ("server RSS end (MiB)", report["server_rss_mib"]["end"], "", ""),
-            ("server RSS growth (MiB)", report["server_rss_mib"]["growth"], "<= 50",
-             met["rss_growth"]),
+            ("latency median (s)", lat["median"], "", ""),
+            ("latency p90 (s)", lat["p90"], "<= 3", met["p90"]),
+            ("latency max (s)", lat["max"], "", ""),
+            ("server RSS start (MiB)", rss["start"], "", ""),
+            ("server RSS end (MiB)", rss["end"], "", ""),
+            ("server RSS growth (MiB)", rss["growth"], "<= 50", met["rss_growth"]),
             ("files left after shutdown", report["files_left_after_shutdown"], "0",
              met["files_left"])]
     print(f"{'measure':28} {'value':>10}  {'target':>8}  met")
@@ -399,7 +391,8 @@ def print_table(report: dict) -> None:
           f"clients {report['cpu_s_during_run']['clients']}")
     print(f"({report['users']} users x {report['requests_per_user']} requests, "
           f"{report['client']} clients in {report['client_processes']} process(es), "
-          f"{report['cpus']} CPUs, load average before {report['load_average_before']})")
+          f"{report['cpus']} CPUs, load average before {report['load_average_before']}, "
+          f"after {report['load_average_after']})")
 
 
 def main(argv=None) -> int:
@@ -413,7 +406,7 @@ def main(argv=None) -> int:
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio_client loads
     work = Path(tempfile.mkdtemp(prefix="spinefx-load-"))
     files, case, box = phantom_upload(work, as_zip=args.upload == "zip")
-    load = os.getloadavg()
+    load_before = os.getloadavg()
     proc, url = start_server(args, work)
     os.environ["GRADIO_TEMP_DIR"] = str(work / "client")  # the clients' downloads (removed)
     try:
@@ -425,14 +418,16 @@ def main(argv=None) -> int:
         cpu = (cpu_s(proc.pid) - server_cpu, clients_cpu)
         time.sleep(1.0)
         rss_end = rss_mib(proc.pid)
+        load_after = os.getloadavg()
     finally:
         stop_server(proc)
     left = files_under(work / "gradio", work / "server")
     shutil.rmtree(work, ignore_errors=True)   # the phantom, the example cache, downloads
-    report = make_report(args, latencies, errors, wall, (rss_start, rss_end), left, load)
+    report = make_report(args, latencies, errors, wall, (rss_start, rss_end), left,
+                         (load_before, load_after))
+    per_request = round(cpu[0] / max(1, len(latencies)), 3)
     report["cpu_s_during_run"] = {"server": round(cpu[0], 1), "clients": round(cpu[1], 1),
-                                  "server_per_request": round(cpu[0] / max(1, len(latencies)),
-                                                              3)}
+                                  "server_per_request": per_request}
     print_table(report)
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
