@@ -8,6 +8,7 @@ Without Chromium or Playwright: skipped on a developer machine, a failure in CI 
 test_demo_browser.py)."""
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
 
@@ -66,8 +67,10 @@ def _wait_src_change(page, before: str) -> None:
 
 
 def test_click_free_reading_keyboard_scroll_stale_result_and_report(browser, demo_server,
-                                                                   fractured_upload):
+                                                                   fractured_upload, demo_roots,
+                                                                   caplog, capfd):
     files, case = fractured_upload
+    caplog.set_level(logging.DEBUG)
     page = browser.new_page(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
     page.set_default_timeout(TIMEOUT_MS)
     page.goto(demo_server[1])
@@ -125,3 +128,9 @@ def test_click_free_reading_keyboard_scroll_stale_result_and_report(browser, dem
     assert not [n for n in NEEDLES if n in report], "PHI reached the report"
     assert not [n for n in NEEDLES if n in html], "PHI reached the page"
     page.close()
+    # ... nor the server's logs, nor any file the app keeps (the localiser's path included)
+    out, err = capfd.readouterr()
+    assert not [n for n in NEEDLES if n in caplog.text + out + err], "PHI reached a log"
+    kept = [p for root in demo_roots.values() for p in Path(root).rglob("*") if p.is_file()
+            and any(n.encode() in p.read_bytes() for n in NEEDLES)]
+    assert not kept, f"PHI in files the app keeps: {kept}"
