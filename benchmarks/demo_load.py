@@ -75,6 +75,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--client-procs", type=int, default=None,
                     help="client processes the users are spread over (default: 1 for http, "
                          "4 for gradio_client)")
+    ap.add_argument("--http-sessions", choices=("user", "call"), default="user",
+                    help="http: one gradio session per user (default, as gradio_client) or "
+                         "per call (as plain curl calls: gradio keeps each call's session)")
     ap.add_argument("--upload", choices=("zip", "files"), default="zip",
                     help="upload the study as one .zip (default) or as its ~30 DICOM files")
     ap.add_argument("--serve", type=int, default=None, help=argparse.SUPPRESS)  # child mode
@@ -168,9 +171,12 @@ class HttpUser:
     """One simulated user speaking Gradio 6's HTTP API with the standard library over one
     keep-alive connection: files go up first (POST /gradio_api/upload, multipart), a call is
     POST /gradio_api/call/<api> -> event id, then GET .../<event id> (server-sent events,
-    ``complete`` or ``error``); the overlay PNG is then fetched, as gradio_client does."""
+    ``complete`` or ``error``); the overlay PNG is then fetched, as gradio_client does.
+    ``session``: the session hash all its calls carry (one session per user, as a browser tab
+    or a gradio_client has); None: none, so gradio makes each call its own session."""
 
-    def __init__(self, url: str, files: list[str]) -> None:
+    def __init__(self, url: str, files: list[str], session: str | None = None) -> None:
+        self.session = session
         where = urllib.parse.urlsplit(url)
         self.conn = http.client.HTTPConnection(where.hostname or "127.0.0.1", where.port,
                                                timeout=600)
@@ -191,9 +197,10 @@ class HttpUser:
         return data
 
     def call(self, api: str, inputs: list) -> list:
-        posted = self.send("POST", f"/gradio_api/call/{api}", json.dumps({"data": inputs})
-                           .encode(), "application/json")
-        # the stream ends after the event's last message (no session of ours holds it open)
+        body = {"data": inputs, **({"session_hash": self.session} if self.session else {})}
+        posted = self.send("POST", f"/gradio_api/call/{api}", json.dumps(body).encode(),
+                           "application/json")
+        # the stream ends after the event's last message (this user has no other event open)
         stream = self.send("GET", f"/gradio_api/call/{api}/{json.loads(posted)['event_id']}")
         for message in stream.decode().split("\n\n"):
             fields = dict(line.split(": ", 1) for line in message.splitlines() if ": " in line)
@@ -228,8 +235,8 @@ class GradioClientUser:
     """The same two requests through gradio_client (for comparison: it costs the client more
     CPU than the server; it uploads each file of a list separately)."""
 
-    def __init__(self, url: str, files: list[str]) -> None:
-        from gradio_client import Client
+    def __init__(self, url: str, files: list[str], session: str | None = None) -> None:
+        from gradio_client import Client  # it makes its own session (``session`` unused)
 
         self.client, self.files = Client(url, verbose=False), files
 
@@ -259,7 +266,8 @@ def one_request(user, r: int, slice_index: int, box: str) -> tuple[bool, str]:
 
 
 def client_group(kind: str, url: str, first: int, users: int, requests: int,
-                 files: list[str], slice_index: int, box: str, start, results) -> None:
+                 files: list[str], slice_index: int, box: str, start, results,
+                 sessions: str = "user") -> None:
     """One client process: ``users`` threads, each its own client of ``kind`` (made before
     ``start``, a barrier shared with the others), alternating the upload and the example;
     puts ((kind, latency s) list, errors, its CPU seconds after making the clients) on
@@ -267,7 +275,8 @@ def client_group(kind: str, url: str, first: int, users: int, requests: int,
     latencies: list[tuple[str, float]] = []
     errors: list[str] = []
     lock = threading.Lock()
-    clients = [USERS[kind](url, files) for _ in range(users)]
+    clients = [USERS[kind](url, files, f"spinefx-load-{first + u}" if sessions == "user"
+                           else None) for u in range(users)]
     cpu0 = cpu_s(os.getpid())
     go = threading.Barrier(users + 1)
 
@@ -296,7 +305,8 @@ def client_group(kind: str, url: str, first: int, users: int, requests: int,
 
 
 def run_users(kind: str, url: str, users: int, requests: int, files: list[str], case,
-              box: str, procs: int) -> tuple[list[tuple[str, float]], list[str], float, float]:
+              box: str, procs: int, sessions: str = "user",
+              ) -> tuple[list[tuple[str, float]], list[str], float, float]:
     """``users`` simulated users spread over ``procs`` client processes (one Python process
     holds the GIL: 20 gradio_clients in one saturate it before the server; 20 HTTP users do
     not): ((kind, latency s), errors, wall s from the common start to the last answer, the
@@ -306,7 +316,7 @@ def run_users(kind: str, url: str, users: int, requests: int, files: list[str], 
     shares = [users // procs + (1 if i < users % procs else 0) for i in range(procs)]
     workers = [mp.Process(target=client_group,
                           args=(kind, url, sum(shares[:i]), n, requests, files,
-                                int(case.slice), box, start, results))
+                                int(case.slice), box, start, results, sessions))
                for i, n in enumerate(shares)]
     for w in workers:
         w.start()
@@ -346,6 +356,7 @@ def make_report(args: argparse.Namespace, latencies: list[tuple[str, float]],
     report = {
         "users": args.users, "requests_per_user": args.requests, "requests": len(lat),
         "client": args.client, "client_processes": args.client_procs,
+        "http_sessions": args.http_sessions if args.client == "http" else "gradio_client's",
         "upload": ("one .zip of the phantom DICOM study" if args.upload == "zip"
                    else "the phantom study's DICOM files"),
         "errors": len(errors), "error_examples": errors[:5],
@@ -391,6 +402,7 @@ def print_table(report: dict) -> None:
           f"clients {report['cpu_s_during_run']['clients']}")
     print(f"({report['users']} users x {report['requests_per_user']} requests, "
           f"{report['client']} clients in {report['client_processes']} process(es), "
+          f"sessions: {report['http_sessions']}, "
           f"{report['cpus']} CPUs, load average before {report['load_average_before']}, "
           f"after {report['load_average_after']})")
 
@@ -414,7 +426,8 @@ def main(argv=None) -> int:
         rss_start = rss_mib(proc.pid)
         server_cpu = cpu_s(proc.pid)
         latencies, errors, wall, clients_cpu = run_users(
-            args.client, url, args.users, args.requests, files, case, box, args.client_procs)
+            args.client, url, args.users, args.requests, files, case, box, args.client_procs,
+            args.http_sessions)
         cpu = (cpu_s(proc.pid) - server_cpu, clients_cpu)
         time.sleep(1.0)
         rss_end = rss_mib(proc.pid)
