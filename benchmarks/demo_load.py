@@ -417,6 +417,18 @@ def main(argv=None) -> int:
     args.client_procs = max(1, min(args.client_procs, args.users))
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio_client loads
     work = Path(tempfile.mkdtemp(prefix="spinefx-load-"))
+    try:
+        report = measure(args, work)
+    finally:   # the phantom, the example cache, downloads; also after a failed run
+        shutil.rmtree(work, ignore_errors=True)
+    print_table(report)
+    if args.out:
+        Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    return 1 if report["errors"] or report["files_left_after_shutdown"] else 0
+
+
+def measure(args: argparse.Namespace, work: Path) -> dict:
+    """The server started in ``work``, warmed up, loaded, stopped: the report."""
     files, case, box = phantom_upload(work, as_zip=args.upload == "zip")
     load_before = os.getloadavg()
     proc, url = start_server(args, work)
@@ -435,16 +447,12 @@ def main(argv=None) -> int:
     finally:
         stop_server(proc)
     left = files_under(work / "gradio", work / "server")
-    shutil.rmtree(work, ignore_errors=True)   # the phantom, the example cache, downloads
     report = make_report(args, latencies, errors, wall, (rss_start, rss_end), left,
                          (load_before, load_after))
     per_request = round(cpu[0] / max(1, len(latencies)), 3)
     report["cpu_s_during_run"] = {"server": round(cpu[0], 1), "clients": round(cpu[1], 1),
                                   "server_per_request": per_request}
-    print_table(report)
-    if args.out:
-        Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
-    return 1 if errors or left else 0
+    return report
 
 
 if __name__ == "__main__":
