@@ -60,6 +60,19 @@ def orthanc_binary() -> str | None:
     return next((c for c in CANDIDATES if os.access(c, os.X_OK)), None)
 
 
+def dcmtk_tool(name: str) -> str | None:
+    """dcmtk's executable ``name`` on PATH: the first that is a compiled program. An activated
+    virtualenv puts pynetdicom's Python script of the same name (``storescu``, other options)
+    first on PATH, so a plain ``shutil.which`` would find that one."""
+    for folder in os.get_exec_path():
+        candidate = Path(folder) / name
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            with open(candidate, "rb") as f:
+                if f.read(4) == b"\x7fELF":
+                    return str(candidate)
+    return None
+
+
 def free_port() -> int:
     """A TCP port nothing listens on right now on 127.0.0.1 (the OS picks it)."""
     with socket.socket() as s:
@@ -297,7 +310,10 @@ def storescu_command(folder: Path, port: int, calling: str = SCANNER_AET,
                      called: str = NODE_AET) -> list[str]:
     """dcmtk's storescu sending every .dcm under ``folder`` in one association (-v: one
     'Received Store Response' line per instance, which tests read)."""
-    return ["storescu", "-v", "-aet", calling, "-aec", called, "+sd", "+r", "+sp", "*.dcm",
+    binary = dcmtk_tool("storescu")
+    if binary is None:
+        raise FileNotFoundError("dcmtk's storescu is not installed (apt-get install dcmtk)")
+    return [binary, "-v", "-aet", calling, "-aec", called, "+sd", "+r", "+sp", "*.dcm",
             "127.0.0.1", str(port), str(folder)]
 
 

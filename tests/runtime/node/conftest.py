@@ -15,7 +15,14 @@ import pydicom
 import pytest
 from pydicom.uid import CTImageStorage, generate_uid
 
-from tests.helpers.orthanc import NODE_PEER, NodeProcess, Orthanc, dicom_files, orthanc_binary
+from tests.helpers.orthanc import (
+    NODE_PEER,
+    NodeProcess,
+    Orthanc,
+    dcmtk_tool,
+    dicom_files,
+    orthanc_binary,
+)
 
 
 class Canary(NamedTuple):
@@ -92,6 +99,9 @@ def orthanc_installed() -> str:
     binary = orthanc_binary()
     if binary is None:
         pytest.skip("Orthanc is not installed here (apt-get install orthanc; CI installs it)")
+    if dcmtk_tool("storescu") is None:
+        pytest.skip("dcmtk's storescu is not installed here (apt-get install dcmtk; CI "
+                    "installs it)")
     return binary
 
 
