@@ -183,7 +183,7 @@ def test_dzz_nine_bodies_each_its_own(real_spine):
 # ---------------------------------------------------------------------------------------------
 def reference_label_components(mask: np.ndarray) -> tuple[np.ndarray, int]:
     """label_components as it was before the speed work (np.take, every pair sorted)."""
-    from spinefx.runtime.vertebrae import _union_find
+    from spinefx.runtime.morphology import _union_find
 
     fg = np.asarray(mask, dtype=bool)
     flat = fg.reshape(-1, fg.shape[-1])
@@ -326,7 +326,7 @@ def test_label_components_same_as_reference(shape):
 
 
 def test_grow_back_same_as_reference():
-    from spinefx.runtime.vertebrae import grow_back
+    from spinefx.runtime.morphology import grow_back
 
     rng = np.random.default_rng(3)
     mask = rng.random((6, 70, 50)) < 0.7
