@@ -261,7 +261,7 @@ def time_series_once(volume: Volume, out_dir: Path, model: str | None) -> dict[s
     prepared = prepare_input(volume.data, (abs(volume.slice_spacing) or 1.0,
                                            *volume.pixel_spacing), card)
     t1 = time.perf_counter()
-    prob = run_model(prepared, card)
+    prob = run_model(prepared, card).body
     t2 = time.perf_counter()
     to_series_grid(prob, prepared)
     t3 = time.perf_counter()

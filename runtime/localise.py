@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 from os import PathLike
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -30,6 +30,9 @@ from .outputs import check_output_folder
 from .provenance import DISCLAIMER
 from .vertebrae import THRESHOLD, VertebraList, find_vertebrae, relabel
 from .volume import Volume
+
+if TYPE_CHECKING:
+    from .segmentation import SpineMaps
 
 JSON_FILE, MASK_FILE, OVERVIEW_FILE = "vertebrae.json", "vertebrae_mask.nii.gz", "overview.png"
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "weights" / "localiser"
@@ -108,20 +111,25 @@ def _flip(a: np.ndarray, flips: tuple[bool, bool]) -> np.ndarray:
     return np.ascontiguousarray(a)
 
 
-def body_probability(volume: Volume, model_dir: str | PathLike | None = None) -> np.ndarray:
-    """The localiser's body probability on the volume's grid; a clear error naming the model
-    folder when the localiser is not installed."""
+def localiser_maps(volume: Volume, model_dir: str | PathLike | None = None) -> SpineMaps:
+    """The localiser's body (and, from a two-output model, sacrum) probability on the volume's
+    grid; a clear error naming the model folder when the localiser is not installed."""
     folder = Path(model_dir) if model_dir is not None else DEFAULT_MODEL_DIR
     if not (folder / "model.onnx").is_file():
         raise SpineFXError("vertebral-body localiser model not found: the folder needs "
                            "model.onnx and model.json (give another with --model)", folder)
     try:
-        from .segmentation import segment_bodies
+        from .segmentation import segment_spine
     except ImportError as exc:
         raise SpineFXError(f"the vertebral-body localiser is not installed ({exc})",
                            folder) from exc
     spacing = (abs(volume.slice_spacing) or 1.0, *volume.pixel_spacing)
-    return np.asarray(segment_bodies(volume.data, spacing, model_dir=folder), dtype=np.float32)
+    return segment_spine(volume.data, spacing, model_dir=folder)
+
+
+def body_probability(volume: Volume, model_dir: str | PathLike | None = None) -> np.ndarray:
+    """The localiser's body probability on the volume's grid (see :func:`localiser_maps`)."""
+    return np.asarray(localiser_maps(volume, model_dir).body, dtype=np.float32)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -130,18 +138,21 @@ def body_probability(volume: Volume, model_dir: str | PathLike | None = None) ->
 def localise_series(source: str | PathLike | Volume, out_dir: str | PathLike | None = None,
                     series: str | None = None, model_dir: str | PathLike | None = None,
                     probability: np.ndarray | None = None,
-                    probability_source: str = "",
+                    probability_source: str = "", sacrum: np.ndarray | None = None,
                     anchor: tuple[int, str] | None = None) -> Localisation:
     """Find, label and grade the vertebral bodies of one sagittal series; with ``out_dir``
     write vertebrae.json, vertebrae_mask.nii.gz and overview.png there. ``probability`` (on
     the series grid) replaces the localiser, e.g. a ground-truth mask; ``probability_source``
-    says what it is in the document. ``anchor`` = (index, level): a person's correction of
-    the count, body ``index`` (0 = the most superior) is ``level``
+    says what it is in the document; ``sacrum`` (same grid), the sacrum map that goes with it
+    (the localiser's second output; None: levels from the gaps alone). ``anchor`` = (index,
+    level): a person's correction of the count, body ``index`` (0 = the most superior) is
+    ``level``
     (:func:`spinefx.runtime.vertebrae.relabel`)."""
     volume = read_sagittal(source, series)
     clock = _StageClock()
     if probability is None:
-        probability = body_probability(volume, model_dir)
+        maps = localiser_maps(volume, model_dir)
+        probability, sacrum = maps.body, maps.sacrum
         probability_source = probability_source or "vertebral-body localiser (ONNX)"
         clock.lap("segmentation")
     probability = np.asarray(probability, dtype=np.float32)
@@ -151,7 +162,8 @@ def localise_series(source: str | PathLike | Volume, out_dir: str | PathLike | N
     flips = canonical_flips(volume)
     spacing = (abs(volume.slice_spacing) or 1.0, *volume.pixel_spacing)
     # threshold before flipping: a bool grid is a quarter of the float map to copy
-    vl = find_vertebrae(_flip(probability >= THRESHOLD, flips), spacing)
+    vl = find_vertebrae(_flip(probability >= THRESHOLD, flips), spacing,
+                        sacrum=None if sacrum is None else _flip(sacrum, flips))
     if anchor is not None:
         if not vl.vertebrae:
             raise SpineFXError("cannot set a level: no vertebra was found")

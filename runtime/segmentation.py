@@ -29,6 +29,8 @@ MODEL_FILE = "model.onnx"
 CARD_FILE = "model.json"
 MULTIPLE = 16          # the U-Net halves the grid four times: sides must divide by 16
 DEFAULT_THREADS = 2
+BODY_OUTPUT = "probability"
+SACRUM_OUTPUT = "sacrum"     # a two-output localiser's second map (see spinefx.train.segmentation)
 
 
 class LocaliserModelError(SpineFXError):
@@ -201,21 +203,45 @@ def prepare_input(image: np.ndarray, spacing_mm: tuple[float, float, float],
                       (volume.shape[1], volume.shape[2]), pixel_mm)
 
 
-def run_model(prepared: ModelInput, card: dict, threads: int = DEFAULT_THREADS) -> np.ndarray:
-    """The localiser's body probability on the model grid (slices, rows, cols), padding cut
-    off: every slice in one batched run of the cached session."""
+@dataclass
+class SpineMaps:
+    """The localiser's maps on one grid (slices, rows, cols): the body probability and, from a
+    two-output localiser, the sacrum probability (None from a body-only one)."""
+    body: np.ndarray
+    sacrum: np.ndarray | None = None
+
+
+def run_model(prepared: ModelInput, card: dict, threads: int = DEFAULT_THREADS) -> SpineMaps:
+    """The localiser's maps on the model grid, padding cut off: every slice in one batched run
+    of the cached session. Outputs are read by name (``probability``, ``sacrum``)."""
     path = card["_model_path"]
     session = _session(path, Path(path).stat().st_mtime_ns, int(threads))
     name = session.get_inputs()[0].name
+    names = [o.name for o in session.get_outputs()]
+    outputs = dict(zip(names, session.run(None, {name: prepared.batch})))
     rows, cols = prepared.shape
-    return session.run(None, {name: prepared.batch})[0][:, 0, :rows, :cols]
+    body = np.asarray(outputs.get(BODY_OUTPUT, outputs[names[0]]))
+    sacrum = outputs.get(SACRUM_OUTPUT)
+    return SpineMaps(body[:, 0, :rows, :cols],
+                     None if sacrum is None else np.asarray(sacrum)[:, 0, :rows, :cols])
 
 
 def to_series_grid(prob: np.ndarray, prepared: ModelInput) -> np.ndarray:
-    """The model-grid probability resampled back onto the series grid, clipped to 0..1."""
+    """A model-grid probability map resampled back onto the series grid, clipped to 0..1."""
     back = (prepared.spacing[0] / prepared.pixel_mm, prepared.spacing[1] / prepared.pixel_mm)
     out = resample_slices(prob, back, prepared.series_shape)
     return np.clip(out, 0.0, 1.0, out=out)
+
+
+def segment_spine(image: np.ndarray, spacing_mm: tuple[float, float, float],
+                  model_dir=None, threads: int = DEFAULT_THREADS) -> SpineMaps:
+    """:func:`segment_bodies` plus the sacrum map (when the model has one), both on the input
+    grid."""
+    card = load_card(model_dir)
+    prepared = prepare_input(image, spacing_mm, card)
+    maps = run_model(prepared, card, threads)
+    return SpineMaps(to_series_grid(maps.body, prepared),
+                     None if maps.sacrum is None else to_series_grid(maps.sacrum, prepared))
 
 
 def segment_bodies(image: np.ndarray, spacing_mm: tuple[float, float, float],
@@ -226,4 +252,4 @@ def segment_bodies(image: np.ndarray, spacing_mm: tuple[float, float, float],
     The three stages are :func:`prepare_input`, :func:`run_model`, :func:`to_series_grid`."""
     card = load_card(model_dir)
     prepared = prepare_input(image, spacing_mm, card)
-    return to_series_grid(run_model(prepared, card, threads), prepared)
+    return to_series_grid(run_model(prepared, card, threads).body, prepared)

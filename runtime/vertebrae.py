@@ -31,6 +31,7 @@ MERGED_SHARE = 1.7      # a component this many typical bodies large is split fu
 SACRAL_GAP_SHARE = 0.5  # a gap below this share of the median disc gap joins fused segments
 SACRAL_GAP_MM = 3.0     # ... and below this many mm (a lumbar disc is 5-12 mm)
 SACRAL_SHRINK = 0.65    # S2 is under this share of S1 (phantoms 0.4-0.6; L5/L4 is 0.7-1.2)
+SACRAL_SCORE = 0.5      # a body whose mean sacrum probability reaches this is sacral
 EDGE_MM = 2.0           # a body this close to the top/bottom row is cut by the field of view
 
 
@@ -47,6 +48,7 @@ class Vertebra:
     level: str = "?"
     level_confidence: float = 0.0
     grading: dict = field(default_factory=dict)  # filled by spinefx.runtime.grading
+    sacral: float | None = None                # mean sacrum probability inside the body
 
 
 @dataclass
@@ -74,12 +76,14 @@ class VertebraList:
 # ---------------------------------------------------------------------------------------------
 def find_vertebrae(prob: np.ndarray, spacing_mm: tuple[float, float, float],
                    image: np.ndarray | None = None, threshold: float = THRESHOLD,
-                   label_levels: bool = True) -> VertebraList:
+                   label_levels: bool = True, sacrum: np.ndarray | None = None
+                   ) -> VertebraList:
     """The vertebral bodies of a ``(slices, rows, cols)`` body-probability map (a 0/1
     ground-truth mask works too; a bool one counts as already thresholded), superior ->
     inferior, named by :func:`assign_levels`. ``spacing_mm`` = (slice, row, col) mm.
-    ``image`` is accepted for future intensity cues (rib heads, the sacrum's signal) and
-    unused today."""
+    ``sacrum``: the localiser's sacrum probability on the same grid (each body's mean goes
+    into :attr:`Vertebra.sacral`). ``image`` is accepted for future intensity cues (rib heads)
+    and unused today."""
     prob = np.asarray(prob)
     if prob.ndim != 3:
         raise ValueError(f"body probability must be 3-D (slices, rows, cols), got {prob.shape}")
@@ -114,9 +118,23 @@ def find_vertebrae(prob: np.ndarray, spacing_mm: tuple[float, float, float],
     out.labels[crop] = renumbered[labels]
     out.region = crop
     out.gaps_mm = [disc_gap(out, i) for i in range(len(out) - 1)]
+    if sacrum is not None:
+        _score_sacral(out, np.asarray(sacrum, dtype=np.float32))
     if label_levels:
         assign_levels(out)
     return out
+
+
+def _score_sacral(vl: VertebraList, sacrum: np.ndarray) -> None:
+    """Each body's mean sacrum probability (inside the region that holds every body)."""
+    if sacrum.shape != vl.labels.shape:
+        raise ValueError(f"sacrum map {sacrum.shape} does not match the grid {vl.labels.shape}")
+    region = vl.region or (slice(None),) * 3
+    labels = vl.labels[region].ravel()
+    sums = np.bincount(labels, weights=sacrum[region].ravel(), minlength=len(vl) + 1)
+    counts = np.bincount(labels, minlength=len(vl) + 1)
+    for v in vl.vertebrae:
+        v.sacral = float(sums[v.value] / max(1, counts[v.value]))
 
 
 def _bounding_box(mask: np.ndarray, margin: int) -> tuple[slice, ...]:
@@ -291,19 +309,46 @@ def sacral_start(vl: VertebraList) -> int | None:
     return None
 
 
+def sacrum_by_look(vl: VertebraList) -> int | None:
+    """Index of S1 by the localiser's sacrum map: the top of the lowest run of bodies whose
+    mean sacrum probability reaches :data:`SACRAL_SCORE`, with a body above that run that does
+    not; None without a map, when the lowest body is not sacral, or when every body is."""
+    scores = [v.sacral for v in vl.vertebrae]
+    if len(scores) < 2 or any(x is None for x in scores):
+        return None
+    sacral = [float(x) >= SACRAL_SCORE for x in scores]   # type: ignore[arg-type]
+    if not sacral[-1]:
+        return None
+    start = len(sacral) - 1
+    while start > 0 and sacral[start - 1]:
+        start -= 1
+    return start if start > 0 else None
+
+
 def assign_levels(vl: VertebraList) -> VertebraList:
-    """Name every body: from S1 upwards when the sacrum is visible (confidence 0.9), else
-    lumbar-by-default with the lowest body as L5 (confidence 0.3, the reason says so)."""
+    """Name every body: from S1 upwards when the sacrum is visible (by the localiser's sacrum
+    map, which also sees an S1 the field of view cuts: confidence 0.9 when the disc gaps agree,
+    0.8 when they do not; by the gaps alone: 0.9), else lumbar-by-default with the lowest body
+    as L5 (confidence 0.3, the reason says so)."""
     if not vl.vertebrae:
         vl.level_confidence, vl.level_reason = 0.0, "no vertebra found"
         return vl
-    s1 = sacral_start(vl)
-    if s1 is not None:
-        _name_from(vl, s1, "S1", 0.9)
+    by_gaps, by_look = sacral_start(vl), sacrum_by_look(vl)
+    n = len(vl)
+    if by_look is not None:
+        _name_from(vl, by_look, "S1", 0.9 if by_gaps == by_look else 0.8)
+        vl.level_reason = (f"counted up from S1: the localiser reads bodies {by_look + 1}-{n} "
+                           f"of {n} as sacrum" +
+                           (", and the disc gaps agree" if by_gaps == by_look else
+                            f"; the disc gaps alone would put S1 at body {by_gaps + 1}"
+                            if by_gaps is not None else ""))
+    elif by_gaps is not None:
+        _name_from(vl, by_gaps, "S1", 0.9)
         vl.level_reason = (f"counted up from S1 (the sacrum's fused segments start at body "
-                           f"{s1 + 1} of {len(vl)}, gap {vl.gaps_mm[s1 - 1]:.1f} mm above it)")
+                           f"{by_gaps + 1} of {n}, gap {vl.gaps_mm[by_gaps - 1]:.1f} mm above "
+                           "it)")
     else:
-        _name_from(vl, len(vl) - 1, "L5", 0.3)
+        _name_from(vl, n - 1, "L5", 0.3)
         vl.level_reason = ("no sacrum found in the field of view and no T12/L1 landmark is "
                            "measured (rib heads are not segmented): the lowest body was taken "
                            "as L5 (lumbar-by-default); check the levels and correct them")

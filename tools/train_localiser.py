@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{key}: {seconds}")
         return 0
 
-    from spinefx.train.seg_data import VB3_TRAIN, phantom_sources, vb3_sources
+    from spinefx.train.seg_data import FOCUS_P, SACRUM_P, VB3_TRAIN, phantom_sources, vb3_sources
     from spinefx.train.segmentation import (
         TrainConfig,
         config_record,
@@ -148,13 +148,18 @@ def main(argv: list[str] | None = None) -> int:
                   "series": "one sagittal series, any weighting; 2-D per slice"},
         "output": {"name": "probability", "shape": ["batch", 1, "rows", "cols"],
                    "meaning": "P(vertebral body), sigmoid in the graph"},
+        "outputs": [{"name": "probability", "meaning": "P(vertebral body)"},
+                    {"name": "sacrum", "meaning": "P(sacral body: S1 and the fused segments "
+                                                  "below), the anchor of the level count"}],
         "architecture": {"type": "2-D U-Net", "channels": list(config.channels),
                          "parameters": n_parameters(result.model)},
         "training": {
             "data": f"synthetic phantoms (phantom v2, variation 1, seeds "
                     f"{args.seed * 10_000}..{args.seed * 10_000 + args.phantoms - 1}, T1 and "
-                    f"T2 series, all bodies T1-S3 labelled) + vb3 subjects 01-44 (real, L1-L5 "
-                    f"labelled; loss counted inside each column's labelled band)",
+                    f"T2 series, all bodies T1-S3 and the sacrum labelled, {FOCUS_P:.0%} of "
+                    f"phantom crops centred on the fractured body and {SACRUM_P:.0%} on the "
+                    f"sacrum) + vb3 subjects 01-44 (real, L1-L5 labelled; loss counted inside "
+                    f"each column's labelled band, sacrum 0 there)",
             "config": config_record(config), **result.summary(),
             "loss_per_window": result.losses,
             "command": " ".join([".venv/bin/python", "tools/train_localiser.py",

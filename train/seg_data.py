@@ -9,6 +9,11 @@ Supervision weights: phantom masks label every body (T1-S3), so every pixel coun
 only L1-L5; T12 above and the sacrum below are in the image but unlabelled, so a pixel counts
 only inside the column's labelled band (from L1's top to L5's bottom, plus a few pixels of
 disc): the network is never taught that T12 or S1 is background.
+
+A second target, the sacrum (S1 and the fused segments below it), lets the runtime start the
+level count at S1 by the sacrum's look rather than by the gaps alone (which fail when the field
+of view cuts S1): phantoms label it everywhere; on vb3 it counts inside the labelled band only
+(L1-L5 there, so no sacrum), never below it.
 """
 from __future__ import annotations
 
@@ -23,6 +28,10 @@ VB3_TRAIN = tuple(range(1, 45))      # subjects 01-44
 VB3_VALID = tuple(range(45, 55))     # subjects 45-54: validation only, never trained on
 BAND_MARGIN_PX = 3                   # disc pixels kept above L1 / below L5 (1 mm grid)
 PERCENTILES = (1.0, 99.0)
+# A phantom has one fractured body among ~10; without focus the network rarely sees one and
+# learns to smooth fractures back to normal height (grading then misses them).
+FOCUS_P = 0.4
+SACRUM_P = 0.3  # the sacrum is in few crops otherwise (~0.5% of the pixels)
 
 
 @dataclass
@@ -35,6 +44,9 @@ class SliceSource:
     spacing: tuple[float, float]
     name: str
     slab: bool = False               # average neighbouring slices (thin-slice real data)
+    focus: np.ndarray | None = None  # the fractured body (phantoms): crops centre on it often
+    sacrum: np.ndarray | None = None          # the sacral bodies (slices, rows, cols)
+    sacrum_weight: np.ndarray | None = None   # (rows, cols): where the sacrum label counts
 
 
 def labelled_band(mask: np.ndarray, margin: int = BAND_MARGIN_PX) -> np.ndarray:
@@ -63,8 +75,11 @@ def vb3_sources(root: Path, subjects: tuple[int, ...]) -> list[SliceSource]:
     out = []
     for n in subjects:
         image, mask = load_real(root / "vb3" / f"vb3_{n:02d}.npz")
-        out.append(SliceSource(image, mask, labelled_band(mask), (1.0, 1.0), f"vb3_{n:02d}",
-                               slab=True))
+        band = labelled_band(mask)
+        # L1-L5 are labelled, so inside their band nothing is sacrum; below it, S1 is there
+        # but unlabelled: the sacrum channel counts only inside the band
+        out.append(SliceSource(image, mask, band, (1.0, 1.0), f"vb3_{n:02d}", slab=True,
+                               sacrum=np.zeros_like(mask), sacrum_weight=band))
     return out
 
 
@@ -81,11 +96,16 @@ def phantom_sources(seeds: range, variation: float = 1.0) -> list[SliceSource]:
                            t1_variant=str(rng.choice(["T1", "T1_RED"])))
         for series, image, spacing in (("t1", case.t1, case.pixel_spacing),
                                        ("t2", case.t2, case.t2_pixel_spacing)):
-            mask = (case.masks(series)["bodies"] > 0).astype(np.uint8)
+            masks = case.masks(series)
+            mask = (masks["bodies"] > 0).astype(np.uint8)
+            sacral = [i + 1 for i, name in enumerate(case.level_names) if name.startswith("S")]
             out.append(SliceSource(np.asarray(image, np.float32), mask,
                                    np.ones(mask.shape[1:], np.float32),
                                    (float(spacing[0]), float(spacing[1])),
-                                   f"phantom_{seed}_{series}"))
+                                   f"phantom_{seed}_{series}",
+                                   focus=((masks["vertebra"] > 0) & (mask > 0)).astype(np.uint8),
+                                   sacrum=np.isin(masks["bodies"], sacral).astype(np.uint8),
+                                   sacrum_weight=np.ones(mask.shape[1:], np.float32)))
     return out
 
 
@@ -93,7 +113,17 @@ def phantom_sources(seeds: range, variation: float = 1.0) -> list[SliceSource]:
 # one augmented example
 # ---------------------------------------------------------------------------------------------
 def _pick_slice(rng: np.random.Generator, src: SliceSource
-                ) -> tuple[np.ndarray, np.ndarray]:
+                ) -> tuple[int, int, np.ndarray | None]:
+    """The slices ``lo:hi`` of one example (several: a thick slab of thin real slices) and
+    the mask its crop centres on: the fracture (:data:`FOCUS_P` of the phantom examples), the
+    sacrum (:data:`SACRUM_P`, where labelled), else None (any body)."""
+    for target, share in ((src.focus, FOCUS_P), (src.sacrum, SACRUM_P)):
+        if target is None or rng.random() >= share:
+            continue
+        having = np.nonzero(target.any(axis=(1, 2)))[0]
+        if len(having):
+            i = int(rng.choice(having))
+            return i, i + 1, target
     has_body = np.nonzero(src.mask.any(axis=(1, 2)))[0]
     if len(has_body) and rng.random() < 0.85:
         i = int(rng.choice(has_body))
@@ -101,10 +131,21 @@ def _pick_slice(rng: np.random.Generator, src: SliceSource
         i = int(rng.integers(src.image.shape[0]))
     k = int(rng.choice([1, 1, 2, 3, 4])) if src.slab else 1
     lo = max(0, i - k // 2)
-    hi = min(src.image.shape[0], lo + k)
-    image = src.image[lo:hi].astype(np.float32).mean(axis=0)
-    mask = (src.mask[lo:hi].mean(axis=0) >= 0.5).astype(np.float32)
-    return image, mask
+    return lo, min(src.image.shape[0], lo + k), None
+
+
+def _planes(src: SliceSource, lo: int, hi: int, centre_on: np.ndarray | None) -> np.ndarray:
+    """(6, rows, cols): image, body mask, body weight, sacrum mask, sacrum weight, crop centre
+    mask, each the mean over slices ``lo:hi``. No sacrum labels: mask and weight 0."""
+    def mean(a: np.ndarray) -> np.ndarray:
+        return a[lo:hi].astype(np.float32).mean(axis=0)
+
+    mask = (mean(src.mask) >= 0.5).astype(np.float32)
+    zeros = np.zeros_like(mask)
+    sacrum = zeros if src.sacrum is None else (mean(src.sacrum) >= 0.5).astype(np.float32)
+    sacrum_weight = zeros if src.sacrum_weight is None else src.sacrum_weight
+    centre = mask if centre_on is None else mean(centre_on)
+    return np.stack([mean(src.image), mask, src.weight, sacrum, sacrum_weight, centre])
 
 
 def _smooth_field(rng: np.random.Generator, shape: tuple[int, int], amplitude: float
@@ -154,27 +195,30 @@ def _crop(rng: np.random.Generator, arrays: list[np.ndarray], mask: np.ndarray, 
 
 def draw_example(rng: np.random.Generator, src: SliceSource, size: int, pixel_mm: float
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(image, target, weight), each (size, size) float32, from one random slice of ``src``."""
-    image, mask = _pick_slice(rng, src)
+    """(image (size, size), target (2, size, size), weight (2, size, size)), float32, from one
+    random slice of ``src``; channel 0 of target/weight is the body, channel 1 the sacrum."""
+    lo, hi, centre_on = _pick_slice(rng, src)
+    planes = _planes(src, lo, hi, centre_on)
     jitter = float(np.exp(rng.uniform(np.log(0.85), np.log(1.18))))
     spacing = (src.spacing[0] * jitter, src.spacing[1] * jitter)
-    shape = grid_shape(image.shape, spacing, pixel_mm)
+    shape = grid_shape(planes.shape[1:], spacing, pixel_mm)
     scale = (pixel_mm / spacing[0], pixel_mm / spacing[1])
-    stack = resample_slices(np.stack([image, mask, src.weight]), scale, shape)
+    stack = resample_slices(planes, scale, shape)
     x = normalise_slices(stack[:1], *PERCENTILES)[0]
     x = augment_intensity(rng, x)
-    target = (stack[1] >= 0.5).astype(np.float32)
-    weight = (stack[2] >= 0.5).astype(np.float32)
-    x, target, weight = _crop(rng, [x, target, weight], target, size)
+    binary = [(stack[i] >= 0.5).astype(np.float32) for i in range(1, 6)]
+    cropped = _crop(rng, [x, *binary[:4]], binary[4], size)
     if rng.random() < 0.3:           # anterior to the right: some viewers store it so
-        x, target, weight = x[:, ::-1], target[:, ::-1], weight[:, ::-1]
-    return x, target, weight
+        cropped = [a[:, ::-1] for a in cropped]
+    x, body, body_w, sacrum, sacrum_w = cropped
+    return x, np.stack([body, sacrum]), np.stack([body_w, sacrum_w])
 
 
 def draw_batch(rng: np.random.Generator, groups: list[list[SliceSource]],
                group_p: list[float], batch: int, size: int, pixel_mm: float
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """A batch (B, 1, size, size) x3: each example's source group drawn with ``group_p``."""
+    """A batch: images (B, 1, size, size), targets and weights (B, 2, size, size); each
+    example's source group drawn with ``group_p``."""
     xs, ts, ws = [], [], []
     for _ in range(batch):
         group = groups[int(rng.choice(len(groups), p=group_p))]
@@ -182,7 +226,8 @@ def draw_batch(rng: np.random.Generator, groups: list[list[SliceSource]],
         xs.append(x)
         ts.append(t)
         ws.append(w)
-    return tuple(np.ascontiguousarray(np.stack(a)[:, None]) for a in (xs, ts, ws))  # type: ignore[return-value]
+    return (np.ascontiguousarray(np.stack(xs)[:, None]), np.ascontiguousarray(np.stack(ts)),
+            np.ascontiguousarray(np.stack(ws)))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -3,7 +3,10 @@ its ONNX export (run time: :func:`spinefx.runtime.segmentation.segment_bodies`, 
 
 The network is fully convolutional: it trains on square crops and runs on whole slices
 padded to a multiple of 16, so the runtime never crops away part of a field of view. Its ONNX
-graph ends in a sigmoid: the runtime reads probabilities. Data: :mod:`spinefx.train.seg_data`.
+graph ends in a sigmoid: the runtime reads probabilities. Two output channels: vertebral body,
+and sacrum (the fused sacral segments: the lumbosacral anchor the level count starts from,
+recognisable by its look even when the field of view cuts S1). Data:
+:mod:`spinefx.train.seg_data`.
 """
 from __future__ import annotations
 
@@ -25,6 +28,8 @@ from .seg_data import SliceSource, draw_batch
 OPSET = 18                      # export/onnx_export.py's opset
 INPUT_NAME = "input"
 OUTPUT_NAME = "probability"
+SACRUM_NAME = "sacrum"
+OUTPUTS = 2                     # body, sacrum
 
 
 class _DoubleConv(nn.Sequential):
@@ -38,9 +43,10 @@ class _DoubleConv(nn.Sequential):
 
 class BodyUNet(nn.Module):
     """U-Net, ``channels`` per level (the last is the bottleneck): (B, C, H, W) -> logits
-    (B, 1, H, W); H and W must divide by 2 ** (len(channels) - 1)."""
+    (B, outputs, H, W); H and W must divide by 2 ** (len(channels) - 1)."""
 
-    def __init__(self, channels: tuple[int, ...] = (8, 16, 32, 64, 128), in_channels: int = 1):
+    def __init__(self, channels: tuple[int, ...] = (8, 16, 32, 64, 128), in_channels: int = 1,
+                 outputs: int = OUTPUTS):
         super().__init__()
         self.channels = tuple(channels)
         self.down = nn.ModuleList()
@@ -54,7 +60,7 @@ class BodyUNet(nn.Module):
             self.up.append(nn.ConvTranspose2d(c_prev, c_skip, 2, stride=2))
             self.merge.append(_DoubleConv(2 * c_skip, c_skip))
             c_prev = c_skip
-        self.head = nn.Conv2d(c_prev, 1, 1)
+        self.head = nn.Conv2d(c_prev, outputs, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         skips = []
@@ -68,14 +74,16 @@ class BodyUNet(nn.Module):
 
 
 class ProbabilityModel(nn.Module):
-    """What is exported: logits -> sigmoid, so the ONNX graph emits probabilities."""
+    """What is exported: logits -> sigmoid, so the ONNX graph emits probabilities, one output
+    per channel (body, then sacrum), each (B, 1, H, W)."""
 
     def __init__(self, net: nn.Module):
         super().__init__()
         self.net = net
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.net(x))
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        p = torch.sigmoid(self.net(x))
+        return tuple(p[:, i:i + 1] for i in range(p.shape[1]))
 
 
 def n_parameters(model: nn.Module) -> int:
@@ -84,13 +92,20 @@ def n_parameters(model: nn.Module) -> int:
 
 def segmentation_loss(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor
                       ) -> torch.Tensor:
-    """Weighted BCE + soft Dice over the batch (pixels with weight 0 count for nothing)."""
-    bce = F.binary_cross_entropy_with_logits(logits, target, weight=weight, reduction="sum")
-    bce = bce / weight.sum().clamp_min(1.0)
-    prob = torch.sigmoid(logits) * weight
-    inter = (prob * target).sum()
-    soft_dice = (2 * inter + 1.0) / (prob.sum() + (target * weight).sum() + 1.0)
-    return bce + (1.0 - soft_dice)
+    """Weighted BCE + soft Dice over the batch, summed over the channels (pixels with weight 0
+    count for nothing; a channel with no weighted pixel adds nothing)."""
+    total = logits.new_zeros(())
+    for c in range(logits.shape[1]):
+        lg, tg, wt = logits[:, c], target[:, c], weight[:, c]
+        if float(wt.sum()) == 0.0:
+            continue
+        bce = F.binary_cross_entropy_with_logits(lg, tg, weight=wt, reduction="sum")
+        bce = bce / wt.sum().clamp_min(1.0)
+        prob = torch.sigmoid(lg) * wt
+        inter = (prob * tg).sum()
+        soft_dice = (2 * inter + 1.0) / (prob.sum() + (tg * wt).sum() + 1.0)
+        total = total + bce + (1.0 - soft_dice)
+    return total
 
 
 # ---------------------------------------------------------------------------------------------
@@ -176,11 +191,12 @@ def _freeze_norm_statistics(model: nn.Module) -> None:
             module.eval()
 
 
-def load_onnx_weights(path: Path, channels: tuple[int, ...]) -> BodyUNet:
+def load_onnx_weights(path: Path, channels: tuple[int, ...], outputs: int = OUTPUTS) -> BodyUNet:
     """A :class:`BodyUNet` computing exactly what the exported ``path`` computes. The export
     folds each BatchNorm into its convolution; here the folded weight goes into the conv and
     the folded bias into an identity BatchNorm (mean 0, variance 1 - eps), so fine-tuning starts
-    from the shipped function (keep those BatchNorms in eval mode)."""
+    from the shipped function (keep those BatchNorms in eval mode). A file with fewer output
+    channels (a body-only localiser) fills the first ones; the rest of the head starts fresh."""
     import onnx
     from onnx import numpy_helper
 
@@ -189,7 +205,7 @@ def load_onnx_weights(path: Path, channels: tuple[int, ...]) -> BodyUNet:
     for node in graph.node:   # the exporter shares equal tensors through Identity nodes
         if node.op_type == "Identity" and node.input[0] in weights:
             weights[node.output[0]] = weights[node.input[0]]
-    model = BodyUNet(channels).eval()
+    model = BodyUNet(channels, outputs=outputs).eval()
     # graph order: encoder convs, then per decoder level its ConvTranspose and two convs, head
     pairs: list[tuple[nn.Conv2d | nn.ConvTranspose2d, nn.BatchNorm2d | None]] = []
 
@@ -211,6 +227,12 @@ def load_onnx_weights(path: Path, channels: tuple[int, ...]) -> BodyUNet:
         for node, (conv, norm) in zip(nodes, pairs):
             w = torch.from_numpy(weights[node.input[1]].copy())
             b = torch.from_numpy(weights[node.input[2]].copy())
+            if conv is model.head and w.shape[0] < conv.weight.shape[0] \
+                    and w.shape[1:] == conv.weight.shape[1:]:
+                assert conv.bias is not None
+                conv.weight[:w.shape[0]].copy_(w)
+                conv.bias[:w.shape[0]].copy_(b)
+                continue
             if conv.weight.shape != w.shape:
                 raise ValueError(f"{node.name}: shape {tuple(w.shape)} vs "
                                  f"{tuple(conv.weight.shape)}")
@@ -235,12 +257,13 @@ def export_onnx(model: BodyUNet, path: Path, example_size: int = 128) -> dict:
     external data); returns the export record."""
     wrapper = ProbabilityModel(model).eval()
     example = torch.rand(2, 1, example_size, example_size)
+    names = output_names(model)
+    axes = {0: "batch", 2: "rows", 3: "cols"}
     t0 = time.perf_counter()
     with torch.no_grad():
         torch.onnx.export(wrapper, (example,), str(path), dynamo=False, opset_version=OPSET,
-                          input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                          dynamic_axes={INPUT_NAME: {0: "batch", 2: "rows", 3: "cols"},
-                                        OUTPUT_NAME: {0: "batch", 2: "rows", 3: "cols"}},
+                          input_names=[INPUT_NAME], output_names=names,
+                          dynamic_axes={INPUT_NAME: axes, **{n: axes for n in names}},
                           do_constant_folding=True)
     return {"exporter": "torchscript", "opset": OPSET,
             "seconds": round(time.perf_counter() - t0, 2),
@@ -248,14 +271,19 @@ def export_onnx(model: BodyUNet, path: Path, example_size: int = 128) -> dict:
 
 
 def onnx_parity(model: BodyUNet, path: Path, inputs: np.ndarray) -> float:
-    """max |p_onnx - p_torch| on ``inputs`` (B, 1, H, W)."""
+    """max |p_onnx - p_torch| on ``inputs`` (B, 1, H, W), over every output."""
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    got = session.run(None, {INPUT_NAME: inputs.astype(np.float32)})[0]
+    got = session.run(None, {INPUT_NAME: inputs.astype(np.float32)})
     with torch.no_grad():
         want = ProbabilityModel(model).eval()(torch.from_numpy(inputs.astype(np.float32)))
-    return float(np.abs(got - want.numpy()).max())
+    return max(float(np.abs(g - w.numpy()).max()) for g, w in zip(got, want))
+
+
+def output_names(model: BodyUNet) -> list[str]:
+    """The ONNX outputs: ``probability`` (body), then ``sacrum`` when the head has two."""
+    return [OUTPUT_NAME, SACRUM_NAME][:model.head.out_channels]
 
 
 def config_record(config: TrainConfig) -> dict:

@@ -13,6 +13,7 @@ import pytest
 from spinefx.cli import main
 from spinefx.runtime.errors import SeriesError, SpineFXError
 from spinefx.runtime.localise import localise_series
+from spinefx.runtime.segmentation import SpineMaps
 from spinefx.runtime.volume import Volume
 from tests.helpers.dicom import AX_IOP, stack_positions, write_series
 
@@ -229,8 +230,8 @@ def test_cli_end_to_end_with_a_stand_in_localiser(phantom_study, tmp_path, monke
     import spinefx.runtime.localise as loc
 
     root, _, case, truth = phantom_study
-    monkeypatch.setattr(loc, "body_probability",
-                        lambda volume, model_dir=None: (truth > 0).astype(np.float32))
+    monkeypatch.setattr(loc, "localiser_maps", lambda volume, model_dir=None:
+                        SpineMaps((truth > 0).astype(np.float32)))
     out = tmp_path / "o"
     assert main(["localise", str(root), "--out", str(out), "--anchor", "1=T11"]) == 0
     captured = capsys.readouterr()

@@ -15,6 +15,7 @@ from spinefx.runtime import localise
 from spinefx.runtime.errors import SpineFXError
 from spinefx.runtime.inference import Predictor
 from spinefx.runtime.predict import open_inputs
+from spinefx.runtime.segmentation import SpineMaps
 from spinefx.runtime.service import analyse, resolve_roi
 from spinefx.runtime.study_analysis import analyse_spine, most_suspicious
 
@@ -124,8 +125,8 @@ def test_fractured_only_classifies_the_graded_ones(phantom, tmp_path):
 def test_t2_when_t1_gives_nothing_and_an_error_when_neither(phantom, monkeypatch):
     root, case, _ = phantom
     truth = (case.masks("t1")["bodies"] > 0).astype(np.float32)
-    monkeypatch.setattr(localise, "body_probability", lambda volume, model_dir=None:
-                        truth if volume.weighting == "T2" else np.zeros_like(volume.data))
+    monkeypatch.setattr(localise, "localiser_maps", lambda volume, model_dir=None: SpineMaps(
+        truth if volume.weighting == "T2" else np.zeros_like(volume.data)))
     predictor = Predictor()
     study = open_inputs(root)
     pair = study.choose_pair(policy="strict")
@@ -133,8 +134,8 @@ def test_t2_when_t1_gives_nothing_and_an_error_when_neither(phantom, monkeypatch
     assert spine.localised_on == "T2" and "localised on the T2" in spine.notes[0]
     assert spine.primary.spine is not None and spine.primary.spine["localised_on"] == "T2"
     assert len(spine.primary.spine["vertebrae"]) >= 8      # the true bodies, on the T1 grid
-    monkeypatch.setattr(localise, "body_probability",
-                        lambda volume, model_dir=None: np.zeros_like(volume.data))
+    monkeypatch.setattr(localise, "localiser_maps",
+                        lambda volume, model_dir=None: SpineMaps(np.zeros_like(volume.data)))
     with pytest.raises(SpineFXError, match="no vertebra found on T1") as info:
         analyse_spine(predictor, study, pair)
     assert "nor on T2" in str(info.value) and "--box" in str(info.value)
@@ -142,7 +143,8 @@ def test_t2_when_t1_gives_nothing_and_an_error_when_neither(phantom, monkeypatch
 
 def _truth_localiser(monkeypatch, case):
     truth = (case.masks("t1")["bodies"] > 0).astype(np.float32)
-    monkeypatch.setattr(localise, "body_probability", lambda volume, model_dir=None: truth)
+    monkeypatch.setattr(localise, "localiser_maps",
+                        lambda volume, model_dir=None: SpineMaps(truth))
 
 
 def test_batched_vertebrae_equal_one_by_one_analyse(phantom, monkeypatch):

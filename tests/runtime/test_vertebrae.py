@@ -12,6 +12,7 @@ from spinefx.runtime.vertebrae import (
     find_vertebrae,
     label_components,
     relabel,
+    sacrum_by_look,
 )
 
 SPACING = (3.0, 1.0, 1.0)   # slice, row, col mm
@@ -117,6 +118,42 @@ def test_narrow_lumbar_disc_is_not_taken_for_the_sacrum():
     vl = find_vertebrae(mask, SPACING)
     assert [v.level for v in vl.vertebrae] == ["L1", "L2", "L3", "L4", "L5"]
     assert vl.level_confidence < 0.5 and "lumbar-by-default" in vl.level_reason
+
+
+def test_a_cut_s1_is_found_by_the_sacrum_map_where_the_gaps_cannot():
+    # six bodies, lumbar-size discs all the way down; the lowest is cut by the image's edge
+    mask, boxes = box_spine([24, 25, 26, 26, 25, 14], [8, 9, 10, 10, 9], top=5)
+    mask = mask[:, :boxes[-1][3]]                       # the field of view ends inside S1
+    gaps_only = find_vertebrae(mask, SPACING)
+    assert gaps_only.vertebrae[-1].level == "L5" and gaps_only.level_confidence < 0.5
+    sacrum = np.zeros(mask.shape, np.float32)
+    x0, y0, x1, y1 = boxes[-1]
+    sacrum[:, y0:y1, x0:x1] = 0.9
+    vl = find_vertebrae(mask, SPACING, sacrum=sacrum)
+    assert [v.level for v in vl.vertebrae] == ["L1", "L2", "L3", "L4", "L5", "S1"]
+    assert vl.vertebrae[-1].sacral == pytest.approx(0.9) and vl.vertebrae[0].sacral == 0
+    assert vl.level_confidence == 0.8 and "reads bodies 6-6 of 6 as sacrum" in vl.level_reason
+
+
+def test_the_sacrum_map_and_the_gaps_agreeing_and_a_map_that_says_nothing():
+    mask, boxes = box_spine([24, 25, 26, 26, 25, 22, 14, 10], [8, 9, 10, 10, 9, 1, 1],
+                            depths=[32, 33, 34, 35, 35, 33, 24, 18])
+    sacrum = np.zeros(mask.shape, np.float32)
+    for x0, y0, x1, y1 in boxes[5:]:
+        sacrum[:, y0:y1, x0:x1] = 1.0
+    vl = find_vertebrae(mask, SPACING, sacrum=sacrum)
+    assert [v.level for v in vl.vertebrae][4:6] == ["L5", "S1"]
+    assert vl.level_confidence == 0.9 and "the disc gaps agree" in vl.level_reason
+    # a map with no sacral body leaves the count to the gaps, as without a map
+    vl = find_vertebrae(mask, SPACING, sacrum=np.zeros(mask.shape, np.float32))
+    assert [v.level for v in vl.vertebrae][5] == "S1" and "fused segments" in vl.level_reason
+    # a sacral body with non-sacral ones below it is not a sacrum (the lowest must be)
+    odd = np.zeros(mask.shape, np.float32)
+    x0, y0, x1, y1 = boxes[2]
+    odd[:, y0:y1, x0:x1] = 1.0
+    assert sacrum_by_look(find_vertebrae(mask, SPACING, sacrum=odd)) is None
+    with pytest.raises(ValueError, match="does not match"):
+        find_vertebrae(mask, SPACING, sacrum=odd[:, :-1])
 
 
 def test_relabel_moves_every_level():

@@ -1,6 +1,8 @@
 """The localiser's training code: it learns on a tiny input, and its ONNX export matches torch."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -54,10 +56,27 @@ def test_batches_are_normalised_and_seeded():
     src = _boxes_source(2)
     a = draw_batch(np.random.default_rng(5), [[src]], [1.0], 3, 32, 2.0)
     b = draw_batch(np.random.default_rng(5), [[src]], [1.0], 3, 32, 2.0)
-    for x, y in zip(a, b):
-        assert x.shape == (3, 1, 32, 32) and np.array_equal(x, y)
+    for x, y, channels in zip(a, b, (1, 2, 2)):   # image; body + sacrum targets, weights
+        assert x.shape == (3, channels, 32, 32) and np.array_equal(x, y)
     assert a[0].min() >= -0.5 and a[0].max() <= 1.5
     assert set(np.unique(a[1])) <= {0.0, 1.0}
+    # no sacrum labels in this source: the sacrum channel counts for nothing
+    assert a[2][:, 1].max() == 0 and a[2][:, 0].max() == 1
+
+
+def test_phantom_sources_label_the_sacrum_and_vb3_only_inside_its_band(real_spine):
+    from spinefx.train.seg_data import phantom_sources, vb3_sources
+
+    src = phantom_sources(range(4, 5))[0]   # seed 4: S1-S3 in the field of view
+    assert src.sacrum is not None and src.focus is not None and src.sacrum.any()
+    assert not (src.sacrum.astype(bool) & ~src.mask.astype(bool)).any()   # sacral bodies only
+    assert src.sacrum_weight is not None and src.sacrum_weight.min() == 1
+    path = Path(real_spine) / "vb3" / "vb3_01.npz"
+    if not path.is_file():
+        pytest.skip(f"{path} absent")
+    real = vb3_sources(Path(real_spine), (1,))[0]
+    assert real.sacrum is not None and not real.sacrum.any()
+    assert np.array_equal(real.sacrum_weight, real.weight)   # not taught below L5's band
 
 
 def test_labelled_band_follows_each_column():
@@ -93,6 +112,25 @@ def test_export_round_trip_matches_torch(tmp_path):
     # and back: the folded graph loaded into torch (for fine-tuning) computes the same
     reloaded = load_onnx_weights(path, TINY_CHANNELS)
     assert onnx_parity(reloaded, path, rng.random((2, 1, 32, 48)).astype(np.float32)) < 1e-4
+
+
+def test_two_outputs_by_name_and_a_body_only_file_fills_the_body_channel(tmp_path):
+    import onnxruntime as ort
+
+    torch.manual_seed(0)
+    body_only = BodyUNet(TINY_CHANNELS, outputs=1).eval()
+    old = tmp_path / "old.onnx"
+    export_onnx(body_only, old, example_size=32)
+    grown = load_onnx_weights(old, TINY_CHANNELS)            # two outputs by default
+    new = tmp_path / "new.onnx"
+    export_onnx(grown, new, example_size=32)
+    session = ort.InferenceSession(str(new), providers=["CPUExecutionProvider"])
+    assert [o.name for o in session.get_outputs()] == ["probability", "sacrum"]
+    x = np.random.default_rng(1).random((2, 1, 32, 32)).astype(np.float32)
+    body_new, sacrum = session.run(None, {"input": x})
+    body_old = ort.InferenceSession(str(old), providers=["CPUExecutionProvider"]).run(
+        None, {"input": x})[0]
+    assert np.abs(body_new - body_old).max() < 1e-5 and sacrum.shape == body_new.shape
 
 
 def test_the_same_seed_trains_the_same_weights():
