@@ -5,8 +5,9 @@ that one holds much less of the body): anterior, middle and posterior heights me
 the local spine axis (the chord through the neighbours' centroids, so the heights are
 perpendicular to the endplates' mean direction), at 10%, 50% and 90% of the body's depth
 (the corners are rounded, so the walls themselves are not used). Expected heights: the median
-of the same height of the nearest gradable bodies (up to two above and two below); a body
-with no gradable neighbour is compared with its own posterior height. Height loss = the
+of the same height of the nearest gradable bodies (up to two above and two below; with
+gradable bodies on one side only, the nearest one alone); a body with no gradable neighbour is
+compared with its own posterior height. Height loss = the
 largest relative loss of the three; Genant grade 0 (< 20%), 1 (20-25%), 2 (25-40%),
 3 (> 40%); shape from where the loss is (anterior: wedge, middle: biconcave, all or the
 posterior wall: crush). Endplate irregularity: RMS (mm) of each endplate around a smooth
@@ -193,24 +194,31 @@ def grade_vertebrae(vl: VertebraList) -> VertebraList:
 
 
 def _neighbour_heights(measured: list[Heights | None], i: int) -> list[Heights]:
-    near: list[Heights] = []
+    """Up to :data:`NEIGHBOURS` gradable bodies on each side; with gradable bodies on one
+    side only, just the nearest: heights grow down the spine, so two bodies on one side
+    would bias the expected height (L1 against L2 and L3 read as a wedge on healthy vb3)."""
+    sides = []
     for side in (-1, 1):
-        found = 0
+        found: list[Heights] = []
         j = i + side
-        while 0 <= j < len(measured) and found < NEIGHBOURS:
+        while 0 <= j < len(measured) and len(found) < NEIGHBOURS:
             h = measured[j]
             if h is not None:
-                near.append(h)
-                found += 1
+                found.append(h)
             j += side
-    return near
+        sides.append(found)
+    above, below = sides
+    if above and below:
+        return above + below
+    return (above or below)[:1]
 
 
 def _grade_one(h: Heights, neighbours: list[Heights]) -> dict:
     own = h.as_dict()
     if neighbours:
         expected = {k: float(np.median([n.as_dict()[k] for n in neighbours])) for k in own}
-        basis = f"median of {len(neighbours)} neighbouring bodies"
+        basis = (f"median of {len(neighbours)} neighbouring bodies" if len(neighbours) > 1
+                 else "the nearest gradable body (none on the other side)")
     else:
         expected = {"anterior": h.posterior, "middle": h.posterior, "posterior": h.posterior}
         basis = "the body's own posterior height (no gradable neighbour)"

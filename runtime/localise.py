@@ -1,9 +1,9 @@
 """``spinefx localise``: one sagittal series -> its vertebral bodies, levels and Genant grades.
 
 :func:`localise_series` reads the series (a study folder, a series folder, a DICOM file, a
-NIfTI file or a :class:`Volume`), gets a body-probability map (the ONNX localiser through
-:func:`spinefx.runtime.segmentation.segment_bodies`, or a ``probability`` map the caller
-gives, e.g. a ground-truth mask), finds and grades the bodies
+NIfTI file or a :class:`Volume`), gets a body-probability map and a sacrum map (the ONNX
+localiser through :func:`spinefx.runtime.segmentation.segment_spine`, or a ``probability``
+map the caller gives, e.g. a ground-truth mask), finds and grades the bodies
 (:mod:`spinefx.runtime.vertebrae`, :mod:`spinefx.runtime.grading`) and writes
 ``OUT/vertebrae.json``, ``OUT/vertebrae_mask.nii.gz`` and ``OUT/overview.png``. No torch.
 
@@ -227,6 +227,8 @@ def vertebrae_document(vl: VertebraList, volume: Volume, flips: tuple[bool, bool
                  "grade": g.get("grade"), "shape": g.get("shape"),
                  "mask_value": v.value, "volume_ml": round(v.volume_mm3 / 1000.0, 2),
                  "truncated": v.truncated}
+        if v.sacral is not None:   # the localiser's sacrum output, which anchors the count
+            entry["sacrum_probability"] = round(v.sacral, 3)
         for key in ("endplate_irregularity_mm", "endplate_irregular", "expected_heights_mm",
                     "expected_from", "grade_note", "height_slice"):
             if key in g:

@@ -3,8 +3,10 @@
 :func:`segment_bodies` resamples every sagittal slice in-plane to the model's pixel size,
 normalises each slice by its own intensity percentiles (so any weighting and any scanner scale
 is one input range), runs the 2-D network over all slices as one ONNX batch and resamples the
-body probability back onto the input grid. The slice axis is never resampled: the network is
-2-D, so thick and thin slices are both one slice to it.
+body probability back onto the input grid. :func:`segment_spine` also returns the second
+output of a two-output localiser, the sacrum probability, which anchors the level count.
+The slice axis is never resampled: the network is 2-D, so thick and thin slices are both one
+slice to it.
 
 The preprocessing helpers here (:func:`resample_slices`, :func:`normalise_slices`) are the
 ones training uses (``spinefx.train.seg_data`` imports them), so train and run time cannot

@@ -95,6 +95,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="fine-tune this exported localiser (its model.json beside it)")
     parser.add_argument("--checkpoint", type=Path, default=None,
                         help="also save the torch state_dict here (for fine-tuning; not shipped)")
+    parser.add_argument("--sacrum-from", type=Path, default=None,
+                        help="a localiser folder whose bodies below vb3's L5 label the sacrum "
+                             "there (default: the sacrum counts only inside vb3's L1-L5 band)")
     parser.add_argument("--time-only", action="store_true",
                         help="only time segment_bodies with the model in --out; train nothing")
     args = parser.parse_args(argv)
@@ -118,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     _log(f"rendering {args.phantoms} phantoms (SYNTHETIC)")
     phantoms = phantom_sources(range(args.seed * 10_000, args.seed * 10_000 + args.phantoms))
-    real = vb3_sources(args.real_spine, VB3_TRAIN)
+    real = vb3_sources(args.real_spine, VB3_TRAIN, sacrum_model=args.sacrum_from)
     _log(f"data ready: {len(phantoms)} phantom series, {len(real)} vb3 subjects "
          f"({time.perf_counter() - t0:.0f}s)")
     config = TrainConfig(steps=args.steps, seed=args.seed, max_minutes=args.max_minutes,
@@ -159,7 +162,10 @@ def main(argv: list[str] | None = None) -> int:
                     f"T2 series, all bodies T1-S3 and the sacrum labelled, {FOCUS_P:.0%} of "
                     f"phantom crops centred on the fractured body and {SACRUM_P:.0%} on the "
                     f"sacrum) + vb3 subjects 01-44 (real, L1-L5 labelled; loss counted inside "
-                    f"each column's labelled band, sacrum 0 there)",
+                    f"each column's labelled band, sacrum 0 there" +
+                    ("" if args.sacrum_from is None else
+                     "; the sacrum below L5: the bodies the localiser fine-tuned from finds "
+                     "there, counted everywhere") + ")",
             "config": config_record(config), **result.summary(),
             "loss_per_window": result.losses,
             "command": " ".join([".venv/bin/python", "tools/train_localiser.py",

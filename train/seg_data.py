@@ -71,16 +71,36 @@ def load_real(path: Path, key: str = "vertebral_bodies") -> tuple[np.ndarray, np
     return image, mask
 
 
-def vb3_sources(root: Path, subjects: tuple[int, ...]) -> list[SliceSource]:
+def vb3_sources(root: Path, subjects: tuple[int, ...],
+                sacrum_model: Path | None = None) -> list[SliceSource]:
+    """The vb3 subjects as sources. Their L1-L5 are labelled, so inside that band nothing is
+    sacrum. Below L5 only the sacrum lies, unlabelled: without ``sacrum_model`` the sacrum
+    channel counts inside the band only; with it (a localiser folder), that model's bodies
+    below the band are taken as the sacrum (anatomy, not a guess: nothing else lies below
+    L5) and the channel counts everywhere (above L1 nothing is sacrum either)."""
     out = []
     for n in subjects:
         image, mask = load_real(root / "vb3" / f"vb3_{n:02d}.npz")
         band = labelled_band(mask)
-        # L1-L5 are labelled, so inside their band nothing is sacrum; below it, S1 is there
-        # but unlabelled: the sacrum channel counts only inside the band
+        sacrum, sacrum_weight = np.zeros_like(mask), band
+        if sacrum_model is not None:
+            sacrum, sacrum_weight = _sacrum_below_l5(image, mask, band, sacrum_model)
         out.append(SliceSource(image, mask, band, (1.0, 1.0), f"vb3_{n:02d}", slab=True,
-                               sacrum=np.zeros_like(mask), sacrum_weight=band))
+                               sacrum=sacrum, sacrum_weight=sacrum_weight))
     return out
+
+
+def _sacrum_below_l5(image: np.ndarray, mask: np.ndarray, band: np.ndarray,
+                     model_dir: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(sacrum mask (slices, rows, cols), weight (rows, cols) of ones): the bodies the
+    localiser in ``model_dir`` finds wholly below each column's labelled band."""
+    from spinefx.runtime.segmentation import segment_bodies
+
+    body = segment_bodies(image, (1.0, 1.0, 1.0), model_dir) >= 0.5
+    rows = np.arange(mask.shape[1])[:, None]
+    bottom = mask.shape[1] - 1 - np.argmax(band[::-1], axis=0)     # last band row per column
+    below = rows > bottom[None, :]
+    return (body & below[None]).astype(np.uint8), np.ones(mask.shape[1:], np.float32)
 
 
 def phantom_sources(seeds: range, variation: float = 1.0) -> list[SliceSource]:

@@ -118,7 +118,20 @@ def test_healthy_box_spine_all_grade_zero():
     vl = grade_vertebrae(find_vertebrae(spine(), (3.0, 1.0, 1.0)))
     assert [v.grading["grade"] for v in vl.vertebrae] == [0] * 5
     assert all(v.grading["shape"] == "normal" for v in vl.vertebrae)
-    assert vl.vertebrae[0].grading["expected_from"].startswith("median of 2")
+    assert vl.vertebrae[0].grading["expected_from"].startswith("the nearest gradable body")
+    assert vl.vertebrae[2].grading["expected_from"].startswith("median of 4")
+
+
+def test_a_body_with_neighbours_on_one_side_is_held_to_the_nearest():
+    # heights grow down the spine: 20 mm, then 23, then 27 mm bodies (healthy)
+    mask = np.zeros((7, 150, 80), dtype=bool)
+    for top, h in ((10, 20), (38, 23), (69, 27), (104, 27)):
+        mask[1:-1, top:top + h, 20:52] = True
+    vl = grade_vertebrae(find_vertebrae(mask, (3.0, 1.0, 1.0)))
+    first = vl.vertebrae[0].grading
+    # against the median of the two below (23, 27 -> 25 mm) it would lose 20%: grade 1
+    assert first["expected_heights_mm"]["posterior"] == pytest.approx(23.0, abs=0.6)
+    assert [v.grading["grade"] for v in vl.vertebrae] == [0, 0, 0, 0]
 
 
 def test_truncated_and_sacral_bodies_are_not_graded():
