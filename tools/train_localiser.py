@@ -107,7 +107,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{key}: {seconds}")
         return 0
 
-    from spinefx.train.seg_data import FOCUS_P, SACRUM_P, VB3_TRAIN, phantom_sources, vb3_sources
+    from spinefx.train.seg_data import (
+        FOCUS_P,
+        FOV_CUT_P,
+        SACRUM_P,
+        VB3_TRAIN,
+        phantom_sources,
+        vb3_sources,
+    )
     from spinefx.train.segmentation import (
         TrainConfig,
         config_record,
@@ -161,7 +168,8 @@ def main(argv: list[str] | None = None) -> int:
                     f"{args.seed * 10_000}..{args.seed * 10_000 + args.phantoms - 1}, T1 and "
                     f"T2 series, all bodies T1-S3 and the sacrum labelled, {FOCUS_P:.0%} of "
                     f"phantom crops centred on the fractured body and {SACRUM_P:.0%} on the "
-                    f"sacrum) + vb3 subjects 01-44 (real, L1-L5 labelled; loss counted inside "
+                    f"sacrum; {FOV_CUT_P:.0%} with the field of view ended at a random "
+                    f"row) + vb3 subjects 01-44 (real, L1-L5 labelled; loss counted inside "
                     f"each column's labelled band, sacrum 0 there" +
                     ("" if args.sacrum_from is None else
                      "; the sacrum below L5: the bodies the localiser fine-tuned from finds "

@@ -60,8 +60,10 @@ def test_batches_are_normalised_and_seeded():
         assert x.shape == (3, channels, 32, 32) and np.array_equal(x, y)
     assert a[0].min() >= -0.5 and a[0].max() <= 1.5
     assert set(np.unique(a[1])) <= {0.0, 1.0}
-    # no sacrum labels in this source: the sacrum channel counts for nothing
-    assert a[2][:, 1].max() == 0 and a[2][:, 0].max() == 1
+    # no sacrum labels in this source: the sacrum channel counts only in the padding below a
+    # cut field of view (known empty), never on the image
+    counted = a[2][:, 1] > 0
+    assert (a[0][:, 0][counted] == 0).all() and a[2][:, 0].max() == 1
 
 
 def test_phantom_sources_label_the_sacrum_and_vb3_only_inside_its_band(real_spine):
@@ -77,6 +79,21 @@ def test_phantom_sources_label_the_sacrum_and_vb3_only_inside_its_band(real_spin
     real = vb3_sources(Path(real_spine), (1,))[0]
     assert real.sacrum is not None and not real.sacrum.any()
     assert np.array_equal(real.sacrum_weight, real.weight)   # not taught below L5's band
+
+
+def test_a_cut_field_of_view_shows_padding_with_no_body_and_no_sacrum_below():
+    from spinefx.train.seg_data import _cut_field_of_view
+
+    x = np.full((40, 10), 0.7, np.float32)
+    planes = [np.ones((40, 10), np.float32) for _ in range(5)]   # body, w, sacrum, w, centre
+    planes[1][:] = planes[3][:] = 0.0                              # unlabelled before the cut
+    _cut_field_of_view(np.random.default_rng(3), x, planes)
+    cut = int(np.argmax(x[:, 0] == 0))
+    assert 16 <= cut < 40 and (x[:cut] == 0.7).all() and (x[cut:] == 0).all()
+    body, body_w, sacrum, sacrum_w, centre = planes
+    assert (body[cut:] == 0).all() and (sacrum[cut:] == 0).all() and (centre[cut:] == 0).all()
+    assert (body_w[cut:] == 1).all() and (sacrum_w[cut:] == 1).all()   # padding: known empty
+    assert (body[:cut] == 1).all() and (body_w[:cut] == 0).all()       # above: untouched
 
 
 def test_labelled_band_follows_each_column():
