@@ -27,7 +27,8 @@ THRESHOLD = 0.5
 ERODE_MM = 2.0          # bridges thinner than 2 x this are cut (discs are >= 4 mm, bodies >= 15 mm)
 MIN_BODY_MM3 = 1000.0   # a whole thoracic body is ~5000 mm3, a lumbar one ~25000 mm3
 MIN_BODY_SHARE = 0.2    # ... and a body is at least this share of the median body
-MERGED_SHARE = 1.7      # a component this many typical bodies large is split further
+MERGED_SHARE = 1.5      # a component this many typical bodies large is split further
+WAIST_SHARE = 0.6       # ... at a cross-section under this share of its median one
 SACRAL_GAP_SHARE = 0.5  # a gap below this share of the median disc gap joins fused segments
 SACRAL_GAP_MM = 3.0     # ... and below this many mm (a lumbar disc is 5-12 mm)
 SACRAL_SHRINK = 0.65    # S2 is under this share of S1 (phantoms 0.4-0.6; L5/L4 is 0.7-1.2)
@@ -227,7 +228,46 @@ def _split_merged(labels: np.ndarray, steps: int) -> np.ndarray:
                 region[grown == seed_value] = value if j == 0 else next_value + j - 1
             next_value += int(big.sum())
             break
+        # a bridge too thick to erode away (or a piece of the split still this large): cut
+        # across the spine at the waists
+        values, sizes = np.unique(region[piece], return_counts=True)   # its pieces now
+        for piece_value, size in zip(values, sizes):
+            if size > MERGED_SHARE * typical:
+                parts = int(min(4, max(2, round(size / typical))))
+                next_value += _cut_at_waists(region, int(piece_value), parts, next_value)
     return labels
+
+
+def _cut_at_waists(region: np.ndarray, value: int, parts: int, next_value: int) -> int:
+    """Cut the component ``value`` of ``region`` into ``parts`` along its long in-plane axis,
+    each cut at the narrowest cross-section (a disc is a waist between two bodies) near where
+    an even split by volume would fall; only where the cross-section there is under
+    :data:`WAIST_SHARE` of the median one. In place; returns how many new values it used."""
+    k, r, c = np.nonzero(region == value)
+    pts = np.stack([r, c], axis=1).astype(np.float64)
+    pts -= pts.mean(axis=0)
+    axis = np.linalg.eigh(pts.T @ pts)[1][:, -1]           # the principal in-plane direction
+    t = pts @ axis
+    lo = float(t.min())
+    bins = np.floor(t - lo).astype(int)
+    profile = np.convolve(np.bincount(bins), np.ones(3) / 3.0, mode="same")
+    order = np.sort(bins)
+    cuts = []
+    for j in range(1, parts):
+        centre = order[int(j * len(order) / parts)]
+        half = max(1, int(0.5 * len(profile) / parts))
+        a, b = max(1, centre - half), min(len(profile) - 1, centre + half)
+        if b <= a:
+            continue
+        at = a + int(np.argmin(profile[a:b]))
+        if profile[at] < WAIST_SHARE * float(np.median(profile)):
+            cuts.append(at)
+    if not cuts:
+        return 0
+    piece = np.searchsorted(np.array(sorted(cuts)), bins, side="right")  # 0 .. len(cuts)
+    new_values = np.where(piece == 0, value, next_value + piece - 1)
+    region[k, r, c] = new_values
+    return len(cuts)
 
 
 def _box_iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:

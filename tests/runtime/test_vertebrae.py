@@ -120,6 +120,19 @@ def test_narrow_lumbar_disc_is_not_taken_for_the_sacrum():
     assert vl.level_confidence < 0.5 and "lumbar-by-default" in vl.level_reason
 
 
+def test_bodies_joined_by_a_bridge_too_wide_to_erode_are_cut_at_the_waist():
+    # five 24 x 32 bodies, 8-row discs; the 2nd and 3rd joined across their disc by an 18-column
+    # bridge (the map filled part of a disc): erosion cannot cut it, the cross-section can
+    mask, boxes = box_spine([24] * 5, [8] * 4, depths=[32] * 5)
+    x0, _, x1, _ = boxes[1]
+    mask[1:-1, boxes[1][3]:boxes[2][1], x0 + 7:x0 + 25] = 1
+    vl = find_vertebrae(mask, SPACING, label_levels=False)
+    assert len(vl) == 5
+    for v, (bx0, by0, bx1, by1) in zip(vl.vertebrae, boxes):
+        assert abs(v.centroid[1] - (by0 + by1) / 2) < 4     # each body its own piece
+    assert vl.gaps_mm[1] == 0.0                               # they still touch there
+
+
 def test_a_cut_s1_is_found_by_the_sacrum_map_where_the_gaps_cannot():
     # six bodies, lumbar-size discs all the way down; the lowest is cut by the image's edge
     mask, boxes = box_spine([24, 25, 26, 26, 25, 14], [8, 9, 10, 10, 9], top=5)
