@@ -108,7 +108,6 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     from spinefx.train.seg_data import (
-        ABOVE_SACRUM_CUT_P,
         FOCUS_P,
         FOV_CUT_P,
         SACRUM_P,
@@ -169,10 +168,9 @@ def main(argv: list[str] | None = None) -> int:
                     f"{args.seed * 10_000}..{args.seed * 10_000 + args.phantoms - 1}, T1 and "
                     f"T2 series, all bodies T1-S3 and the sacrum labelled, {FOCUS_P:.0%} of "
                     f"phantom crops centred on the fractured body and {SACRUM_P:.0%} on the "
-                    f"sacrum; the field of view ended within 30 mm above the sacrum in "
-                    f"{ABOVE_SACRUM_CUT_P:.0%} of the examples showing it, else at a random row "
-                    f"in {FOV_CUT_P:.0%}) + vb3 subjects 01-44 (real, L1-L5 labelled; loss "
-                    f"counted inside each column's labelled band, sacrum 0 there" +
+                    f"sacrum; {FOV_CUT_P:.0%} with the field of view ended at a random "
+                    f"row) + vb3 subjects 01-44 (real, L1-L5 labelled; loss counted inside "
+                    f"each column's labelled band, sacrum 0 there" +
                     ("" if args.sacrum_from is None else
                      "; the sacrum below L5: the bodies the localiser fine-tuned from finds "
                      "there, counted everywhere") + ")",

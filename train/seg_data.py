@@ -32,7 +32,6 @@ PERCENTILES = (1.0, 99.0)
 # learns to smooth fractures back to normal height (grading then misses them).
 FOCUS_P = 0.4
 FOV_CUT_P = 0.3  # examples whose field of view ends at a random row (see _cut_field_of_view)
-ABOVE_SACRUM_CUT_P = 0.3  # of the examples showing the sacrum: end within 30 mm above it
 SACRUM_P = 0.3  # the sacrum is in few crops otherwise (~0.5% of the pixels)
 
 
@@ -215,16 +214,14 @@ def _crop(rng: np.random.Generator, arrays: list[np.ndarray], mask: np.ndarray, 
     return out
 
 
-def _cut_field_of_view(rng: np.random.Generator, x: np.ndarray, binary: list[np.ndarray],
-                       cut: int | None = None) -> None:
-    """End the field of view at row ``cut`` (default: a random row in the lower 60%), in
-    place: below it, what the runtime's zero padding shows, with no body and no sacrum there
-    (counted). vb3's S1 always sits at its image's bottom edge; without this the sacrum
-    channel learns "the lowest body at the edge is sacral" and reads a lumbar body the field
-    of view cuts as S1."""
+def _cut_field_of_view(rng: np.random.Generator, x: np.ndarray, binary: list[np.ndarray]
+                       ) -> None:
+    """End the field of view at a random row (in place): below it, what the runtime's zero
+    padding shows, with no body and no sacrum there (counted). vb3's S1 always sits at its
+    image's bottom edge; without this the sacrum channel learns "the lowest body at the edge
+    is sacral" and reads a lumbar body the field of view cuts as S1."""
     rows = x.shape[0]
-    if cut is None:
-        cut = int(rng.integers(int(0.4 * rows), rows))
+    cut = int(rng.integers(int(0.4 * rows), rows))
     x[cut:] = 0.0
     body, body_w, sacrum, sacrum_w, centre = binary
     body[cut:], sacrum[cut:], centre[cut:] = 0.0, 0.0, 0.0
@@ -245,12 +242,7 @@ def draw_example(rng: np.random.Generator, src: SliceSource, size: int, pixel_mm
     x = normalise_slices(stack[:1], *PERCENTILES)[0]
     x = augment_intensity(rng, x)
     binary = [(stack[i] >= 0.5).astype(np.float32) for i in range(1, 6)]
-    sacral_rows = np.nonzero(binary[2].any(axis=1))[0]
-    if len(sacral_rows) and rng.random() < ABOVE_SACRUM_CUT_P:
-        top = int(sacral_rows[0])         # end the image inside L5 or its disc: no S1 in view
-        _cut_field_of_view(rng, x, binary,
-                           int(rng.integers(max(1, top - int(30 / pixel_mm)), max(2, top))))
-    elif rng.random() < FOV_CUT_P:
+    if rng.random() < FOV_CUT_P:
         _cut_field_of_view(rng, x, binary)
     cropped = _crop(rng, [x, *binary[:4]], binary[4], size)
     if rng.random() < 0.3:           # anterior to the right: some viewers store it so

@@ -96,21 +96,6 @@ def test_a_cut_field_of_view_shows_padding_with_no_body_and_no_sacrum_below():
     assert (body[:cut] == 1).all() and (body_w[:cut] == 0).all()       # above: untouched
 
 
-def test_a_field_of_view_ended_above_the_sacrum_shows_no_sacrum(monkeypatch):
-    import spinefx.train.seg_data as seg_data
-
-    src = seg_data.phantom_sources(range(4, 5))[0]      # seed 4: S1-S3 in the field of view
-    monkeypatch.setattr(seg_data, "ABOVE_SACRUM_CUT_P", 1.0)
-    monkeypatch.setattr(seg_data, "FOCUS_P", 0.0)
-    monkeypatch.setattr(seg_data, "SACRUM_P", 1.0)      # every crop centres on the sacrum
-    rng = np.random.default_rng(0)
-    for _ in range(6):
-        x, target, weight = seg_data.draw_example(rng, src, 320, 1.5)   # the whole image
-        assert target[1].max() == 0                    # the sacrum is below the cut
-        assert weight[1].max() == 1 and target[0].any()   # counted; L5 or L4 still shown
-        assert (x[target[0] > 0] != 0).any()
-
-
 def test_labelled_band_follows_each_column():
     mask = np.zeros((2, 20, 6), np.uint8)
     mask[0, 5:9, 1:3] = 1
