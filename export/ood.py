@@ -37,7 +37,11 @@ from .onnx_export import FEATURES_NAME, ParityError, ParityReport, run_features,
 DEFAULT_K = 32
 DEFAULT_QUANTILE = 0.99
 DEFAULT_FOLDS = 5
-BODY_QUANTILE = 0.02     # <= ~2% of in-distribution ROIs fail the body-fraction check
+# ~3% of in-distribution ROIs fail the body-fraction check: with the feature score's 1% the two
+# signals stay under the 5% in-distribution target of issue "A model worth showing". (0.02 with
+# the shipped localiser flagged 90.5% of the benchmark's disc boxes at seed 9090; 0.04, 96%, but
+# 7% of the held-out phantoms.)
+BODY_QUANTILE = 0.03
 FEATURES_BOUND = 1e-3    # max |f_onnx - f_torch| / max |f_torch| of the pooled features
 SIGNIFICANT = 6          # digits kept of each stored float (model.json stays < ~1 MB at k=32)
 
@@ -175,11 +179,24 @@ def fit_body_fraction(fractions: Sequence[float], source: str,
         "body_fraction_definition": {"central_area": list(CENTRAL), "crop_margin": CROP_MARGIN,
                                      "neighbours": NEIGHBOURS,
                                      "body_probability": BODY_PROBABILITY,
-                                     "localiser": "weights/localiser (runtime.segmentation)"},
+                                     "localiser": "weights/localiser (runtime.segmentation)",
+                                     "localiser_sha256": _localiser_sha256()},
         "body_fraction_held_out": {
             "n": len(values), "flagged_rate": round(float(np.mean(values < threshold)), 4),
             "median": _round(float(np.median(values))), "min": _round(float(values.min()))},
     }
+
+
+def _localiser_sha256() -> str | None:
+    """The localiser the fractions were measured with: another localiser moves them (a new one
+    moved the 0.02 quantile of 200 held-out phantoms from 0.066 to 0.27), so refit with it."""
+    from spinefx.runtime import SpineFXError
+    from spinefx.runtime.segmentation import load_card
+
+    try:
+        return str(load_card().get("sha256") or "") or None
+    except (OSError, ValueError, SpineFXError):
+        return None
 
 
 def add_body_fraction(info: dict, cases: Sequence[Case], source: str, default_size_mm: float,
