@@ -29,6 +29,15 @@ def test_bundled_model_is_verified_labelled_synthetic_and_lean(bundled) -> None:
     assert "not a medical device" in (BUNDLED_DIR / "README.md").read_text().lower()
 
 
+def test_bundled_body_fraction_threshold_was_fitted_with_the_shipped_localiser() -> None:
+    """A new localiser moves every body fraction (one moved the threshold from 0.066 to 0.39):
+    whoever ships a localiser must refit the bundled model's OOD block with it."""
+    from spinefx.runtime.segmentation import load_card
+
+    definition = read_model_spec(BUNDLED_DIR).raw["ood"]["body_fraction_definition"]
+    assert definition["localiser_sha256"] == load_card()["sha256"]
+
+
 def test_cuda_asked_but_absent_runs_on_cpu() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
