@@ -127,9 +127,23 @@ def result_markdown(pred: Prediction, synthetic_model: bool, truth: dict | None 
     where = f"slice {slice_index}, " if slice_index is not None else ""
     lines.append(f"{where}ROI {list(pred.roi)} · model `{pred.model_id}` "
                  f"(sha256 {pred.model_sha256[:12]}…) · {timing}")
+    if pred.roi_snap is not None:
+        lines.append(roi_snap_line(pred.roi_snap))
     if pred.model_input.notes:
         lines.append("Notes: " + "; ".join(pred.model_input.notes))
     return "\n\n".join(lines)
+
+
+def roi_snap_line(snap: dict) -> str:
+    """Which box the model saw: fitted to the vertebral body under the given box or click, or
+    the given one kept (and why)."""
+    given = ", ".join(f"{v:g}" for v in snap["box_given"])
+    if snap["snapped"]:
+        used = ", ".join(f"{v:g}" for v in snap["box"])
+        return (f"Box: your box or click ({given}) was fitted to the vertebral body the localiser "
+                f"finds under its centre ({used}), so any box or click on this body gives this "
+                "answer.")
+    return f"Box: yours ({given}) was used as given: {snap['reason'].removeprefix('box kept: ')}."
 
 
 def explanation_markdown(explanation: dict) -> str:

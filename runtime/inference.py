@@ -24,7 +24,8 @@ from .errors import SpineFXError, SpineFXWarning
 from .matching import AlignedPair, align_pair
 from .model_files import ModelSpec, read_model_spec
 from .ood import OodScorer, assess_ood
-from .preprocess import Box, ModelInput, build_six_channel, resize
+from .preprocess import Box, ModelInput, box_from_center, build_six_channel, resize
+from .roi_snap import RoiSnap, snap_to_body
 from .volume import Volume
 
 log = logging.getLogger("spinefx.runtime")
@@ -88,6 +89,7 @@ class Prediction:
     timings_ms: dict[str, float] = field(default_factory=dict)
     ood: dict | None = None           # runtime.ood: flagged, score, threshold, meaning
     ood_reason: str = ""              # why ``ood`` is None (the model has no OOD check)
+    roi_snap: dict | None = None      # runtime.roi_snap: the box the model saw and why
 
     @property
     def ood_flagged(self) -> bool:
@@ -106,6 +108,7 @@ class Prediction:
                 "preprocessing": self.model_input.config.to_dict(),
                 "notes": list(self.model_input.notes),
                 "ood": self.ood, **({"ood_reason": self.ood_reason} if self.ood is None else {}),
+                **({"roi_snap": self.roi_snap} if self.roi_snap is not None else {}),
                 "timings_ms": {k: round(v, 2) for k, v in self.timings_ms.items()}}
 
 
@@ -142,12 +145,16 @@ class Predictor:
     ``spinning``: onnxruntime's threads busy-wait between operators (its default); off, they
     sleep, which on a loaded 2-core machine made a batch 35-40% faster (the spinning thread
     takes the core the other one needs) and leaves the node's listener its share.
+    ``snap_roi``: a given box or click is replaced by the tight box of the vertebral body the
+    localiser finds under its centre (:mod:`spinefx.runtime.roi_snap`; kept where there is
+    none); off, the model sees the box as given (``spinefx predict --keep-box``).
     """
 
     def __init__(self, model: str | PathLike | None = None, variant: str | None = None,
                  providers: list[str] | None = None, threads: int | None = None,
-                 release_memory: bool = False, spinning: bool = True):
+                 release_memory: bool = False, spinning: bool = True, snap_roi: bool = True):
         ort = import_onnxruntime()
+        self.snap_roi = snap_roi
         self.spec: ModelSpec = read_model_spec(resolve_model(model))
         self.variant, self.path, self.sha256 = self.spec.file(variant)
         available = ort.get_available_providers()
@@ -219,12 +226,18 @@ class Predictor:
 
     def predict_pair(self, pair: AlignedPair, slice_index: int, box: Box | None = None,
                      center: tuple[float, float] | None = None,
-                     size_mm: float | None = None) -> Prediction:
-        """Predict the lesion at T1 slice ``slice_index`` of an aligned pair."""
+                     size_mm: float | None = None, snap: bool | None = None) -> Prediction:
+        """Predict the lesion at T1 slice ``slice_index`` of an aligned pair; ``snap``: fit the
+        box to the body under its centre (None: the predictor's ``snap_roi``)."""
         t1, t2 = pair.t1, pair.t2
         t0 = time.perf_counter()
-        model_input = build_six_channel(pair, slice_index, box=box, center=center,
-                                        size_mm=size_mm, config=self.config)
+        fitted = self._snap(t1, slice_index, box, center, size_mm,
+                            self.snap_roi if snap is None else snap)
+        if fitted is not None and fitted.snapped:
+            model_input = build_six_channel(pair, slice_index, box=fitted.box, config=self.config)
+        else:
+            model_input = build_six_channel(pair, slice_index, box=box, center=center,
+                                            size_mm=size_mm, config=self.config)
         t1_ = time.perf_counter()
         prob, cam, pooled = self.run_all(model_input.array)
         t2_ = time.perf_counter()
@@ -239,11 +252,26 @@ class Predictor:
             model_input=model_input, t1_slice=t1.data[slice_index],
             t2_slice=np.nan_to_num(t2.data[slice_index]),
             model_id=self.model_id, model_sha256=self.sha256,
-            ood=self._ood(pooled, 0, t1, slice_index, box or model_input.roi),
-            ood_reason=self.ood_reason)
+            ood=self._ood(pooled, 0, t1, slice_index, fitted.given if fitted else
+                          (box or model_input.roi)),
+            ood_reason=self.ood_reason, roi_snap=fitted.to_json() if fitted else None)
         prediction.timings_ms = {"preprocess": (t1_ - t0) * 1e3, "inference": (t2_ - t1_) * 1e3,
                                  "postprocess": (time.perf_counter() - t2_) * 1e3}
         return prediction
+
+    def _snap(self, t1: Volume, slice_index: int, box: Box | None,
+              center: tuple[float, float] | None, size_mm: float | None,
+              wanted: bool) -> RoiSnap | None:
+        """The vertebral body under the given box or click (None: snapping is off, or the
+        ROI is malformed, which :func:`build_six_channel` then reports)."""
+        if not wanted or (box is None) == (center is None) \
+                or not 0 <= int(slice_index) < t1.n_slices:
+            return None
+        given = box if box is not None else box_from_center(
+            center, size_mm or self.config.default_size_mm, t1.pixel_spacing)  # type: ignore
+        if not all(np.isfinite(given)):
+            return None
+        return snap_to_body(t1, int(slice_index), given)
 
     def _ood(self, pooled: np.ndarray | None, j: int, t1: Volume, slice_index: int,
              box: Box) -> dict | None:

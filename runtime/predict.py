@@ -111,7 +111,7 @@ def predict_study(predictor: Predictor, study: str | PathLike | None, out_dir: s
 
 
 PREDICTION_COLUMNS = ("case_id", "label", "probability", "predicted", "threshold", "ood",
-                      "ood_score", "status", "error")
+                      "ood_score", "roi_snapped", "status", "error")
 
 
 def _ood_cells(prediction: Prediction) -> dict[str, str]:
@@ -141,6 +141,7 @@ def predict_manifest(predictor: Predictor, manifest: str | PathLike, out_dir: st
         try:
             p = predictor.predict_case(case)
             row.update(probability=f"{p.probability:.6f}", predicted=p.label, status="ok", error="",
+                       roi_snapped="" if p.roi_snap is None else str(p.roi_snap["snapped"]).lower(),
                        **_ood_cells(p))
         except SpineFXError as exc:
             line = getattr(case, "line", None)
@@ -148,7 +149,7 @@ def predict_manifest(predictor: Predictor, manifest: str | PathLike, out_dir: st
             message = str(_in_study(exc, where))
             log.warning("case %s skipped: %s", case.case_id, message)
             row.update(probability="", predicted="", status="error", error=message, ood="",
-                       ood_score="")
+                       ood_score="", roi_snapped="")
         rows.append(row)
     path = atomic_write_csv(out / "predictions.csv", PREDICTION_COLUMNS, rows)
     n_ood = sum(r["ood"] == "true" for r in rows)

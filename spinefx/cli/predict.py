@@ -95,6 +95,9 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     roi.add_argument("--center", help="x,y of the vertebral body centre in T1 pixels")
     p.add_argument("--size-mm", type=_size_mm,
                    help="box side in mm for --center, 5..300 (default: the model's)")
+    p.add_argument("--keep-box", action="store_true",
+                   help="give the model the box (or --center box) as given; by default it is "
+                        "fitted to the vertebral body the localiser finds under its centre")
     p.add_argument("--fractured-only", action="store_true",
                    help="without --box/--center: classify only the vertebrae graded >= 1 "
                         "(height loss >= 20%%) and any named with --level (default: all)")
@@ -167,7 +170,8 @@ def run(args: argparse.Namespace) -> int:
     # our own lines (which provider ran, skipped cases) at INFO; libraries only when they warn
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     logging.getLogger("spinefx").setLevel(logging.INFO)
-    predictor = Predictor(args.model, variant=args.variant, threads=args.threads)
+    predictor = Predictor(args.model, variant=args.variant, threads=args.threads,
+                          snap_roi=not args.keep_box)
     if predictor.spec.synthetic:
         print("note: this model was trained on SYNTHETIC phantoms; it is a pipeline "
               "demonstration, not a clinical model", file=sys.stderr)

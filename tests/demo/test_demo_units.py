@@ -291,3 +291,18 @@ def _titled(title: str):
     """A stand-in study: naming_study reads only the title."""
     from types import SimpleNamespace
     return SimpleNamespace(title=title)
+
+
+def test_the_result_text_says_which_box_the_model_saw() -> None:
+    from spinefx.demo.views import roi_snap_line
+
+    fitted = roi_snap_line({"snapped": True, "box": [10.0, 12.0, 40.0, 30.0],
+                            "box_given": [8.0, 8.0, 44.5, 34.0], "reason": "fitted"})
+    assert "(8, 8, 44.5, 34)" in fitted and "(10, 12, 40, 30)" in fitted
+    assert "any box or click on this body" in fitted
+    kept = roi_snap_line({"snapped": False, "box": [1.0, 1.0, 5.0, 5.0],
+                          "box_given": [1.0, 1.0, 5.0, 5.0],
+                          "reason": "box kept: the localiser finds no vertebral body under "
+                                    "the box's centre"})
+    assert kept.endswith("used as given: the localiser finds no vertebral body under the box's "
+                         "centre.")

@@ -51,7 +51,7 @@ def test_predictor_verifies_sha256_and_refuses_tampering(model_dir, tmp_path) ->
 def test_probability_and_cam_follow_the_graph(model_dir, study) -> None:
     _, t1_dir, t2_dir, case = study
     t1, t2 = load_series(t1_dir), load_series(t2_dir)
-    predictor = Predictor(model_dir)
+    predictor = Predictor(model_dir, snap_roi=False)   # the graph at exactly this box
     pred = predictor.predict_volumes(t1, t2, case.slice, box=case.box)
     direct = build_six_channel(align_pair(t1, t2), case.slice, box=case.box,
                                config=PreprocessConfig(image_size=64))

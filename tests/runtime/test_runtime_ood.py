@@ -111,10 +111,12 @@ def test_result_json_carries_ood_and_the_cli_warns(models, study, tmp_path, caps
     folder, _, _, case, _ = study
     box = ",".join(str(v) for v in case.box)
     out = tmp_path / "own"
+    # --keep-box: the features of exactly the box the OOD block was fitted on
     assert main(["predict", str(folder), "--box", box, "--slice", str(case.slice), "--model",
-                 str(models["ood"]), "--out", str(out), "--no-progress"]) == 0
+                 str(models["ood"]), "--out", str(out), "--no-progress", "--keep-box"]) == 0
     result = json.loads((out / "result.json").read_text())
     assert result["ood"]["flagged"] is False and result["ood"]["score"] < 1.0
+    assert "roi_snap" not in result
     assert result["ood"]["threshold"] == 4.0 and "training" in result["ood"]["meaning"]
     printed = capsys.readouterr()
     assert OOD_WARNING not in result["warnings"] and OOD_WARNING not in printed.err
