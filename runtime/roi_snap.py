@@ -49,20 +49,21 @@ def snap_to_body(t1: Volume, slice_index: int, box: Box, model_dir=None,
     (see the module's docstring); the given box, with the reason, when there is none."""
     from .segmentation import LocaliserModelError, segment_bodies
 
-    given = tuple(float(v) for v in box)
-    spacing = (float(t1.slice_spacing), *(float(v) for v in t1.pixel_spacing))
+    given = _as_box(box)
+    row_mm, col_mm = (float(v) for v in t1.pixel_spacing)
+    spacing = (float(t1.slice_spacing), row_mm, col_mm)
     try:
         prob = segment_bodies(t1.data[slice_index:slice_index + 1], spacing, model_dir,
                               threads)[0]
     except (LocaliserModelError, ValueError) as exc:
         return RoiSnap(given, given, False, f"box kept: the localiser could not run ({exc})")
-    return body_box_at(prob > BODY_PROBABILITY, given, (spacing[1], spacing[2]))  # type: ignore
+    return body_box_at(prob > BODY_PROBABILITY, given, (spacing[1], spacing[2]))
 
 
 def body_box_at(mask: np.ndarray, box: Box, pixel_mm: tuple[float, float]) -> RoiSnap:
     """:func:`snap_to_body` on a boolean (rows, cols) body mask: the box (x1, y1 exclusive) of
     the component holding ``box``'s centre pixel, when it looks like one vertebral body."""
-    given = tuple(float(v) for v in box)
+    given = _as_box(box)
     rows, cols = mask.shape
     x, y = int(np.floor((given[0] + given[2]) / 2)), int(np.floor((given[1] + given[3]) / 2))
     if not (0 <= x < cols and 0 <= y < rows) or not mask[y, x]:
@@ -83,3 +84,8 @@ def body_box_at(mask: np.ndarray, box: Box, pixel_mm: tuple[float, float]) -> Ro
                                             "the size of a vertebral body")
     return RoiSnap(found, given, True, "box fitted to the vertebral body the localiser finds "
                                        "under its centre (the box the model was trained on)")
+
+
+def _as_box(box: Box) -> Box:
+    x0, y0, x1, y1 = (float(v) for v in box)
+    return (x0, y0, x1, y1)
