@@ -21,6 +21,7 @@ series through ``localise_series`` to the written files, per stage, median and m
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import resource
@@ -42,9 +43,19 @@ HELD_OUT = range(45, 55)
 
 
 def vb3_subjects(root: Path, subjects: range) -> Iterator[tuple[str, Volume, np.ndarray, list]]:
-    """(name, volume, truth label map on the volume grid, level names of values 1..n)."""
+    """(name, volume, truth label map on the volume grid, level names of values 1..n). A file
+    byte-identical to an earlier one is skipped with a note: the folder holds four such pairs
+    (vb3_18 = 19, 32 = 33, 51 = 53, 52 = 54), so the held-out 45-54 are 8 subjects, not 10."""
+    seen: dict[str, str] = {}
     for n in subjects:
-        data = np.load(root / "vb3" / f"vb3_{n:02d}.npz")
+        path = root / "vb3" / f"vb3_{n:02d}.npz"
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        if digest in seen:
+            print(f"note: {path.name} is byte-identical to {seen[digest]}: scored once",
+                  file=sys.stderr)
+            continue
+        seen[digest] = path.name
+        data = np.load(path)
         image = np.moveaxis(data["image"], 2, 0)            # (slices, rows, cols)
         truth = np.moveaxis(data["vertebral_bodies"], 2, 0)
         sp = [float(v) for v in data["spacing_mm"]]           # rows, cols, slices
