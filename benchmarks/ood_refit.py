@@ -21,14 +21,21 @@ from pathlib import Path
 
 
 def case_features(predictor, cases) -> list:
-    """The model's pooled features of each case at its manifest ROI (the runtime's path)."""
+    """The model's pooled features of each case at the box the runtime gives the model: the
+    manifest box (or click) fitted to the body under its centre when ``predictor.snap_roi``
+    (:mod:`spinefx.runtime.roi_snap`), else as given."""
     from spinefx.runtime import align_pair, build_six_channel, load_volume
+    from spinefx.runtime.preprocess import box_from_center
+    from spinefx.runtime.roi_snap import snap_to_body
 
     rows = []
     for case in cases:
         pair = align_pair(load_volume(case.t1, "T1"), load_volume(case.t2, "T2"))
-        x = build_six_channel(pair, case.slice, box=case.box, center=case.center,
-                              size_mm=case.size_mm, config=predictor.config).array
+        box = case.box if case.box is not None else box_from_center(
+            case.center, case.size_mm or predictor.config.default_size_mm, pair.t1.pixel_spacing)
+        if predictor.snap_roi:
+            box = snap_to_body(pair.t1, case.slice, box).box
+        x = build_six_channel(pair, case.slice, box=box, config=predictor.config).array
         rows.append(predictor.run_all(x)[2][0])
     return rows
 
@@ -39,6 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("out", help="new folder: the copy with the re-fitted ood block")
     ap.add_argument("--manifest", required=True, help="cases the model never trained on")
     ap.add_argument("--k", type=int, default=None, help="also re-fit the feature Gaussian")
+    ap.add_argument("--keep-box", action="store_true",
+                    help="fit the features at the boxes as given (the runtime fits each box to "
+                         "the body under its centre unless predict --keep-box)")
     ap.add_argument("--body-quantile", type=float, default=None,
                     help="quantile of the cases' body fractions (default BODY_QUANTILE)")
     args = ap.parse_args(argv)
@@ -64,11 +74,15 @@ def main(argv: list[str] | None = None) -> int:
     source = Path(args.manifest).name
     ood = spec.get("ood")
     if args.k is not None or not isinstance(ood, dict):
-        predictor = Predictor(out)
+        predictor = Predictor(out, snap_roi=not args.keep_box)
         if predictor.ood is None and "features" not in predictor.spec.raw.get("outputs", {}):
             raise SystemExit(f"{src} has no 'features' output: {predictor.ood_reason}")
         features = np.asarray(case_features(predictor, cases), np.float64)
         ood = fit_ood(features, cases, source, k=args.k or 32)
+        ood["fitted_on"]["boxes"] = (
+            "the manifest boxes as given" if args.keep_box else "the manifest boxes fitted to "
+            "the vertebral body under their centre, as the runtime gives them to the model "
+            "(spinefx.runtime.roi_snap)")
     default_size = float(spec["preprocessing"]["default_size_mm"])
     fractions = np.array([case_body_fraction(c, default_size) for c in cases])
     print("body fractions of the manifest's cases: quantiles "
