@@ -3,7 +3,9 @@ selection): every metric with 95% CIs (DeLong AUC, Wilson proportions, bootstrap
 the OOD flag rate, an ROC picture and the per-case predictions. The probability is the
 runtime's (the manifest box fitted to the body the localiser finds under its centre,
 :mod:`spinefx.runtime.roi_snap`); ``probability_as_given`` is the model at the manifest box
-itself, and the two AUCs are compared (paired DeLong). Not a test::
+itself and ``probability_click_as_given`` the model at a centre click with the default box
+(what a user gives, unfitted); each AUC is compared with the runtime's (paired DeLong). Not a
+test::
 
     python benchmarks/held_out.py --model weights --cases 500 --seed 9001 --out held_out
 """
@@ -32,9 +34,14 @@ def score_cohort(predictor: Predictor, cases: int, seed: int, variation: float,
         pair = align_pair(t1, t2)
         p = predictor.predict_pair(pair, case.slice, box=case.box)
         given = predictor.predict_pair(pair, case.slice, box=case.box, snap=False)
+        x0, y0, x1, y1 = case.box
+        click = predictor.predict_pair(pair, case.slice, snap=False,
+                                       center=(float(np.floor((x0 + x1 - 1) / 2)),
+                                               float(np.floor((y0 + y1 - 1) / 2))))
         rows.append({"case_id": row["case_id"], "label": row["label"],
                      "probability": round(p.probability, 6), "predicted": p.label,
                      "probability_as_given": round(given.probability, 6),
+                     "probability_click_as_given": round(click.probability, 6),
                      "roi_snapped": str(bool(p.roi_snap and p.roi_snap["snapped"])).lower(),
                      "ood": "" if p.ood is None else str(p.ood_flagged).lower()})
     return rows
@@ -73,6 +80,10 @@ def main() -> None:
                      "accuracy": float(np.mean((as_given >= predictor.threshold) == y)),
                      "delong_vs_runtime": delong_test(y, p, as_given),
                      "roi_snapped": sum(r["roi_snapped"] == "true" for r in rows)}
+    click = np.array([r["probability_click_as_given"] for r in rows])
+    m["click_as_given"] = {"auc": auc_delong(y, click),
+                           "accuracy": float(np.mean((click >= predictor.threshold) == y)),
+                           "delong_vs_runtime": delong_test(y, p, click)}
     m["cohort"] = {"seed": args.seed, "variation": args.variation, "synthetic": True,
                    "model": predictor.model_id}
     (args.out / "metrics.json").write_text(json.dumps(m, indent=2))
@@ -95,6 +106,11 @@ def main() -> None:
           f"manifest box as given: AUC {g['auc']['value']:.3f} ({g['auc']['ci_low']:.3f}-"
           f"{g['auc']['ci_high']:.3f}), accuracy {g['accuracy']:.3f}; paired DeLong vs the "
           f"runtime's: {g['delong_vs_runtime']}")
+    c = m["click_as_given"]
+    print(f"the model at a centre click with the default box, as given: AUC "
+          f"{c['auc']['value']:.3f} ({c['auc']['ci_low']:.3f}-{c['auc']['ci_high']:.3f}), "
+          f"accuracy {c['accuracy']:.3f}; paired DeLong vs the runtime's: "
+          f"{c['delong_vs_runtime']}")
 
 
 if __name__ == "__main__":
