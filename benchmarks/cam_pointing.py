@@ -24,7 +24,7 @@ TARGET = 0.85
 
 def pointing_game(predictor: Predictor, cases: int, seed: int, variation: float) -> dict:
     """Hit rate, chance rate and a Wilson 95% CI over ``cases`` malignant phantoms."""
-    hits, chance = [], []
+    hits, chance, where = [], [], []
     for s in range(seed, seed + cases):
         case = render_case(s, "malignant", 1.0, variation=variation)
         t1, t2 = case_volumes(case)
@@ -32,12 +32,42 @@ def pointing_game(predictor: Predictor, cases: int, seed: int, variation: float)
         body = case.vertebra_mask[case.slice] > 0
         r, c = np.unravel_index(np.argmax(p.cam_slice), p.cam_slice.shape)
         hits.append(bool(p.cam_slice.max() > 0 and body[r, c]))
+        where.append(peak_place(case, int(r), int(c), body))
         x0, y0, x1, y1 = p.roi
         chance.append(float(body[max(y0, 0):y1, max(x0, 0):x1].mean()))
     n, k = len(hits), int(sum(hits))
     return {"variation": variation, "n": n, "hits": k, "rate": k / n,
             "ci95": wilson(k, n), "chance": float(np.mean(chance)), "seed": seed,
-            "target": TARGET, "met": k / n >= TARGET}
+            "target": TARGET, "met": k / n >= TARGET,
+            "peak_places": {place: where.count(place) for place in PLACES}}
+
+
+PLACES = ("fractured body", "another body", "disc below it", "disc above it", "another disc",
+          "elsewhere, behind the body's centre", "elsewhere, in front of it")
+
+
+def peak_place(case, r: int, c: int, body: np.ndarray) -> str:
+    """Where the map's peak lies on the lesion slice, from the phantom's masks: in the fractured
+    body, another body, the disc just below or above it, another disc, or elsewhere (behind or
+    in front of the fractured body's centre; posterior is the larger column in these phantoms:
+    the canal lies to the right of the bodies)."""
+    masks = case.masks("t1")
+    bodies, discs = masks["bodies"][case.slice], masks["discs"][case.slice]
+    if body[r, c]:
+        return "fractured body"
+    if bodies[r, c]:
+        return "another body"
+    if discs[r, c]:
+        rows = np.nonzero(body.any(axis=1))[0]
+        disc_rows = np.nonzero((discs == discs[r, c]).any(axis=1))[0]
+        if disc_rows.mean() > rows.max() - 2 and disc_rows.min() - rows.max() < 6:
+            return "disc below it"
+        if disc_rows.mean() < rows.min() + 2 and rows.min() - disc_rows.max() < 6:
+            return "disc above it"
+        return "another disc"
+    cols = np.nonzero(body.any(axis=0))[0]
+    return ("elsewhere, behind the body's centre" if c > cols.mean()
+            else "elsewhere, in front of it")
 
 
 def wilson(k: int, n: int, z: float = 1.959964) -> tuple[float, float]:
@@ -66,6 +96,10 @@ def main() -> None:
         rows.append(r)
         print(f"| {v:g} | {r['n']} | {r['rate']:.1%} | {r['ci95'][0]:.1%}-{r['ci95'][1]:.1%} "
               f"| {r['chance']:.1%} | {'pass' if r['met'] else 'miss'} |")
+    print("\nwhere the peak lies (cases): " + "; ".join(
+        f"variation {r['variation']:g}: " + ", ".join(f"{place} {count}" for place, count
+                                                     in r["peak_places"].items() if count)
+        for r in rows))
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
 
