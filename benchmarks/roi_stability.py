@@ -18,6 +18,7 @@ by). ``--no-snap`` measures the model alone, every box as given. A benchmark, no
 
     python benchmarks/roi_stability.py                               # bundled model
     python benchmarks/roi_stability.py --no-snap                     # the model alone
+    python benchmarks/roi_stability.py --cases 20 --variation 1 --curve docs/roi_fitting.png
     python benchmarks/roi_stability.py --model DIR --cases 120 --seed 4242 --variation 0 1 \\
         --json roi.json
 
@@ -111,6 +112,53 @@ def evaluate(predictor, seed: int, n_cases: int, variation: float, workers: int)
     return {"variation": variation, "seed": seed, "n_cases": n_cases, "families": rows}
 
 
+def shift_curve(predictor, seed: int, n_cases: int, variation: float, shifts: list[int],
+                path: str) -> dict:
+    """|dP| against the box's shift (px, along x and y, both signs) for the runtime (boxes
+    fitted to the body) and the model alone (as given), one picture: ``path`` (PNG)."""
+    from spinefx.phantom import iter_cases
+    from spinefx.phantom.case import case_volumes
+    from spinefx.runtime import align_pair
+
+    found: dict[str, dict[int, list[float]]] = {"fitted": {}, "as given": {}}
+    for _row, case in iter_cases(seed=seed, n_cases=n_cases, n_malignant=n_cases // 2,
+                                 variation=variation, progress=True):
+        pair = align_pair(*case_volumes(case))
+        x0, y0, x1, y1 = (float(v) for v in case.box)
+        for name, snap in (("fitted", True), ("as given", False)):
+            p0 = predictor.predict_pair(pair, case.slice, box=(x0, y0, x1, y1), snap=snap)
+            for d in shifts:
+                moved = [(x0 + e, y0, x1 + e, y1) for e in (-d, d)] + \
+                        [(x0, y0 + e, x1, y1 + e) for e in (-d, d)]
+                found[name].setdefault(d, []).extend(
+                    abs(predictor.predict_pair(pair, case.slice, box=b, snap=snap).probability
+                        - p0.probability) for b in moved)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.6), dpi=110)
+    for name, colour in (("as given", "tab:red"), ("fitted", "tab:blue")):
+        med = [float(np.median(found[name][d])) for d in shifts]
+        p95 = [float(np.percentile(found[name][d], 95)) for d in shifts]
+        label = "box as given (the model alone)" if name == "as given" else \
+            "box fitted to the body (the runtime)"
+        ax.plot(shifts, med, "-o", color=colour, label=f"{label}: median")
+        ax.plot(shifts, p95, "--", color=colour, label=f"{label}: 95th percentile")
+    ax.axhline(TARGET_P95, color="grey", lw=0.8, ls=":")
+    ax.set_xlabel("box shift (pixels, in x or y)")
+    ax.set_ylabel("|change in P(malignant)|")
+    ax.set_title(f"{n_cases} held-out SYNTHETIC phantoms (seed {seed}, variation {variation:g})",
+                 fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return {name: {str(d): float(np.median(v)) for d, v in per.items()}
+            for name, per in found.items()}
+
+
 def print_table(result: dict) -> None:
     print(f"\n**variation {result['variation']:g}** ({result['n_cases']} SYNTHETIC cases, "
           f"seed {result['seed']})\n")
@@ -138,6 +186,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-snap", action="store_true",
                     help="the model alone: boxes as given, not fitted to the body")
     ap.add_argument("--json", default=None, help="also write the results to this JSON file")
+    ap.add_argument("--curve", default=None, metavar="PNG",
+                    help="only draw |dP| against the box's shift, fitted and as given, for the "
+                         "first --variation (needs matplotlib)")
     args = ap.parse_args(argv)
     from spinefx.runtime.inference import Predictor
 
@@ -146,6 +197,11 @@ def main(argv: list[str] | None = None) -> int:
           f"centre click box {predictor.config.default_size_mm:g} mm (model default); "
           + ("boxes as given (--no-snap: the model alone)" if args.no_snap else
              "boxes fitted to the localiser's body under their centre (the runtime's default)"))
+    if args.curve:
+        medians = shift_curve(predictor, args.seed, args.cases, args.variation[0],
+                              [0, 1, 2, 3, 4, 6, 8], args.curve)
+        print(f"wrote {args.curve}; median |dP| by shift: {json.dumps(medians)}")
+        return 0
     results = []
     for variation in args.variation:
         result = evaluate(predictor, args.seed, args.cases, variation, args.workers)
