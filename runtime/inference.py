@@ -265,6 +265,8 @@ class Predictor:
         """The vertebral body under the given box or click (None: snapping is off, or the
         ROI is malformed, which :func:`build_six_channel` then reports)."""
         if not wanted or (box is None) == (center is None) \
+                or not isinstance(slice_index, (int, float, np.integer, np.floating)) \
+                or not float(slice_index).is_integer() \
                 or not 0 <= int(slice_index) < t1.n_slices:
             return None
         given = box if box is not None else box_from_center(

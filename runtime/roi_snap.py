@@ -55,8 +55,11 @@ def snap_to_body(t1: Volume, slice_index: int, box: Box, model_dir=None,
     try:
         prob = segment_bodies(t1.data[slice_index:slice_index + 1], spacing, model_dir,
                               threads)[0]
-    except (LocaliserModelError, ValueError) as exc:
+    except LocaliserModelError as exc:
         return RoiSnap(given, given, False, f"box kept: the localiser could not run ({exc})")
+    except Exception as exc:  # noqa: BLE001 - fitting refines a box; it never fails a prediction
+        return RoiSnap(given, given, False, "box kept: the localiser could not segment the "
+                                            f"slice ({type(exc).__name__})")
     return body_box_at(prob > BODY_PROBABILITY, given, (spacing[1], spacing[2]))
 
 

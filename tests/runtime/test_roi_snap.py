@@ -81,3 +81,14 @@ def test_shifted_boxes_and_a_centre_click_give_the_same_probability(phantom_pair
     assert kept.roi_snap is None and "roi_snap" not in kept.summary()
     assert kept.model_input.roi != tight.model_input.roi
     assert tight.summary()["roi_snap"]["snapped"] is True
+
+
+def test_without_a_localiser_the_box_is_kept_and_the_reason_said(tmp_path) -> None:
+    from spinefx.runtime.roi_snap import snap_to_body
+    from spinefx.runtime.volume import Volume
+
+    volume = Volume.from_array(np.zeros((3, 32, 32), np.float32), pixel_spacing=(1.0, 1.0),
+                               slice_spacing=4.0)
+    snap = snap_to_body(volume, 1, (4, 4, 20, 20), model_dir=tmp_path)   # an empty folder
+    assert not snap.snapped and snap.box == (4.0, 4.0, 20.0, 20.0)
+    assert snap.reason.startswith("box kept: the localiser could not run")
