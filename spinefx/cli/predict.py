@@ -43,6 +43,15 @@ def _slice(text: str) -> int:
     return value
 
 
+def _box_line(snap: dict) -> str:
+    """Which box the model saw (result.json's ``roi_snap``), in one line."""
+    given = ",".join(f"{v:g}" for v in snap["box_given"])
+    if snap["snapped"]:
+        return (f"box: {given} fitted to the vertebral body under its centre: "
+                f"{','.join(f'{v:g}' for v in snap['box'])} (--keep-box to use it as given)")
+    return f"box: {given} used as given ({snap['reason'].removeprefix('box kept: ')})"
+
+
 def _ood_line(ood: dict | None, reason: str) -> str:
     """One line on the out-of-distribution check (its warning, when flagged, is printed with
     the other warnings)."""
@@ -196,6 +205,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"P(malignant) = {p.probability:.3f} -> {p.label} (threshold {p.threshold:.2f}). "
           f"{DISCLAIMER}", file=human)
     print(_ood_line(p.ood, p.ood_reason), file=human)
+    if p.roi_snap is not None:
+        print(_box_line(p.roi_snap), file=human)
     for name, path in result.files.items():
         print(f"{name}: {path}", file=human)
     return 0

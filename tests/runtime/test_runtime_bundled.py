@@ -102,7 +102,8 @@ def test_real_dzz_pair_end_to_end_with_the_bundled_model(real_spine, tmp_path, c
     assert (out / "overlay.png").stat().st_size > 10_000
 
 
-def test_a_box_and_a_click_on_one_real_vertebra_give_one_answer(real_spine, tmp_path) -> None:
+def test_a_box_and_a_click_on_one_real_vertebra_give_one_answer(real_spine, tmp_path,
+                                                                capsys) -> None:
     """Real DzZ pair: the CLI fits the box and the click to the body under them (result.json
     says so and keeps the given box); --keep-box gives the model the box as given."""
     args = ["predict", "--t1", str(real_spine / "dzz_t1.npz"), "--t2",
@@ -110,11 +111,17 @@ def test_a_box_and_a_click_on_one_real_vertebra_give_one_answer(real_spine, tmp_
     runs = {"box": ["--box", "150,230,189,267"], "click": ["--center", "170,248"],
             "kept": ["--box", "150,230,189,267", "--keep-box"]}
     results = {}
+    printed = {}
     for name, roi in runs.items():
         assert main([*args, *roi, "--out", str(tmp_path / name)]) == 0
         results[name] = json.loads((tmp_path / name / "result.json").read_text())
+        printed[name] = capsys.readouterr().out
     box, click, kept = results["box"], results["click"], results["kept"]
     assert box["roi_snap"]["snapped"] and box["roi_snap"]["box_given"] == [150, 230, 189, 267]
     assert click["roi_snap"]["box"] == box["roi_snap"]["box"]
     assert click["probability"] == pytest.approx(box["probability"], abs=1e-6)
     assert "roi_snap" not in kept and kept["roi"] != box["roi"]
+    fitted = ",".join(f"{v:g}" for v in box["roi_snap"]["box"])
+    assert f"box: 150,230,189,267 fitted to the vertebral body under its centre: {fitted}" \
+        in printed["box"]
+    assert "box:" not in printed["kept"]
