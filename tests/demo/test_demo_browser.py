@@ -68,6 +68,16 @@ def _text(page, selector: str) -> str:
     return page.locator(selector).inner_text(timeout=TIMEOUT_MS)
 
 
+def _wait_for_text(page, selector: str, needle: str) -> None:
+    """Wait for ``needle`` in the element's text; a timeout says what the element read."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+    try:
+        page.wait_for_function("([s, n]) => { const e = document.querySelector(s);"
+                               " return e && e.innerText.includes(n); }", arg=[selector, needle])
+    except PlaywrightTimeout:
+        pytest.fail(f"{selector} never read {needle!r}; it reads: {_text(page, selector)!r}")
+
+
 def test_read_an_example_upload_a_study_and_complete_a_teaching_case(browser, demo_server,
                                                                      phi_files):
     _, url = demo_server
@@ -94,18 +104,23 @@ def test_read_an_example_upload_a_study_and_complete_a_teaching_case(browser, de
                         clip={"x": 0, "y": 0, "width": 1400, "height": 1650})
 
     # --- upload a DICOM study (with PHI in its headers), click the vertebra, predict
+    before = page.locator("#slice-image img").first.get_attribute("src") or ""
     page.locator("#dicom-files input[type=file]").set_input_files(phi_files)
     page.wait_for_timeout(500)
     page.wait_for_function("!document.querySelector('#dicom-files .uploading')")
     page.click("#load-upload")
     page.wait_for_function("document.querySelector('#status').innerText.includes('Loaded')")
     assert "Loaded **" not in _text(page, "#status")  # markdown rendered
+    # gradio maps a click to image pixels with the <img>'s natural size: a click before the
+    # upload's slice has decoded (naturalWidth 0) maps to nothing and sends no select event
+    page.wait_for_function("s => { const i = document.querySelector('#slice-image img');"
+                           " return i && i.src && i.src !== s && i.complete"
+                           " && i.naturalWidth > 0; }", arg=before)
     img = page.locator("#slice-image img").first
-    img.wait_for()
     box = img.bounding_box()
     img.click(position={"x": box["width"] * 0.55, "y": box["height"] * 0.45})
     # the box is filled at load already (click-free reading): wait for the click's own answer
-    page.wait_for_function("document.querySelector('#status').innerText.includes('Press Predict')")
+    _wait_for_text(page, "#status", "Press Predict")
     assert page.locator("#box textarea, #box input").first.input_value().count(",") == 3
     page.click("#predict")
     page.wait_for_function("document.querySelector('#status').innerText.includes('Done')")
