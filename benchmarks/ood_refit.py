@@ -23,19 +23,18 @@ from pathlib import Path
 def case_features(predictor, cases) -> list:
     """The model's pooled features of each case at the box the runtime gives the model: the
     manifest box (or click) fitted to the body under its centre when ``predictor.snap_roi``
-    (:mod:`spinefx.runtime.roi_snap`), else as given."""
+    (:func:`spinefx.runtime.roi_snap.snap_roi`, as the exporter fits them), else as given."""
     from spinefx.runtime import align_pair, build_six_channel, load_volume
-    from spinefx.runtime.preprocess import box_from_center
-    from spinefx.runtime.roi_snap import snap_to_body
+    from spinefx.runtime.roi_snap import snap_roi
 
     rows = []
     for case in cases:
         pair = align_pair(load_volume(case.t1, "T1"), load_volume(case.t2, "T2"))
-        box = case.box if case.box is not None else box_from_center(
-            case.center, case.size_mm or predictor.config.default_size_mm, pair.t1.pixel_spacing)
-        if predictor.snap_roi:
-            box = snap_to_body(pair.t1, case.slice, box).box
-        x = build_six_channel(pair, case.slice, box=box, config=predictor.config).array
+        snap = snap_roi(pair.t1, case.slice, case.box, case.center, case.size_mm,
+                        predictor.config.default_size_mm) if predictor.snap_roi else None
+        roi = (dict(box=snap.box) if snap is not None and snap.snapped else
+               dict(box=case.box, center=case.center, size_mm=case.size_mm))
+        x = build_six_channel(pair, case.slice, config=predictor.config, **roi).array
         rows.append(predictor.run_all(x)[2][0])
     return rows
 
@@ -56,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from spinefx.export.ood import (
         BODY_QUANTILE,
+        FITTED_BOXES,
         case_body_fraction,
         fit_body_fraction,
         fit_ood,
@@ -79,10 +79,8 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"{src} has no 'features' output: {predictor.ood_reason}")
         features = np.asarray(case_features(predictor, cases), np.float64)
         ood = fit_ood(features, cases, source, k=args.k or 32)
-        ood["fitted_on"]["boxes"] = (
-            "the manifest boxes as given" if args.keep_box else "the manifest boxes fitted to "
-            "the vertebral body under their centre, as the runtime gives them to the model "
-            "(spinefx.runtime.roi_snap)")
+        ood["fitted_on"]["boxes"] = "the manifest boxes as given" if args.keep_box \
+            else FITTED_BOXES
     default_size = float(spec["preprocessing"]["default_size_mm"])
     fractions = np.array([case_body_fraction(c, default_size) for c in cases])
     print("body fractions of the manifest's cases: quantiles "

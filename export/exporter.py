@@ -43,6 +43,7 @@ from spinefx.runtime.files import atomic_write_text
 from spinefx.runtime.model_files import FORMAT, MODEL_JSON
 from spinefx.runtime.ood import t2_kind
 from spinefx.runtime.provenance import NOT_A_DEVICE
+from spinefx.runtime.roi_snap import snap_roi
 from spinefx.train.model import SpineFxNet, load_model
 from spinefx.train.run_folder import manifest_permission
 
@@ -106,11 +107,14 @@ def stratified_order(cases: list[Case], seed: int = 0) -> list[int]:
 
 
 def prepare_inputs(cases: list[Case], config: PreprocessConfig, progress: bool = False,
-                   headers: list[tuple[float, str]] | None = None
+                   headers: list[tuple[float, str]] | None = None,
+                   fitted: list[np.ndarray] | None = None
                    ) -> tuple[np.ndarray, list[Case], list[str]]:
     """Preprocess cases (as training and the runtime do: ``runtime.prepare_case``'s steps); a
     case that fails is skipped and named in the returned notes. ``headers``, if given, gets
-    each kept case's (T1 slice spacing in mm, T2 kind): model.json's training ranges."""
+    each kept case's (T1 slice spacing in mm, T2 kind): model.json's training ranges.
+    ``fitted``, if given, gets each kept case's input at the box the runtime gives the model
+    (its box or click fitted to the body under its centre: ``runtime.roi_snap.snap_roi``)."""
     from tqdm.auto import tqdm
 
     arrays, kept, notes = [], [], []
@@ -119,9 +123,12 @@ def prepare_inputs(cases: list[Case], config: PreprocessConfig, progress: bool =
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", SpineFXWarning)
                 t1, t2 = load_volume(case.t1, "T1"), load_volume(case.t2, "T2")
-                arrays.append(build_six_channel(align_pair(t1, t2), case.slice, box=case.box,
-                                                center=case.center, size_mm=case.size_mm,
-                                                config=config).array)
+                pair = align_pair(t1, t2)
+                x = build_six_channel(pair, case.slice, box=case.box, center=case.center,
+                                      size_mm=case.size_mm, config=config).array
+                if fitted is not None:
+                    fitted.append(_fitted_input(pair, case, config, x))
+            arrays.append(x)
             if headers is not None:
                 headers.append((t1.slice_spacing, t2_kind(t2.description)))
             kept.append(case)
@@ -130,6 +137,15 @@ def prepare_inputs(cases: list[Case], config: PreprocessConfig, progress: bool =
     shape = (0, config.n_channels, config.image_size, config.image_size)
     batch = np.stack(arrays).astype(np.float32) if arrays else np.zeros(shape, np.float32)
     return batch, kept, notes
+
+
+def _fitted_input(pair, case: Case, config: PreprocessConfig, as_given: np.ndarray) -> np.ndarray:
+    """The case's input at its box fitted to the body (``as_given`` where it is kept)."""
+    snap = snap_roi(pair.t1, case.slice, case.box, case.center, case.size_mm,
+                    config.default_size_mm)
+    if snap is None or not snap.snapped:
+        return as_given
+    return build_six_channel(pair, case.slice, box=snap.box, config=config).array
 
 
 def _gate_manifest(manifest: str | PathLike | None, run_dir: Path, config: dict,
@@ -145,7 +161,8 @@ def _gate_manifest(manifest: str | PathLike | None, run_dir: Path, config: dict,
 
 def _gate_cases(manifest_path: Path, prep: PreprocessConfig, n_cases: int | None, seed: int,
                 progress: bool, log, allow_outside: bool = False,
-                headers: list[tuple[float, str]] | None = None
+                headers: list[tuple[float, str]] | None = None,
+                fitted: list[np.ndarray] | None = None
                 ) -> tuple[np.ndarray, list[Case], list[str]]:
     """The manifest's cases in stratified order (the first ``n_cases`` of them, if given),
     preprocessed; a case that fails is skipped with a warning naming ``export_model``'s
@@ -155,7 +172,7 @@ def _gate_cases(manifest_path: Path, prep: PreprocessConfig, n_cases: int | None
     if n_cases is not None:
         order = order[:n_cases]
     log(f"preprocessing {len(order)} case(s) from {manifest_path} at {prep.image_size} px")
-    inputs, kept, notes = prepare_inputs(order, prep, progress, headers)
+    inputs, kept, notes = prepare_inputs(order, prep, progress, headers, fitted)
     for note in notes:
         warnings.warn(note, SpineFXWarning, stacklevel=3)
     if len(kept) == 0:
@@ -235,9 +252,11 @@ def export_model(run_dir: str | PathLike, out_dir: str | PathLike,
     # the gates of the reduced variants and the OOD fit use every case; fp32's parity needs
     # only the first
     headers: list[tuple[float, str]] = []
+    # the OOD score is fitted at the boxes the runtime gives the model (fitted to the body)
+    fitted: list[np.ndarray] | None = [] if ood else None
     inputs, kept, notes = _gate_cases(manifest_path, model.preprocess_config,
                                       None if (int8 or fp16 or ood) else parity_cases, seed,
-                                      progress, log, permission, headers)
+                                      progress, log, permission, headers, fitted)
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".spinefx-export-", dir=out_dir.parent))
@@ -246,9 +265,9 @@ def export_model(run_dir: str | PathLike, out_dir: str | PathLike,
                            probability_bound, cam_r_bound, log)
         features_parity = check_features(model, fp32.session, inputs[:parity_cases], log)
         source = f"{manifest_path.name}, {provenance['cases']} for the final model"
-        ood_info, ood_note = (fit_from_session(fp32.session, inputs, kept, source,
+        ood_info, ood_note = (fit_from_session(fp32.session, np.stack(fitted), kept, source,
                                                ood_k, ood_quantile, seed, log)
-                              if ood else (None, "not fitted: export_model(ood=False)"))
+                              if fitted else (None, "not fitted: export_model(ood=False)"))
         if ood_info is not None:   # the second signal: a vertebral body in the ROI
             ood_info = add_body_fraction(ood_info, kept, manifest_path.name,
                                          model.preprocess_config.default_size_mm, log)

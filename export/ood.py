@@ -42,6 +42,10 @@ DEFAULT_FOLDS = 5
 # the shipped localiser flagged 90.5% of the benchmark's disc boxes at seed 9090; 0.04, 96%, but
 # 7% of the held-out phantoms.)
 BODY_QUANTILE = 0.03
+# where the features are measured: at the box the runtime gives the model (the export's
+# inputs there, exporter.prepare_inputs(fitted=...)), so the threshold holds for what it scores
+FITTED_BOXES = ("the manifest boxes fitted to the vertebral body under their centre, as the "
+                "runtime gives them to the model (spinefx.runtime.roi_snap)")
 FEATURES_BOUND = 1e-3    # max |f_onnx - f_torch| / max |f_torch| of the pooled features
 SIGNIFICANT = 6          # digits kept of each stored float (model.json stays < ~1 MB at k=32)
 
@@ -240,6 +244,7 @@ def fit_from_session(session, inputs: np.ndarray, kept: list[Case], source: str,
     """(model.json's ``ood`` block, "") or (None, why it was not fitted)."""
     try:
         info = fit_ood(run_features(session, inputs), kept, source, k, quantile, seed=seed)
+        info["fitted_on"]["boxes"] = FITTED_BOXES
     except ValueError as exc:
         log(f"OOD score not fitted: {exc}")
         return None, f"not fitted: {exc}"

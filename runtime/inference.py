@@ -24,8 +24,8 @@ from .errors import SpineFXError, SpineFXWarning
 from .matching import AlignedPair, align_pair
 from .model_files import ModelSpec, read_model_spec
 from .ood import OodScorer, assess_ood
-from .preprocess import Box, ModelInput, box_from_center, build_six_channel, resize
-from .roi_snap import RoiSnap, snap_to_body
+from .preprocess import Box, ModelInput, build_six_channel, resize
+from .roi_snap import RoiSnap, snap_roi
 from .volume import Volume
 
 log = logging.getLogger("spinefx.runtime")
@@ -264,16 +264,9 @@ class Predictor:
               wanted: bool) -> RoiSnap | None:
         """The vertebral body under the given box or click (None: snapping is off, or the
         ROI is malformed, which :func:`build_six_channel` then reports)."""
-        if not wanted or (box is None) == (center is None) \
-                or not isinstance(slice_index, (int, float, np.integer, np.floating)) \
-                or not float(slice_index).is_integer() \
-                or not 0 <= int(slice_index) < t1.n_slices:
+        if not wanted:
             return None
-        given = box if box is not None else box_from_center(
-            center, size_mm or self.config.default_size_mm, t1.pixel_spacing)  # type: ignore
-        if not all(np.isfinite(given)):
-            return None
-        return snap_to_body(t1, int(slice_index), given)
+        return snap_roi(t1, slice_index, box, center, size_mm, self.config.default_size_mm)
 
     def _ood(self, pooled: np.ndarray | None, j: int, t1: Volume, slice_index: int,
              box: Box) -> dict | None:

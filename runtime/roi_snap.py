@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from .morphology import label_components
-from .preprocess import Box
+from .preprocess import Box, box_from_center
 from .volume import Volume
 
 BODY_PROBABILITY = 0.5          # a pixel is vertebral body above this localiser probability
@@ -61,6 +61,24 @@ def snap_to_body(t1: Volume, slice_index: int, box: Box, model_dir=None,
         return RoiSnap(given, given, False, "box kept: the localiser could not segment the "
                                             f"slice ({type(exc).__name__})")
     return body_box_at(prob > BODY_PROBABILITY, given, (spacing[1], spacing[2]))
+
+
+def snap_roi(t1: Volume, slice_index: Any, box: Box | None,
+             center: tuple[float, float] | None, size_mm: float | None,
+             default_size_mm: float) -> RoiSnap | None:
+    """:func:`snap_to_body` of a box or a centre click (``size_mm`` or ``default_size_mm``
+    square) on T1 slice ``slice_index``, as the runtime fits every ROI it is given; None for a
+    malformed ROI (both or neither of box and centre, a slice not on the series, a non-finite
+    box), which :func:`spinefx.runtime.build_six_channel` then reports."""
+    if (box is None) == (center is None) \
+            or not isinstance(slice_index, (int, float, np.integer, np.floating)) \
+            or not float(slice_index).is_integer() or not 0 <= int(slice_index) < t1.n_slices:
+        return None
+    given = box if box is not None else box_from_center(
+        center, size_mm or default_size_mm, t1.pixel_spacing)  # type: ignore[arg-type]
+    if not all(np.isfinite(given)):
+        return None
+    return snap_to_body(t1, int(slice_index), given)
 
 
 def body_box_at(mask: np.ndarray, box: Box, pixel_mm: tuple[float, float]) -> RoiSnap:

@@ -66,10 +66,29 @@ def _export_order(inputs):
     return x[order], [cases[i] for i in order]
 
 
-def test_threshold_is_the_stated_quantile_of_out_of_fold_scores(exported, model, inputs):
+@pytest.fixture(scope="module")
+def fitted_inputs(cohort, inputs):
+    """(inputs at the boxes the runtime gives the model, labels, cases), manifest order: each
+    manifest box fitted to the body under its centre (runtime.roi_snap), as the export fits
+    the OOD score; the manifest-box inputs must differ for some cases, or the tests below
+    could not tell the two apart."""
+    from spinefx.export.exporter import prepare_inputs
+    from spinefx.runtime import PreprocessConfig, read_manifest
+
+    fitted: list[np.ndarray] = []
+    x, cases, _ = prepare_inputs(read_manifest(cohort), PreprocessConfig(image_size=64),
+                                 fitted=fitted)
+    np.testing.assert_array_equal(x, inputs[0])
+    moved = [float(np.abs(a - b).max()) for a, b in zip(x, fitted)]
+    assert len(fitted) == len(x) and max(moved) > 0.05, moved
+    return np.stack(fitted), inputs[1], cases
+
+
+def test_threshold_is_the_stated_quantile_of_out_of_fold_scores(exported, model,
+                                                               fitted_inputs):
     _, spec = exported
     ood = spec["ood"]
-    x, cases = _export_order(inputs)
+    x, cases = _export_order(fitted_inputs)
     features = torch_features(model, x).astype(np.float64)
     folds = patient_folds(cases, 5)
     assert usable_k(folds, 32) == ood["k"]
@@ -165,3 +184,20 @@ def test_body_fraction_fit_and_its_failures():
     info = add_body_fraction({"threshold": 1.0}, [lost] * 5, "m.csv", 50.0, notes.append)
     assert "body_fraction_threshold" not in info and info["threshold"] == 1.0
     assert info["body_fraction_note"].startswith("not fitted") and notes
+
+
+def test_the_ood_fit_is_made_at_the_boxes_the_runtime_gives_the_model(exported, model, inputs,
+                                                                      fitted_inputs):
+    """The runtime scores the features of the box it fits to the body (runtime.roi_snap), so
+    the export fits the Gaussian there, not at the manifest's boxes."""
+    from spinefx.export.ood import FITTED_BOXES
+
+    _, spec = exported
+    ood = spec["ood"]
+    assert ood["fitted_on"]["boxes"] == FITTED_BOXES
+    fitted, _ = _export_order(fitted_inputs)
+    given, _ = _export_order(inputs)
+    mean = np.asarray(ood["mean"])
+    np.testing.assert_allclose(mean, torch_features(model, fitted).mean(0), rtol=1e-4,
+                               atol=1e-6)
+    assert np.abs(mean - torch_features(model, given).mean(0)).max() > 0.01
