@@ -24,6 +24,7 @@ import gradio as gr
 from . import api
 from . import read_handlers as rh
 from .context import DemoContext, drop_state
+from .map_handlers import show_occlusion
 from .report import DICOM_NOTE, prepare_dicom
 from .spine_view import SPINE_HEADERS
 from .teaching_app import teaching_tab, wire_teaching
@@ -206,10 +207,14 @@ def _result_column(ui: UI) -> None:
         ui["dicom_btn"] = gr.DownloadButton("Download the DICOM results (.zip)", value=None,
                                             visible=False, size="sm", elem_id="dicom-results")
     ui["dicom_note"] = gr.Markdown(DICOM_NOTE, visible=False, elem_id="dicom-note")
-    ui["overlay"] = gr.Image(label="Grad-CAM on the T1 and T2 lesion slices", interactive=False,
+    ui["overlay"] = gr.Image(label="the map (Grad-CAM, or occlusion: its legend says) on the T1 "
+                                   "and T2 lesion slices", interactive=False,
                              format="png", elem_id="overlay")
     ui["roi_gal"] = gr.Gallery(label="ROI with the map", columns=2, height=280, elem_id="roi")
-    ui["opacity"] = gr.Slider(0, 1, value=0.45, step=0.05, label="map opacity")
+    with gr.Row():
+        ui["opacity"] = gr.Slider(0, 1, value=0.45, step=0.05, label="map opacity")
+        ui["occlusion_btn"] = gr.Button("Occlusion map instead (hides each part of the box in "
+                                        "turn; about 0.6 s)", size="sm", elem_id="occlusion")
     gr.Markdown(CAM_CAPTION, elem_id="cam-caption")
     ui["details"] = gr.JSON(label="details (JSON)", open=False)
 
@@ -273,6 +278,9 @@ def _wire_read(ctx: DemoContext, ui: UI) -> None:
                             pick(ui, ("read_state", "slice_sl", "box_tb", "opacity")),
                             pick(ui, ("read_state", "status", "result_md", "overlay",
                                        "roi_gal", "details", "report_btn")), **private)
+    ui["occlusion_btn"].click(bind(ctx, ui, show_occlusion), pick(ui, ("read_state", "opacity")),
+                              pick(ui, ("read_state", "status", "result_md", "overlay",
+                                        "roi_gal", "details", "report_btn")), **private)
     ui["opacity"].release(bind(ctx, ui, rh.restyle), pick(ui, ("read_state", "opacity")),
                           pick(ui, ("status", "overlay", "roi_gal")), **private)
 

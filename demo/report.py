@@ -220,7 +220,9 @@ def report_text(ctx: DemoContext, st: ReadState, view: Image.Image | None) -> st
         images.append((f"T1 | T2 at slice {result.roi.slice_index}: the box (yellow) and the "
                        "square ROI the model crops (green); vertebrae labelled", view))
     if result is not None:
-        images.append(("Grad-CAM on the T1 and T2 lesion slices", result.overlay(0.45)))
+        method = ("Grad-CAM" if result.prediction.map_method == "cam"
+                  else "Occlusion map (probability drop when each part of the box is hidden)")
+        images.append((f"{method} on the T1 and T2 lesion slices", result.overlay(0.45)))
     report = ReportInput(
         source=st.source, series=[study.labels[pair.t1], study.labels[pair.t2]], model=raw,
         model_id=predictor.model_id if predictor is not None else "no model loaded",

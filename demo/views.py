@@ -31,7 +31,10 @@ CAM_CAPTION = (
     "The map is normalised per case: it shows *where* the model looked, not *how sure* it is, "
     "and it is bright somewhere even when the probability is low. It is not a segmentation of "
     "tumour or fracture, it does not prove the model used the right reason, and it only covers "
-    "the box you chose: the model never sees anything outside it.")
+    "the box you chose: the model never sees anything outside it. Measured on held-out "
+    "SYNTHETIC malignant phantoms, this map's peak lay inside the fractured body in only 3-4% "
+    "of cases (mostly in the disc below it); the occlusion map, which hides each part of the "
+    "box in turn and measures the drop in probability, did so in 43-51%.")
 
 
 def display_scale(shape: tuple[int, int]) -> int:
@@ -87,7 +90,7 @@ def overlay_image(pred: Prediction, opacity: float, synthetic_model: bool) -> Im
     note = f"({SYNTHETIC_CAPTION})" if synthetic_model else ""
     return render_overlay(pred.t1_slice, pred.t2_slice, pred.cam_slice, pred.roi,
                           pred.probability, pred.threshold, pred.label, opacity=opacity,
-                          model_note=note, height=448)
+                          model_note=note, height=448, map_method=pred.map_method)
 
 
 def roi_images(pred: Prediction, opacity: float) -> list[tuple[np.ndarray, str]]:

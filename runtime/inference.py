@@ -11,7 +11,7 @@ import importlib.metadata
 import logging
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from os import PathLike
 
 import numpy as np
@@ -23,6 +23,7 @@ from .cases import Case, load_volume
 from .errors import SpineFXError, SpineFXWarning
 from .matching import AlignedPair, align_pair
 from .model_files import ModelSpec, read_model_spec
+from .occlusion import METHODS, occlusion_map
 from .ood import OodScorer, assess_ood
 from .preprocess import Box, ModelInput, build_six_channel, resize
 from .roi_snap import RoiSnap, snap_roi
@@ -90,6 +91,7 @@ class Prediction:
     ood: dict | None = None           # runtime.ood: flagged, score, threshold, meaning
     ood_reason: str = ""              # why ``ood`` is None (the model has no OOD check)
     roi_snap: dict | None = None      # runtime.roi_snap: the box the model saw and why
+    map_method: str = "cam"           # which map cam_roi/cam_slice hold (runtime.occlusion)
 
     @property
     def ood_flagged(self) -> bool:
@@ -109,6 +111,7 @@ class Prediction:
                 "notes": list(self.model_input.notes),
                 "ood": self.ood, **({"ood_reason": self.ood_reason} if self.ood is None else {}),
                 **({"roi_snap": self.roi_snap} if self.roi_snap is not None else {}),
+                "map_method": self.map_method,
                 "timings_ms": {k: round(v, 2) for k, v in self.timings_ms.items()}}
 
 
@@ -148,13 +151,20 @@ class Predictor:
     ``snap_roi``: a given box or click is replaced by the tight box of the vertebral body the
     localiser finds under its centre (:mod:`spinefx.runtime.roi_snap`; kept where there is
     none); off, the model sees the box as given (``spinefx predict --keep-box``).
+    ``map_method``: the map returned as ``cam_roi``/``cam_slice``: ``cam`` (the graph's own,
+    free) or ``occlusion`` (:mod:`spinefx.runtime.occlusion`: 49 more runs per ROI; it points
+    into the fractured body far more often, see the README).
     """
 
     def __init__(self, model: str | PathLike | None = None, variant: str | None = None,
                  providers: list[str] | None = None, threads: int | None = None,
-                 release_memory: bool = False, spinning: bool = True, snap_roi: bool = True):
+                 release_memory: bool = False, spinning: bool = True, snap_roi: bool = True,
+                 map_method: str = "cam"):
+        if map_method not in METHODS:
+            raise SpineFXError(f"unknown map method {map_method!r}: one of {', '.join(METHODS)}")
         ort = import_onnxruntime()
         self.snap_roi = snap_roi
+        self.map_method = map_method
         self.spec: ModelSpec = read_model_spec(resolve_model(model))
         self.variant, self.path, self.sha256 = self.spec.file(variant)
         available = ort.get_available_providers()
@@ -241,7 +251,7 @@ class Predictor:
         t1_ = time.perf_counter()
         prob, cam, pooled = self.run_all(model_input.array)
         t2_ = time.perf_counter()
-        cam_map = normalise_cam(cam[0])
+        cam_map = self._map(cam[0], model_input.array)
         side = model_input.roi[2] - model_input.roi[0]
         prediction = Prediction(
             probability=float(prob[0]),
@@ -254,10 +264,32 @@ class Predictor:
             model_id=self.model_id, model_sha256=self.sha256,
             ood=self._ood(pooled, 0, t1, slice_index, fitted.given if fitted else
                           (box or model_input.roi)),
-            ood_reason=self.ood_reason, roi_snap=fitted.to_json() if fitted else None)
+            ood_reason=self.ood_reason, roi_snap=fitted.to_json() if fitted else None,
+            map_method=self.map_method)
         prediction.timings_ms = {"preprocess": (t1_ - t0) * 1e3, "inference": (t2_ - t1_) * 1e3,
                                  "postprocess": (time.perf_counter() - t2_) * 1e3}
         return prediction
+
+    def _map(self, cam: np.ndarray, model_input: np.ndarray,
+             method: str | None = None) -> np.ndarray:
+        """The explanation map of one item, scaled to [0, 1]: the graph's CAM (h, w) as
+        computed, or the occlusion map (S, S) of ``model_input`` (C, S, S)."""
+        if (method or self.map_method) == "occlusion":
+            return normalise_cam(occlusion_map(lambda b: self.run(b)[0], model_input))
+        return normalise_cam(cam)
+
+    def remap(self, prediction: Prediction, map_method: str) -> Prediction:
+        """``prediction`` with its map made by ``map_method`` instead (the demo's "occlusion
+        map" button); the probability, box and OOD verdict are those of ``prediction``."""
+        if map_method not in METHODS:
+            raise SpineFXError(f"unknown map method {map_method!r}: one of {', '.join(METHODS)}")
+        array = prediction.model_input.array
+        cam = self.run(array)[1][0] if map_method == "cam" else np.zeros((1, 1), np.float32)
+        cam_map = self._map(cam, array, map_method)
+        roi = prediction.roi
+        return replace(prediction, cam_roi=resize(cam_map, roi[2] - roi[0]),
+                       cam_slice=place_cam(cam_map, roi, prediction.t1_slice.shape),
+                       map_method=map_method)
 
     def _snap(self, t1: Volume, slice_index: int, box: Box | None,
               center: tuple[float, float] | None, size_mm: float | None,
@@ -298,7 +330,7 @@ class Predictor:
             for j, model_input in enumerate(chunk):
                 t_post = time.perf_counter()
                 k = rois[start + j][0]
-                cam_map = normalise_cam(cam[j])
+                cam_map = self._map(cam[j], model_input.array)
                 side = model_input.roi[2] - model_input.roi[0]
                 prediction = Prediction(
                     probability=float(prob[j]),
@@ -309,7 +341,7 @@ class Predictor:
                     t2_slice=np.nan_to_num(t2.data[k]),
                     model_id=self.model_id, model_sha256=self.sha256,
                     ood=self._ood(pooled, j, t1, k, rois[start + j][1]),
-                    ood_reason=self.ood_reason)
+                    ood_reason=self.ood_reason, map_method=self.map_method)
                 prediction.timings_ms = {
                     "preprocess": preprocess_ms[start + j], "inference": share_ms,
                     "postprocess": (time.perf_counter() - t_post) * 1e3}

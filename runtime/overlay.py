@@ -54,11 +54,17 @@ def overlay_panel(image: np.ndarray, cam: np.ndarray | None, roi: tuple[int, int
     return panel
 
 
+# the colour bar's caption per map method (runtime.occlusion.METHODS); short: it sits under the bar
+MAP_LEGENDS = {"cam": "Grad-CAM: low -> high attention",
+               "occlusion": "occlusion: low -> high P drop"}
+
+
 def render_overlay(t1_slice: np.ndarray, t2_slice: np.ndarray, cam_slice: np.ndarray,
                    roi: tuple[int, int, int, int], probability: float, threshold: float,
                    label: str, opacity: float = 0.45, model_note: str = "",
-                   height: int = 512) -> Image.Image:
-    """T1 and T2 lesion slices with the map and the ROI box side by side, plus a legend."""
+                   height: int = 512, map_method: str = "cam") -> Image.Image:
+    """T1 and T2 lesion slices with the map and the ROI box side by side, plus a legend that
+    says which map it is."""
     panels = [overlay_panel(t1_slice, cam_slice, roi, "T1W", opacity),
               overlay_panel(t2_slice, cam_slice, roi, "T2W", opacity)]
     scale = height / panels[0].height
@@ -76,7 +82,7 @@ def render_overlay(t1_slice: np.ndarray, t2_slice: np.ndarray, cam_slice: np.nda
     bar = np.repeat(COLOURMAP[np.linspace(0, 255, bar_w).astype(int)][None], 12, axis=0)
     canvas.paste(Image.fromarray(bar), (8, height + 8))
     small = _font(max(11, legend_h // 5))
-    draw.text((8, height + 22), "map: low -> high model attention", fill=(200, 200, 200),
+    draw.text((8, height + 22), MAP_LEGENDS[map_method], fill=(200, 200, 200),
               font=small)
     text = (f"P(malignant) = {probability:.2f}  (threshold {threshold:.2f}: {label})"
             + (f"  {model_note}" if model_note else ""))

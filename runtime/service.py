@@ -190,7 +190,8 @@ class Result:
         p = self.prediction
         note = f"({SYNTHETIC_CAPTION})" if self.synthetic_model else ""
         return render_overlay(p.t1_slice, p.t2_slice, p.cam_slice, p.roi, p.probability,
-                              p.threshold, p.label, opacity=opacity, model_note=note)
+                              p.threshold, p.label, opacity=opacity, model_note=note,
+                              map_method=p.map_method)
 
 
 def error_json(exc: BaseException) -> dict:

@@ -107,6 +107,11 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--keep-box", action="store_true",
                    help="give the model the box (or --center box) as given; by default it is "
                         "fitted to the vertebral body the localiser finds under its centre")
+    p.add_argument("--map", choices=("cam", "occlusion"), default="cam",
+                   help="the overlay's map: cam (Grad-CAM, computed in the ONNX graph; free) "
+                        "or occlusion (the probability drop when each 32 px square is hidden: "
+                        "49 more model runs per vertebra, points into the fractured body far "
+                        "more often; see the README)")
     p.add_argument("--fractured-only", action="store_true",
                    help="without --box/--center: classify only the vertebrae graded >= 1 "
                         "(height loss >= 20%%) and any named with --level (default: all)")
@@ -180,7 +185,7 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     logging.getLogger("spinefx").setLevel(logging.INFO)
     predictor = Predictor(args.model, variant=args.variant, threads=args.threads,
-                          snap_roi=not args.keep_box)
+                          snap_roi=not args.keep_box, map_method=args.map)
     if predictor.spec.synthetic:
         print("note: this model was trained on SYNTHETIC phantoms; it is a pipeline "
               "demonstration, not a clinical model", file=sys.stderr)

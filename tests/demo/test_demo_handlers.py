@@ -72,3 +72,22 @@ def test_cli_and_demo_give_the_same_document(ctx, tiny_model, phantom_study, dic
     same = {k: v for k, v in cli_doc.items() if k not in VOLATILE}
     assert same == {k: v for k, v in demo_doc.items() if k not in VOLATILE}
     assert demo_doc["explanation"]["threshold"] == demo_doc["threshold"]
+
+
+def test_the_occlusion_button_remaps_the_current_result_and_keeps_its_probability(
+        ctx, phantom_study, dicom_files):
+    from spinefx.demo.map_handlers import show_occlusion
+
+    t1_dir, t2_dir, case = phantom_study
+    assert "predict first" in show_occlusion(ctx, None, 0.45)["status"]
+    st = rh.load_upload(ctx, None, dicom_files(t1_dir, t2_dir), None, None, None)["read_state"]
+    done = rh.run_predict(ctx, st, case.slice, _box_text(case.box), 0.45)
+    cam_map = st.last.prediction.cam_roi
+    out = show_occlusion(ctx, st, 0.45)
+    assert out["status"].startswith("Occlusion map shown")
+    assert out["details"]["map_method"] == "occlusion" and done["details"]["map_method"] == "cam"
+    assert out["details"]["probability"] == done["details"]["probability"]
+    assert st.last.prediction.map_method == "occlusion"   # the report and opacity follow it
+    assert st.last.prediction.cam_roi.shape == cam_map.shape
+    assert abs(st.last.prediction.cam_roi - cam_map).max() > 0.05
+    assert out["overlay"] != done["overlay"]

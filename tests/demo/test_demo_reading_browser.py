@@ -98,6 +98,14 @@ def test_click_free_reading_keyboard_scroll_stale_result_and_report(browser, dem
     page.wait_for_function("document.querySelector('#status').innerText.includes('Done')")
     probability = page.locator("#result h3").first.inner_text()
     assert "P(malignant)" in probability
+    # --- the occlusion map instead of the Grad-CAM: a new overlay, the same probability
+    overlay = page.locator("#overlay img").first.get_attribute("src")
+    page.click("#occlusion")
+    page.wait_for_function("document.querySelector('#status').innerText"
+                           ".includes('Occlusion map shown')")
+    page.wait_for_function("s => { const i = document.querySelector('#overlay img');"
+                           " return i && i.src && i.src !== s; }", arg=overlay)
+    assert page.locator("#result h3").first.inner_text() == probability
     before = _src(page)
     page.locator("#slice-slider input[type=range]").focus()
     page.keyboard.press("ArrowRight")

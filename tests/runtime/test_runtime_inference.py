@@ -4,7 +4,6 @@ from __future__ import annotations
 import csv
 import json
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pydicom
@@ -12,35 +11,21 @@ import pytest
 from PIL import Image
 
 from spinefx.cli import main
-from spinefx.phantom import write_phantom_study
 from spinefx.runtime import PreprocessConfig, align_pair, build_six_channel, load_series
 from spinefx.runtime.errors import SpineFXError
 from spinefx.runtime.inference import Predictor, place_cam
 from spinefx.runtime.model_files import ModelIntegrityError, read_model_spec
-from tests.helpers.onnx_model import expected_probability, write_tiny_model
+from tests.helpers.onnx_model import expected_probability
 
 pytest.importorskip("onnx", reason="the dev extra installs onnx to build the test graph")
 
 
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory) -> Path:
-    return write_tiny_model(tmp_path_factory.mktemp("model"))
-
-
-@pytest.fixture(scope="module")
-def study(tmp_path_factory):
-    root = tmp_path_factory.mktemp("study")
-    t1_dir, t2_dir, case = write_phantom_study(root / "study", seed=3, label="malignant",
-                                               t2_variant="T2", case_id="p3")
-    return root / "study", t1_dir, t2_dir, case
-
-
-def test_predictor_verifies_sha256_and_refuses_tampering(model_dir, tmp_path) -> None:
-    predictor = Predictor(model_dir)
+def test_predictor_verifies_sha256_and_refuses_tampering(tiny_model, tmp_path) -> None:
+    predictor = Predictor(tiny_model)
     assert predictor.provider == "CPUExecutionProvider"
     assert len(predictor.sha256) == 64
     bad = tmp_path / "bad"
-    shutil.copytree(model_dir, bad)
+    shutil.copytree(tiny_model, bad)
     data = bytearray((bad / "model.onnx").read_bytes())
     data[-1] ^= 0xFF
     (bad / "model.onnx").write_bytes(bytes(data))
@@ -48,10 +33,10 @@ def test_predictor_verifies_sha256_and_refuses_tampering(model_dir, tmp_path) ->
         Predictor(bad)
 
 
-def test_probability_and_cam_follow_the_graph(model_dir, study) -> None:
-    _, t1_dir, t2_dir, case = study
+def test_probability_and_cam_follow_the_graph(tiny_model, malignant_study) -> None:
+    _, t1_dir, t2_dir, case = malignant_study
     t1, t2 = load_series(t1_dir), load_series(t2_dir)
-    predictor = Predictor(model_dir, snap_roi=False)   # the graph at exactly this box
+    predictor = Predictor(tiny_model, snap_roi=False)   # the graph at exactly this box
     pred = predictor.predict_volumes(t1, t2, case.slice, box=case.box)
     direct = build_six_channel(align_pair(t1, t2), case.slice, box=case.box,
                                config=PreprocessConfig(image_size=64))
@@ -67,8 +52,8 @@ def test_probability_and_cam_follow_the_graph(model_dir, study) -> None:
     assert set(pred.timings_ms) == {"preprocess", "inference", "postprocess"}
 
 
-def test_batch_run_matches_single_runs(model_dir) -> None:
-    predictor = Predictor(model_dir)
+def test_batch_run_matches_single_runs(tiny_model) -> None:
+    predictor = Predictor(tiny_model)
     batch = np.random.default_rng(0).random((3, 6, 64, 64), dtype=np.float32)
     prob, cam = predictor.run(batch)
     assert prob.shape == (3,) and cam.shape == (3, 8, 8)
@@ -85,20 +70,20 @@ def test_place_cam_clips_rois_past_the_edge() -> None:
     assert out[15:, :].max() == 0 and out[:, 15:].max() == 0
 
 
-def test_cli_predict_writes_result_overlay_and_secondary_capture(model_dir, study, tmp_path,
-                                                                 capsys) -> None:
-    folder, t1_dir, _, case = study
+def test_cli_predict_writes_result_overlay_and_secondary_capture(tiny_model, malignant_study,
+                                                                 tmp_path, capsys) -> None:
+    folder, t1_dir, _, case = malignant_study
     out = tmp_path / "out"
     box = ",".join(str(v) for v in case.box)
     before = sorted(p.name for p in folder.rglob("*"))
     rc = main(["predict", str(folder), "--box", box, "--slice", str(case.slice),
-               "--model", str(model_dir), "--out", str(out), "--dicom", "--no-progress"])
+               "--model", str(tiny_model), "--out", str(out), "--dicom", "--no-progress"])
     captured = capsys.readouterr()
     assert rc == 0, captured.err
     assert sorted(p.name for p in folder.rglob("*")) == before  # the input is untouched
     result = json.loads((out / "result.json").read_text())
     assert 0 <= result["probability"] <= 1 and result["label"] in ("benign", "malignant")
-    assert result["model_sha256"] == read_model_spec(model_dir).file()[2]
+    assert result["model_sha256"] == read_model_spec(tiny_model).file()[2]
     assert result["slice"] == case.slice and result["synthetic_model"] is True
     overlay = Image.open(out / "overlay.png")
     assert overlay.mode == "RGB" and overlay.width > overlay.height
@@ -121,27 +106,27 @@ def test_cli_predict_writes_result_overlay_and_secondary_capture(model_dir, stud
         assert name not in text and str(src.PatientID) not in text
 
 
-def test_cli_predict_refuses_output_inside_the_study(model_dir, study, capsys) -> None:
-    folder, _, _, case = study
+def test_cli_predict_refuses_output_inside_the_study(tiny_model, malignant_study, capsys) -> None:
+    folder, _, _, case = malignant_study
     rc = main(["predict", str(folder), "--box", ",".join(map(str, case.box)),
-               "--model", str(model_dir), "--out", str(folder / "results")])
+               "--model", str(tiny_model), "--out", str(folder / "results")])
     assert rc == 2
     assert "inside the input" in capsys.readouterr().err
     assert not (folder / "results").exists()
 
 
-def test_cli_predict_slice_without_a_location_is_a_usage_error(model_dir, study, tmp_path,
-                                                               capsys) -> None:
+def test_cli_predict_slice_without_a_location_is_a_usage_error(tiny_model, malignant_study,
+                                                               tmp_path, capsys) -> None:
     """No location at all localises every vertebra (tests/runtime/test_predict_whole_spine.py);
     a slice with no box or centre says which is missing."""
-    assert main(["predict", str(study[0]), "--model", str(model_dir), "--slice", "5",
+    assert main(["predict", str(malignant_study[0]), "--model", str(tiny_model), "--slice", "5",
                  "--out", str(tmp_path / "o")]) == 2
     assert "--box" in capsys.readouterr().err
 
 
-def test_manifest_batch_reports_a_bad_case_and_goes_on(model_dir, study, tmp_path,
+def test_manifest_batch_reports_a_bad_case_and_goes_on(tiny_model, malignant_study, tmp_path,
                                                        capsys) -> None:
-    folder, t1_dir, t2_dir, case = study
+    folder, t1_dir, t2_dir, case = malignant_study
     manifest = tmp_path / "m.csv"
     rows = [("good", t1_dir, t2_dir), ("broken", tmp_path / "missing", t2_dir),
             ("good2", t1_dir, t2_dir)]
@@ -153,31 +138,32 @@ def test_manifest_batch_reports_a_bad_case_and_goes_on(model_dir, study, tmp_pat
             w.writerow([cid, "malignant", a, b, case.slice, *case.box])
     out = tmp_path / "batch"
     # the series lie outside the manifest's folder: allowed here explicitly
-    assert main(["predict", "--manifest", str(manifest), "--model", str(model_dir),
+    assert main(["predict", "--manifest", str(manifest), "--model", str(tiny_model),
                  "--out", str(out), "--no-progress", "--allow-outside"]) == 0
     got = list(csv.DictReader(open(out / "predictions.csv")))
     assert [r["status"] for r in got] == ["ok", "error", "ok"]
     assert "missing" in got[1]["error"] and got[0]["probability"] == got[2]["probability"]
 
 
-def test_predict_without_bundled_model_says_so(study, tmp_path, capsys, monkeypatch) -> None:
+def test_predict_without_bundled_model_says_so(malignant_study, tmp_path, capsys,
+                                               monkeypatch) -> None:
     import spinefx.runtime.model_files as mf
 
     monkeypatch.setattr(mf, "BUNDLED_DIR", tmp_path / "nowhere")
-    folder, _, _, case = study
+    folder, _, _, case = malignant_study
     rc = main(["predict", str(folder), "--box", ",".join(map(str, case.box)),
                "--out", str(tmp_path / "o")])
     assert rc == 2 and "no bundled model" in capsys.readouterr().err
 
 
-def test_secondary_capture_needs_dicom_input(model_dir, tmp_path) -> None:
+def test_secondary_capture_needs_dicom_input(tiny_model, tmp_path) -> None:
     from spinefx.runtime.predict import predict_study
 
     img = (np.random.default_rng(1).random((80, 80)) * 255).astype(np.uint8)
     for name in ("t1.png", "t2.png"):
         Image.fromarray(img).save(tmp_path / name)
     with pytest.raises(SpineFXError, match="needs DICOM input"):
-        predict_study(Predictor(model_dir), None, tmp_path / "out", t1=str(tmp_path / "t1.png"),
+        predict_study(Predictor(tiny_model), None, tmp_path / "out", t1=str(tmp_path / "t1.png"),
                       t2=str(tmp_path / "t2.png"), slice_index=0, box=(20, 20, 60, 60),
                       dicom=True)
 
