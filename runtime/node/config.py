@@ -117,6 +117,10 @@ class NodeConfig:
     allow: tuple[str, ...] = ()
     #: a study is complete after this long without a new instance
     idle_seconds: float = 10.0
+    #: also complete a study as soon as the association that sent it is released (for
+    #: senders that send each study whole in one association, as storescu and most scanners
+    #: do; a study spread over several associations would be analysed, then reopened)
+    complete_on_release: bool = False
     #: drop-folder mode: files put here are ingested like received instances, then removed
     watch: Path | None = None
     #: received instances and results of finished jobs are deleted after this many days
@@ -183,6 +187,8 @@ class NodeConfig:
             host=host.strip(),
             allow=_allow(raw.get("allow")),
             idle_seconds=_number(raw.get("idle_seconds", 10.0), "idle_seconds", 0.0),
+            complete_on_release=_flag(raw.get("complete_on_release", False),
+                                      "complete_on_release"),
             watch=None if raw.get("watch") is None else _path(raw["watch"], "watch"),
             retention_days=_number(raw.get("retention_days", 7.0), "retention_days", 0.0),
             retry_initial_seconds=retry_initial, retry_max_seconds=retry_max,

@@ -4,11 +4,14 @@ Each received instance is written to disk and fsynced (:meth:`JobStore.store_ins
 before the C-STORE response leaves, so an acknowledged instance survives a crash. Statuses:
 0x0000 stored (or already held: a retry), 0xA900 no Study/SOP Instance UID, 0xA700 the disk
 refused (full, read-only). With ``allow`` only those calling AE titles may associate (others
-are rejected at association: "calling AE title not recognised").
+are rejected at association: "calling AE title not recognised"). With
+``complete_on_release`` the studies an association brought are complete as soon as it is
+released (an aborted one leaves them to the idle time).
 """
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any
 
 from .config import NodeConfig
@@ -40,7 +43,30 @@ def _calling_aet(event: Any) -> str:
     return str(event.assoc.requestor.ae_title).strip()
 
 
-def _handle_store(event: Any, store: JobStore) -> int:
+class ReleaseTracker:
+    """The studies each open association has stored instances of; on release, complete."""
+
+    def __init__(self, store: JobStore):
+        self.store = store
+        self._studies: dict[int, set[str]] = {}
+        self._lock = threading.Lock()
+
+    def stored(self, event: Any, study_uid: str) -> None:
+        with self._lock:
+            self._studies.setdefault(id(event.assoc), set()).add(study_uid)
+
+    def released(self, event: Any) -> None:
+        with self._lock:
+            studies = self._studies.pop(id(event.assoc), set())
+        for job_id in self.store.complete_studies(studies):
+            log.info("job %d: complete (its association was released)", job_id)
+
+    def closed(self, event: Any) -> None:
+        with self._lock:
+            self._studies.pop(id(event.assoc), None)
+
+
+def _handle_store(event: Any, store: JobStore, tracker: ReleaseTracker | None = None) -> int:
     """Keep one instance; the status tells the sender whether it is safe with us."""
     try:
         ds = event.dataset
@@ -63,6 +89,8 @@ def _handle_store(event: Any, store: JobStore) -> int:
         log.info("ignored one of our own results sent back by %s", _calling_aet(event))
     elif job_id is not None and outcome == "stored":
         log.debug("job %d: instance stored", job_id)
+    if tracker is not None and outcome != "ours":
+        tracker.stored(event, study_uid)
     return 0x0000
 
 
@@ -91,6 +119,11 @@ def start_scp(config: NodeConfig, store: JobStore) -> Any:
     ae.require_called_aet = config.require_called_aet
     ae.network_timeout = ae.acse_timeout = 60
     ae.dimse_timeout = 120
-    handlers = [(evt.EVT_C_ECHO, _handle_echo), (evt.EVT_C_STORE, _handle_store, [store]),
+    tracker = ReleaseTracker(store) if config.complete_on_release else None
+    handlers = [(evt.EVT_C_ECHO, _handle_echo),
+                (evt.EVT_C_STORE, _handle_store, [store, tracker]),
                 (evt.EVT_ACCEPTED, _handle_accepted), (evt.EVT_REJECTED, _handle_rejected)]
+    if tracker is not None:
+        handlers += [(evt.EVT_RELEASED, tracker.released), (evt.EVT_ABORTED, tracker.closed),
+                     (evt.EVT_CONN_CLOSE, tracker.closed)]
     return ae.start_server((config.host, config.port), block=False, evt_handlers=handlers)

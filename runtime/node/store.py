@@ -27,7 +27,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 from spinefx.runtime.errors import SpineFXError
 from spinefx.runtime.files import atomic_write_bytes
@@ -299,6 +299,23 @@ class JobStore:
         with self._write() as conn:
             ids = [r[0] for r in conn.execute(f"SELECT id FROM jobs WHERE {due}",
                                               (now - idle_seconds,))]
+            conn.executemany("UPDATE jobs SET state = 'complete', completed_at = ? WHERE id = ?",
+                             [(now, i) for i in ids])
+        return ids
+
+    def complete_studies(self, study_uids: Iterable[str], now: float | None = None
+                         ) -> list[int]:
+        """The receiving jobs of these studies become complete now (their sender said it is
+        done: the association that brought them was released)."""
+        now = time.time() if now is None else now
+        keys = sorted({uid_key(uid) for uid in study_uids})
+        if not keys:
+            return []
+        marks = ", ".join("?" for _ in keys)
+        with self._write() as conn:
+            ids = [r[0] for r in conn.execute(
+                f"SELECT id FROM jobs WHERE state = 'receiving' AND study_key IN ({marks})",
+                keys)]
             conn.executemany("UPDATE jobs SET state = 'complete', completed_at = ? WHERE id = ?",
                              [(now, i) for i in ids])
         return ids

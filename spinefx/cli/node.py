@@ -12,8 +12,8 @@ from typing import Any
 from ._common import EPILOG
 
 #: option dest -> NodeConfig key (the config file uses the same keys)
-OPTION_KEYS = ("data", "port", "ae_title", "dest", "host", "allow", "idle_seconds", "watch",
-               "retention_days", "model", "variant")
+OPTION_KEYS = ("data", "port", "ae_title", "dest", "host", "allow", "idle_seconds",
+               "complete_on_release", "watch", "retention_days", "model", "variant")
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -45,6 +45,11 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--idle-seconds", dest="idle_seconds", type=float, metavar="S",
                    help="a study is complete after this many seconds without a new instance "
                         "(default 10)")
+    p.add_argument("--complete-on-release", dest="complete_on_release", action="store_true",
+                   default=None,
+                   help="a study is also complete as soon as the association that sent it is "
+                        "released, without waiting --idle-seconds (for senders that send each "
+                        "study in one association, as storescu and most scanners do)")
     p.add_argument("--watch", metavar="DIR",
                    help="also take DICOM files dropped into this folder (removed "
                    "once stored)")

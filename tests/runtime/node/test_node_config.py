@@ -24,6 +24,7 @@ def test_options_give_a_config_with_defaults():
     assert config.allow == ("SCANNER1", "SCANNER2")
     assert config.host == DEFAULT_HOST == "127.0.0.1"  # loopback unless asked
     assert config.idle_seconds == 10.0 and config.data == Path("/tmp/node-data")
+    assert config.complete_on_release is False   # the idle time alone, unless asked
     assert json.loads(json.dumps(config.to_json()))["dest"] == "ORTHANC@127.0.0.1:4242"
 
 
@@ -34,8 +35,11 @@ def test_file_values_relative_to_the_file_and_options_win(tmp_path):
     path.write_text(json.dumps({"ae_title": "FROMFILE", "port": 104, "data": "data",
                                 "dest": {"ae_title": "PACS", "host": "10.0.0.5", "port": 11112},
                                 "allow": ["CT1", "MR1"], "idle_seconds": 2.5,
-                                "watch": "drop", "retention_days": 0}))
-    config = NodeConfig.from_sources({"port": "2000", "ae_title": None}, path)
+                                "watch": "drop", "retention_days": 0,
+                                "complete_on_release": True}))
+    config = NodeConfig.from_sources({"port": "2000", "ae_title": None,
+                                      "complete_on_release": None}, path)   # an unset flag
+    assert config.complete_on_release is True
     assert config.ae_title == "FROMFILE" and config.port == 2000
     assert config.data == folder / "data" and config.watch == folder / "drop"
     assert str(config.dest) == "PACS@10.0.0.5:11112" and config.allow == ("CT1", "MR1")
@@ -48,7 +52,8 @@ def test_file_values_relative_to_the_file_and_options_win(tmp_path):
     ("dest", "ORTHANC127.0.0.1:4242", "AET@HOST:PORT"), ("dest", "O@h:0", "1..65535"),
     ("dest", "@h:1", "1 to 16"), ("idle_seconds", -1, ">= 0"),
     ("idle_seconds", float("nan"), "finite"), ("allow", 5, "AE titles"),
-    ("require_called_aet", "yes", "true or false"), ("max_associations", 1.5, "whole")])
+    ("require_called_aet", "yes", "true or false"), ("max_associations", 1.5, "whole"),
+    ("complete_on_release", 1, "true or false")])
 def test_bad_values_are_named(key, value, words):
     with pytest.raises(ConfigError) as info:
         NodeConfig.from_mapping({**REQUIRED, key: value})

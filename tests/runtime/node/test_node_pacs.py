@@ -306,3 +306,19 @@ def test_destination_down_then_up_results_arrive_once(orthanc_installed, start_n
         assert_received_once(pacs, found)
         assert {k: len(v) for k, v in results_in(pacs, study_uid(study)).items()} == \
             {"SR": 1, "SEG": 1, "SC": 1}
+
+
+def test_complete_on_release_sends_results_without_waiting_the_idle_time(pacs, start_node,
+                                                                          phantom_studies,
+                                                                          tmp_path):
+    """storescu sends the study in one association and releases it: with an idle time far
+    beyond the test's timeout, only the release can complete the study."""
+    study, data = phantom_studies[1], tmp_path / "data"
+    node = start_node(data, pacs.dicom_port, idle_seconds=3600,
+                      config={"complete_on_release": True})
+    sent = storescu(study, node.port)
+    assert sent.returncode == 0, sent.stderr
+    found = wait_results(pacs, study_uid(study), node)
+    assert {k: len(v) for k, v in found.items()} == {"SR": 1, "SEG": 1, "SC": 1}
+    [job] = wait_jobs(data, 1, ("done",))
+    assert "complete (its association was released)" in node.output()

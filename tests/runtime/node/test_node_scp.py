@@ -175,6 +175,43 @@ def test_echo_store_and_complete_after_idle(tmp_path):
     assert store.job(job.id).state == "complete"
 
 
+def test_complete_on_release_completes_the_studies_of_a_released_association(tmp_path):
+    config = make_config(tmp_path, free_port(), idle_seconds=3600, complete_on_release=True)
+    store = JobStore(config.data)
+    server = start_scp(config, store)
+    try:
+        port = int(server.server_address[1])
+        first, second, aborted = generate_uid(), generate_uid(), generate_uid()
+        assert send(port, [instance(first), instance(second), instance(first)]) == [0, 0, 0]
+        ae = AE(ae_title="SCANNER")
+        ae.add_requested_context(instance("1.2").SOPClassUID, ExplicitVRLittleEndian)
+        assoc = ae.associate("127.0.0.1", port, ae_title="SPINEFX")
+        assert int(assoc.send_c_store(instance(aborted)).Status) == 0
+        assoc.abort()            # a sender that broke off: its study waits for the idle time
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and sum(j.state == "complete"
+                                                  for j in store.jobs()) < 2:
+            time.sleep(0.05)
+    finally:
+        server.shutdown()
+    states = {j.study_uid: (j.state, j.instances) for j in store.jobs()}
+    assert states == {first: ("complete", 2), second: ("complete", 1),
+                      aborted: ("receiving", 1)}
+
+
+def test_without_complete_on_release_a_released_study_waits_for_the_idle_time(tmp_path):
+    config = make_config(tmp_path, free_port(), idle_seconds=3600)
+    store = JobStore(config.data)
+    server = start_scp(config, store)
+    try:
+        study = generate_uid()
+        assert send(int(server.server_address[1]), [instance(study)]) == [0]
+        time.sleep(0.3)
+    finally:
+        server.shutdown()
+    assert [j.state for j in store.jobs()] == ["receiving"]
+
+
 def test_unauthorised_calling_ae_is_rejected(tmp_path):
     config = make_config(tmp_path, free_port(), allow="SCANNER,MR1")
     store = JobStore(config.data)
