@@ -7,6 +7,7 @@ cases: ``cam`` (the graph's Grad-CAM, what the overlay shows by default) and ``o
 (spinefx.runtime.occlusion, ``spinefx predict --map occlusion``). Not a test::
 
     python benchmarks/cam_pointing.py --model weights --cases 80 --variation 0 1 --map cam occlusion
+    python benchmarks/cam_pointing.py --model weights --figure docs/map_methods.png --figure-cases 4
 """
 from __future__ import annotations
 
@@ -73,6 +74,51 @@ def peak_place(case, r: int, c: int, body: np.ndarray) -> str:
             else "elsewhere, in front of it")
 
 
+def map_figure(predictor: Predictor, path: Path, seed: int, cases: int, variation: float,
+               methods: tuple[str, ...] = METHODS, side: int = 192) -> None:
+    """One row per malignant phantom: the T1 ROI under each map, the fractured body outlined
+    (green) and each map's peak marked (white cross); written with Pillow."""
+    from PIL import Image, ImageDraw
+
+    from spinefx.runtime.overlay import blend, window
+    from spinefx.runtime.preprocess import crop
+
+    head, pad = 22, 6
+    sheet = Image.new("RGB", (pad + len(methods) * (side + pad), head + cases * (side + pad)),
+                      (16, 16, 16))
+    draw = ImageDraw.Draw(sheet)
+    for j, method in enumerate(methods):
+        draw.text((pad + j * (side + pad), 5), {"cam": "Grad-CAM (in the graph)",
+                                                "occlusion": "occlusion (49 runs)"}[method],
+                  fill=(230, 230, 230))
+    for i, s in enumerate(range(seed, seed + cases)):
+        case = render_case(s, "malignant", 1.0, variation=variation)
+        t1, t2 = case_volumes(case)
+        body = case.vertebra_mask[case.slice] > 0
+        for j, method in enumerate(methods):
+            predictor.map_method = method
+            p = predictor.predict_volumes(t1, t2, case.slice, box=case.box)
+            grey = window(np.nan_to_num(crop(np.nan_to_num(p.t1_slice), p.roi, fill=0.0)))
+            rgb = blend(grey, p.cam_roi, 0.5)
+            edge = crop(body.astype(np.float32), p.roi, fill=0.0) > 0.5
+            inner = edge[1:-1, 1:-1] & edge[:-2, 1:-1] & edge[2:, 1:-1] & edge[1:-1, :-2] \
+                & edge[1:-1, 2:]
+            outline = edge.copy()
+            outline[1:-1, 1:-1] &= ~inner
+            rgb[outline] = (60, 230, 60)
+            tile = Image.fromarray(rgb).resize((side, side), Image.Resampling.NEAREST)
+            r, c = np.unravel_index(np.argmax(p.cam_roi), p.cam_roi.shape)
+            scale = side / p.cam_roi.shape[0]
+            x, y = (c + 0.5) * scale, (r + 0.5) * scale
+            tile_draw = ImageDraw.Draw(tile)
+            tile_draw.line([(x - 7, y - 7), (x + 7, y + 7)], fill=(255, 255, 255), width=3)
+            tile_draw.line([(x - 7, y + 7), (x + 7, y - 7)], fill=(255, 255, 255), width=3)
+            tile_draw.text((4, 4), f"seed {s}  P={p.probability:.2f}", fill=(255, 255, 255))
+            sheet.paste(tile, (pad + j * (side + pad), head + i * (side + pad)))
+    draw.text((pad, sheet.height - 14), "SYNTHETIC phantoms", fill=(255, 190, 90))
+    sheet.save(path)
+
+
 def wilson(k: int, n: int, z: float = 1.959964) -> tuple[float, float]:
     p = k / n
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
@@ -89,8 +135,17 @@ def main() -> None:
     ap.add_argument("--map", nargs="+", choices=METHODS, default=["cam"],
                     help="which maps to score (each on the same cases)")
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--figure", type=Path, default=None, metavar="PNG",
+                    help="also draw the maps of the first --figure-cases phantoms (first "
+                         "--variation) side by side, the fractured body outlined")
+    ap.add_argument("--figure-cases", type=int, default=4)
     args = ap.parse_args()
     predictor = Predictor(args.model)
+    if args.figure:
+        map_figure(predictor, args.figure, args.seed, args.figure_cases, args.variation[0])
+        print(f"figure: {args.figure}")
+        if args.cases == 0:
+            return
     print(f"SYNTHETIC phantoms; model {predictor.path}")
     print("| map | variation | n | peak in the fractured body | 95% CI | random point "
           "| target >= 85% |")
