@@ -214,7 +214,7 @@ def _result_column(ui: UI) -> None:
     with gr.Row():
         ui["opacity"] = gr.Slider(0, 1, value=0.45, step=0.05, label="map opacity")
         ui["occlusion_btn"] = gr.Button("Occlusion map instead (hides each part of the box in "
-                                        "turn; about 0.6 s)", size="sm", elem_id="occlusion")
+                                        "turn; about 0.25 s)", size="sm", elem_id="occlusion")
     gr.Markdown(CAM_CAPTION, elem_id="cam-caption")
     ui["details"] = gr.JSON(label="details (JSON)", open=False)
 

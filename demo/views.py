@@ -34,7 +34,7 @@ CAM_CAPTION = (
     "the box you chose: the model never sees anything outside it. Measured on held-out "
     "SYNTHETIC malignant phantoms, this map's peak lay inside the fractured body in only 3-4% "
     "of cases (mostly in the disc below it); the occlusion map, which hides each part of the "
-    "box in turn and measures the drop in probability, did so in 43-51%.")
+    "box in turn and measures the drop in probability, did so in 40-53%.")
 
 
 def display_scale(shape: tuple[int, int]) -> int:
