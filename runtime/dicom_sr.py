@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     from .study_analysis import SpineAnalysis
 
 __all__ = ["PRIVATE_SCHEME", "SR_SERIES_NUMBER", "require_highdicom", "set_creation_time",
-           "source_headers", "structured_report", "tracking_uid"]
+           "skipped_report", "source_headers", "structured_report", "tracking_uid"]
 
 PRIVATE_SCHEME = "99SPINEFX"
 SR_SERIES_NUMBER = 9901          # the capture is 9900, the SEG 9902: after any scanner series
@@ -189,7 +189,6 @@ def structured_report(spine: SpineAnalysis, study: Study, predictor_spec: ModelS
 
 def _report(hd: Any, spine: SpineAnalysis, spec: ModelSpec, seed: str,
             created: _dt.datetime, sources: list[SourceImage]) -> Dataset:
-    from pydicom.sr.codedict import codes
 
     entries = spine.localisation.document["vertebrae"]
     groups, evidence = [], {}
@@ -201,6 +200,19 @@ def _report(hd: Any, spine: SpineAnalysis, spec: ModelSpec, seed: str,
         image = sources[int(entry.get("height_slice", entry["slice"]))]
         evidence.setdefault(image.header.SOPInstanceUID, image.header)
         groups.append(_group(hd, spine, spec, f"{study_uid}|{seed}", index, entry, image))
+    description = "spinefx findings (SYNTHETIC model; research)" if spec.synthetic \
+        else "spinefx findings (research, not for diagnosis)"
+    return _measurement_report(hd, spec, groups, _comments(spine, spec), list(evidence.values()),
+                               study_uid, seed, "sr", description, created)
+
+
+def _measurement_report(hd: Any, spec: ModelSpec, groups: list, comments: list[str],
+                        evidence: list[Dataset], study_uid: str, seed: str, kind: str,
+                        description: str, created: _dt.datetime) -> Dataset:
+    """The TID 1500 report of ``groups`` with ``comments`` at its root, as a Comprehensive SR
+    whose UIDs derive from the study, the seed and ``kind``."""
+    from pydicom.sr.codedict import codes
+
     device = hd.sr.ObserverContext(
         observer_type=codes.DCM.Device,
         observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
@@ -211,25 +223,50 @@ def _report(hd: Any, spine: SpineAnalysis, spec: ModelSpec, seed: str,
         procedure_reported=private(hd, "MRSPINE", "MRI of spine, sagittal T1W and T2W"),
         imaging_measurements=groups)
     root = report[0]
-    for text in _comments(spine, spec):
+    for text in comments:
         root.ContentSequence.append(hd.sr.TextContentItem(
             name=codes.DCM.Comment, value=text,
             relationship_type=hd.sr.RelationshipTypeValues.CONTAINS))
     scheme = hd.coding_schemes.CodingSchemeIdentificationItem(
         designator=PRIVATE_SCHEME, name="spinefx private codes",
         responsible_organization="spinefx")
-    description = "spinefx findings (SYNTHETIC model; research)" if spec.synthetic \
-        else "spinefx findings (research, not for diagnosis)"
     sr = hd.sr.ComprehensiveSR(
-        evidence=list(evidence.values()), content=report[0],
-        series_instance_uid=derived_uid(study_uid, seed, "sr", "series"),
+        evidence=evidence, content=report[0],
+        series_instance_uid=derived_uid(study_uid, seed, kind, "series"),
         series_number=SR_SERIES_NUMBER,
-        sop_instance_uid=derived_uid(study_uid, seed, "sr", "instance"), instance_number=1,
+        sop_instance_uid=derived_uid(study_uid, seed, kind, "instance"), instance_number=1,
         manufacturer="spinefx", is_complete=True, series_description=description,
         coding_schemes=[scheme], content_date=created.date(), content_time=created.time(),
         software_versions=spinefx_version())
     set_creation_time(sr, created)
     return sr
+
+
+def skipped_report(source_file: str | Any, reason: str, spec: ModelSpec, *, seed: str,
+                   created: _dt.datetime | None = None) -> Dataset:
+    """A short Comprehensive SR in the study of ``source_file`` (one of its MR images) saying
+    that spinefx did not analyse it and why: the node's ``--report-skipped``. One measurement
+    group, the study's analysis status ("Not analysed", a private code); the reason, the
+    disclaimer and the model's caveat are its comments. ``reason`` must carry no patient value
+    (the node's reasons are redacted)."""
+    hd = require_highdicom()
+    created = created or _dt.datetime.now()
+    with quiet_dicom():
+        source = _clean(read_source_header(source_file, "the not-analysed report"))
+        comments = [f"Not analysed by spinefx: {reason}", DISCLAIMER]
+        if spec.synthetic:
+            comments.append(f"SYNTHETIC: {SYNTHETIC_CAPTION}.")
+        study_uid = str(source.StudyInstanceUID)
+        # TID 1500 needs one measurement group: the study's analysis status, coded
+        status = hd.sr.MeasurementsAndQualitativeEvaluations(
+            tracking_identifier=hd.sr.TrackingIdentifier(
+                uid=derived_uid(study_uid, seed, "sr-skipped", "tracking"),
+                identifier="whole study"),
+            qualitative_evaluations=[hd.sr.QualitativeEvaluation(
+                name=private(hd, "STATUS", "spinefx analysis status"),
+                value=private(hd, "NOTANALYSED", "Not analysed"))])
+        return _measurement_report(hd, spec, [status], comments, [source], study_uid, seed,
+                                   "sr-skipped", "spinefx: not analysed (research)", created)
 
 
 def set_creation_time(ds: Dataset, created: _dt.datetime) -> None:

@@ -6,7 +6,7 @@ sagittal T1/T2 pair, localise, grade, classify) and sends the results -- Compreh
 SEG, Secondary Capture -- to a destination (C-STORE SCU), usually the same PACS.
 
 Modules: :mod:`.config` (settings), :mod:`.store` (data folder + SQLite job table),
-:mod:`.scp` (the listener), :mod:`.worker` (analysis and sending), :mod:`.watch` (drop
+:mod:`.scp` (the listener), :mod:`.worker` (analysis; :mod:`.sender` sends), :mod:`.watch` (drop
 folder), :mod:`.service` (all of them together, signals).
 
 Job states (one job per StudyInstanceUID)::

@@ -121,6 +121,9 @@ class NodeConfig:
     #: senders that send each study whole in one association, as storescu and most scanners
     #: do; a study spread over several associations would be analysed, then reopened)
     complete_on_release: bool = False
+    #: an MR study that cannot be analysed (no sagittal T1/T2 pair, ...) gets a short SR in
+    #: its study saying so and why; a study that is not MR never does
+    report_skipped: bool = False
     #: drop-folder mode: files put here are ingested like received instances, then removed
     watch: Path | None = None
     #: received instances and results of finished jobs are deleted after this many days
@@ -189,6 +192,7 @@ class NodeConfig:
             idle_seconds=_number(raw.get("idle_seconds", 10.0), "idle_seconds", 0.0),
             complete_on_release=_flag(raw.get("complete_on_release", False),
                                       "complete_on_release"),
+            report_skipped=_flag(raw.get("report_skipped", False), "report_skipped"),
             watch=None if raw.get("watch") is None else _path(raw["watch"], "watch"),
             retention_days=_number(raw.get("retention_days", 7.0), "retention_days", 0.0),
             retry_initial_seconds=retry_initial, retry_max_seconds=retry_max,

@@ -24,10 +24,11 @@ from spinefx.runtime.errors import SpineFXError
 from spinefx.runtime.files import atomic_write_bytes
 
 from .config import NodeConfig
+from .sender import DestinationDown, SendRefused, send_files
 from .store import Job, JobStore, uid_key
 
-__all__ = ["DestinationDown", "SendRefused", "Worker", "analyse_folder", "redact",
-           "release_memory", "result_seed", "send_files", "study_facts"]
+__all__ = ["DestinationDown", "SKIPPED_NOTE", "SendRefused", "Worker", "analyse_folder",
+           "redact", "release_memory", "result_seed", "send_files", "study_facts"]
 
 log = logging.getLogger("spinefx.node")
 
@@ -39,13 +40,9 @@ PHI_KEYWORDS = ("PatientName", "PatientID", "OtherPatientIDs", "PatientBirthDate
                 "InstitutionName", "PerformingPhysicianName", "OperatorsName")
 
 
-class DestinationDown(Exception):
-    """The destination cannot take results now (no connection, rejected, out of resources):
-    wait and retry."""
-
-
-class SendRefused(Exception):
-    """The destination refused a result object for good (its status says why)."""
+#: in a job's results folder: the job was skipped and its results are the not-analysed SR;
+#: the text is the reason (a file, so a crash between building and sending keeps it)
+SKIPPED_NOTE = "skipped.txt"
 
 
 def result_seed(study_uid: str, model_sha256: str, revision: int) -> str:
@@ -120,6 +117,20 @@ def study_facts(folder: Path) -> tuple[int, set[str], list[str]]:
                                           key=len, reverse=True)
 
 
+def _first_mr_file(folder: Path) -> Path:
+    """The first received MR instance of a study (the not-analysed report joins its study)."""
+    import pydicom
+
+    for path in sorted(folder.glob("*.dcm")):
+        try:
+            ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["Modality"])
+        except Exception:  # noqa: BLE001 - another file will do
+            continue
+        if str(ds.get("Modality", "")).strip() == "MR":
+            return path
+    raise SpineFXError("no readable MR instance in the study", folder)
+
+
 def redact(text: str, secrets: Sequence[str]) -> str:
     for secret in secrets:
         text = text.replace(secret, "[redacted]")
@@ -138,61 +149,6 @@ def _encode(ds: Any) -> bytes:
     buf = io.BytesIO()
     ds.save_as(buf, enforce_file_format=True)
     return buf.getvalue()
-
-
-def send_files(config: NodeConfig, paths: Sequence[Path], store: JobStore, job: Job) -> int:
-    """C-STORE each result file not yet in the sent log to the destination; log each one the
-    destination confirms. Returns how many were sent now. A file whose transfer syntax the
-    destination accepted goes as its bytes on disk (pynetdicom's chunked send: no decoding
-    and encoding again, ~0.3 s a job for the SR and SEG); any other is decoded and converted."""
-    import pydicom
-    from pydicom.filereader import read_file_meta_info
-    from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
-    from pynetdicom import AE, _config, build_context
-
-    metas = [(path, read_file_meta_info(path)) for path in paths]
-    todo = [(path, meta) for path, meta in metas
-            if not store.was_sent(str(meta.MediaStorageSOPInstanceUID))]
-    if not todo:
-        return 0
-    # per class: a context with the files' own syntax (a PACS picks by its own preference
-    # among those offered together, often implicit VR), and one of the plain ones to fall back on
-    proposed = {(str(m.MediaStorageSOPClassUID), str(m.TransferSyntaxUID)) for _, m in todo}
-    contexts = [build_context(sop_class, ts) for sop_class, ts in sorted(proposed)]
-    contexts += [build_context(sop_class, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
-                 for sop_class in sorted({c for c, _ in proposed})]
-    ae = AE(ae_title=config.ae_title)
-    ae.connection_timeout = 5
-    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 30
-    dest = config.dest
-    assoc = ae.associate(dest.host, dest.port, contexts=contexts, ae_title=dest.ae_title)
-    if not assoc.is_established:
-        raise DestinationDown(f"association rejected by {dest.ae_title}" if assoc.is_rejected
-                              else "no connection, or the association was aborted")
-    accepted = {(str(c.abstract_syntax), str(c.transfer_syntax[0]))
-                for c in assoc.accepted_contexts}
-    _config.STORE_SEND_CHUNKED_DATASET = True  # a path is sent as it is (the node sends paths)
-    sent = 0
-    try:
-        for path, meta in todo:
-            sop_class, sop_uid = str(meta.MediaStorageSOPClassUID), \
-                str(meta.MediaStorageSOPInstanceUID)
-            as_is = (sop_class, str(meta.TransferSyntaxUID)) in accepted
-            status = assoc.send_c_store(path if as_is else pydicom.dcmread(path))
-            code = int(getattr(status, "Status", -1)) if status else -1
-            if code == -1:
-                raise DestinationDown("no response to C-STORE (connection lost or timed out)")
-            if 0xA700 <= code <= 0xA7FF:
-                raise DestinationDown(f"out of resources (status 0x{code:04X})")
-            if code != 0 and not 0xB000 <= code <= 0xBFFF:  # warnings mean stored
-                raise SendRefused(f"destination refused a {UID(sop_class).name} object "
-                                  f"(status 0x{code:04X})")
-            store.mark_sent(job.id, sop_uid, sop_class)
-            sent += 1
-    finally:
-        if assoc.is_established:
-            assoc.release()
-    return sent
 
 
 class Worker:
@@ -311,7 +267,10 @@ class Worker:
             seed = result_seed(job.study_uid, str(predictor.sha256), job.revision)
             datasets = analyse_folder(self.store.study_folder(job), predictor, seed, stages)
         except SpineFXError as exc:  # what the runtime cannot analyse: refused politely
-            return self._finish(job, "skipped", redact(str(exc), secrets), start)
+            reason = redact(str(exc), secrets)
+            if self.config.report_skipped:
+                return self._report_skipped(job, reason, predictor, seed, start)
+            return self._finish(job, "skipped", reason, start)
         except Exception as exc:  # noqa: BLE001 - a bug or a broken file; the node runs on
             log.debug("job %d: analysis error", job.id, exc_info=True)
             return self._finish(job, "failed", redact(f"analysis error: "
@@ -320,12 +279,8 @@ class Worker:
         t0 = time.perf_counter()
         self._keep_results(job, datasets)
         stages["files"] = time.perf_counter() - t0
-        if not self.store.update(job.id, generation=job.generation, state="sending",
-                                 results=len(datasets), results_generation=job.generation,
-                                 analysis_seconds=self.clock() - start, runs=0, attempts=0,
-                                 next_attempt_at=None):
-            log.info("job %d: new instances arrived during the analysis; receiving", job.id)
-            return self.store.reopen(job, new_revision=False)
+        if not self._to_sending(job, len(datasets), start):
+            return
         log.info("job %d: %d results built in %.2f s", job.id, len(datasets),
                  self.clock() - start)
         t0 = time.perf_counter()
@@ -333,6 +288,36 @@ class Worker:
         stages["send"] = time.perf_counter() - t0
         log.info("job %d: stage seconds: %s", job.id,
                  ", ".join(f"{name} {seconds:.3f}" for name, seconds in stages.items()))
+
+    def _to_sending(self, job: Job, results: int, start: float) -> bool:
+        """Results on disk: the job goes to sending (False: instances arrived meanwhile, and
+        the job receives again)."""
+        if self.store.update(job.id, generation=job.generation, state="sending",
+                             results=results, results_generation=job.generation,
+                             analysis_seconds=self.clock() - start, runs=0, attempts=0,
+                             next_attempt_at=None):
+            return True
+        log.info("job %d: new instances arrived during the analysis; receiving", job.id)
+        self.store.reopen(job, new_revision=False)
+        return False
+
+    def _report_skipped(self, job: Job, reason: str, predictor: Any, seed: str,
+                        start: float) -> None:
+        """An MR study that cannot be analysed: a short SR saying why goes out like results;
+        once it is sent the job ends skipped with the reason (:data:`SKIPPED_NOTE`)."""
+        from spinefx.runtime.dicom_sr import skipped_report
+
+        try:
+            source = _first_mr_file(self.store.study_folder(job))
+            datasets = [skipped_report(source, reason, predictor.spec, seed=seed)]
+        except Exception as exc:  # noqa: BLE001 - the skip stands; say why no report came
+            log.debug("job %d: not-analysed report error", job.id, exc_info=True)
+            return self._finish(job, "skipped", f"{reason} (no not-analysed report: "
+                                f"{type(exc).__name__})", start)
+        self._keep_results(job, datasets)
+        atomic_write_bytes(self.store.results_folder(job) / SKIPPED_NOTE, reason.encode())
+        if self._to_sending(job, len(datasets), start):
+            self.send(self.store.job(job.id))
 
     def _keep_results(self, job: Job, datasets: Sequence[Any]) -> None:
         """The results of this revision on disk (atomic files, named by UID hash), replacing
@@ -380,6 +365,10 @@ class Worker:
         except (OSError, RuntimeError) as exc:  # socket errors, an association torn down
             return self._retry_later(job, f"{type(exc).__name__}: {exc}")
         log.info("job %d: %d results sent to %s", job.id, sent, self.config.dest)
+        note = self.store.results_folder(job) / SKIPPED_NOTE
+        if note.is_file():  # the not-analysed report went out: the job stays a skip
+            return self._finish(job, "skipped", note.read_text(encoding="utf-8"), None,
+                                built_from)
         self._finish(job, "done", None, None, built_from)
 
     def _retry_later(self, job: Job, why: str) -> None:

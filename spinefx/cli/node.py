@@ -13,7 +13,8 @@ from ._common import EPILOG
 
 #: option dest -> NodeConfig key (the config file uses the same keys)
 OPTION_KEYS = ("data", "port", "ae_title", "dest", "host", "allow", "idle_seconds",
-               "complete_on_release", "watch", "retention_days", "model", "variant")
+               "complete_on_release", "report_skipped", "watch", "retention_days", "model",
+               "variant")
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -50,6 +51,10 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="a study is also complete as soon as the association that sent it is "
                         "released, without waiting --idle-seconds (for senders that send each "
                         "study in one association, as storescu and most scanners do)")
+    p.add_argument("--report-skipped", dest="report_skipped", action="store_true",
+                   default=None,
+                   help="send a short SR into an MR study the node cannot analyse (no sagittal "
+                        "T1/T2 pair, ...) saying so and why; never into a study that is not MR")
     p.add_argument("--watch", metavar="DIR",
                    help="also take DICOM files dropped into this folder (removed "
                    "once stored)")

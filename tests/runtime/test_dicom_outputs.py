@@ -398,3 +398,28 @@ def test_without_highdicom_or_dicom_input_a_clear_error(analysed, monkeypatch) -
     monkeypatch.setitem(sys.modules, "highdicom", None)   # import highdicom -> ImportError
     with pytest.raises(SpineFXError, match=r"pip install 'spinefx\[node\]'"):
         structured_report(spine, study, analysed["predictor"].spec, seed="s")
+
+
+def test_a_not_analysed_report_is_valid_says_why_and_joins_the_study(analysed, tmp_path) -> None:
+    import highdicom as hd
+
+    from spinefx.runtime.dicom_outputs import save_dataset
+    from spinefx.runtime.dicom_sr import skipped_report
+
+    source = sorted(Path(analysed["root"]).rglob("*.dcm"))[0]
+    reason = "no sagittal T2 series in the study"
+    sr = skipped_report(source, reason, analysed["predictor"].spec, seed="seed-1",
+                        created=CREATED)
+    path = save_dataset(sr, tmp_path / "skipped.dcm")
+    errors, report = _dciodvfy_errors(_dciodvfy(), path)
+    assert not errors, report
+    src = pydicom.dcmread(source, stop_before_pixels=True)
+    assert sr.StudyInstanceUID == src.StudyInstanceUID and str(sr.PatientName) == CANARY
+    texts = [item.TextValue for item in hd.sr.srread(path).ContentSequence
+             if item.ValueType == "TEXT"]
+    assert f"Not analysed by spinefx: {reason}" in texts
+    assert any("not for diagnosis" in t.lower() for t in texts)
+    # its own UIDs: never those of the findings SR of the same seed
+    assert sr.SOPInstanceUID != analysed["datasets"][0].SOPInstanceUID
+    assert sr.SOPInstanceUID == skipped_report(source, reason, analysed["predictor"].spec,
+                                               seed="seed-1", created=CREATED).SOPInstanceUID

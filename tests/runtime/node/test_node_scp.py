@@ -328,6 +328,16 @@ def test_instance_during_an_outage_is_analysed_after_the_send(tmp_path, analyses
     assert len(pacs.received) == len(set(pacs.received)) == 4  # two results of each revision
 
 
+def ct_and_mr_studies(config: NodeConfig) -> tuple[JobStore, str, str]:
+    """A job store holding one CT and one MR instance, each its own study (CT first)."""
+    store = JobStore(config.data)
+    ct_study, mr_study = generate_uid(), generate_uid()
+    for study, modality in ((ct_study, "CT"), (mr_study, "MR")):
+        ds = instance(study, modality)
+        store.store_instance(encode(ds), study, ds.SOPInstanceUID)
+    return store, ct_study, mr_study
+
+
 def test_ct_and_unanalysable_studies_are_skipped_without_phi(tmp_path, pacs, monkeypatch,
                                                              caplog):
     def refuse(folder, predictor, seed, stages=None):
@@ -336,11 +346,7 @@ def test_ct_and_unanalysable_studies_are_skipped_without_phi(tmp_path, pacs, mon
 
     monkeypatch.setattr(worker_mod, "analyse_folder", refuse)
     config = make_config(tmp_path, pacs.port)
-    store = JobStore(config.data)
-    ct_study, mr_study = generate_uid(), generate_uid()
-    for study, modality in ((ct_study, "CT"), (mr_study, "MR")):
-        ds = instance(study, modality)
-        store.store_instance(encode(ds), study, ds.SOPInstanceUID)
+    store, ct_study, mr_study = ct_and_mr_studies(config)
     worker = Worker(store, config, load_predictor=lambda: MODEL)
     with caplog.at_level("INFO", logger="spinefx.node"):
         for job in store.jobs():
@@ -361,6 +367,35 @@ def test_ct_and_unanalysable_studies_are_skipped_without_phi(tmp_path, pacs, mon
         assert secret not in shown
     doc = json.loads(out.getvalue().split("\n}\n")[0] + "\n}")
     assert doc["counts"]["skipped"] == 2 and [j["job"] for j in doc["jobs"]] == [1, 2]
+
+
+def test_report_skipped_sends_one_not_analysed_sr_into_the_mr_study_only(tmp_path, pacs,
+                                                                       monkeypatch):
+    from spinefx.runtime.model_files import BUNDLED_DIR, read_model_spec
+
+    def refuse(folder, predictor, seed, stages=None):
+        raise SpineFXError(f"no sagittal T1/T2 pair (patient {CANARY})")
+
+    monkeypatch.setattr(worker_mod, "analyse_folder", refuse)
+    model = SimpleNamespace(sha256=MODEL.sha256, spec=read_model_spec(BUNDLED_DIR))
+    config = make_config(tmp_path, pacs.port, report_skipped=True)
+    store, _, mr_study = ct_and_mr_studies(config)
+    worker = Worker(store, config, load_predictor=lambda: model)
+    for job in store.jobs():
+        run_until(worker, "skipped", job.id)
+    for _ in range(5):   # nothing left to do: nothing sent again
+        worker.step()
+    ct, mr = store.jobs()
+    assert ct.reason == "not an MR study (modality CT)" and ct.results is None
+    assert mr.reason == "no sagittal T1/T2 pair (patient [redacted])" and mr.results == 1
+    [sent] = pacs.received
+    [path] = sorted(store.results_folder(mr).glob("*.dcm"))
+    report = pydicom.dcmread(path)
+    assert report.SOPInstanceUID == sent and report.StudyInstanceUID == mr_study
+    assert report.Modality == "SR" and str(report.PatientName) == CANARY  # its study's patient
+    texts = [item.TextValue for item in report.ContentSequence if item.ValueType == "TEXT"]
+    assert f"Not analysed by spinefx: {mr.reason}" in texts
+    assert not [t for t in texts if CANARY in t]
 
 
 def test_watch_folder_takes_settled_files_and_sets_aside_the_rest(tmp_path):
