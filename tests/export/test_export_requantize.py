@@ -67,3 +67,18 @@ def test_another_manifest_or_order_is_refused_and_nothing_written(exported, coho
     assert not (tmp_path / "new").exists()
     with pytest.raises(ExportError, match="another folder"):
         requantize_int8(out, out, cohort, FAST, log=None)
+
+
+def test_the_bundled_int8_file_gives_the_same_integers_on_every_cpu():
+    """Its weights, read off the file: 7-bit int8 (or uint8), so no CPU's U8S8 kernel can
+    saturate, and model.json records exactly that range (the gate's verdict holds on VNNI and
+    non-VNNI machines alike)."""
+    from spinefx.runtime.model_files import BUNDLED_DIR, read_model_spec
+
+    spec = read_model_spec(BUNDLED_DIR)
+    _, path, _ = spec.file("int8")
+    wr = weight_range(path)
+    assert wr["u8s8_pair_sum_fits_int16"] is True
+    quantization = spec.raw["int8"]["quantization"]
+    assert quantization["cpu_independent"] is True and quantization["weight_range"] == wr
+    assert spec.raw["int8"]["passed"] is True
