@@ -75,16 +75,19 @@ class StudyResult:
                                    dicom=dicom, opacity=opacity)
 
     def dicom_objects(self, seed: str, opacity: float = 0.45,
-                      created: datetime | None = None) -> list[Dataset]:
+                      created: datetime | None = None,
+                      parametric_map: bool = False) -> list[Dataset]:
         """The DICOM results in the source study: Comprehensive SR (TID 1500), SEG of the
-        vertebral bodies, Secondary Capture of the overlay. Their UIDs derive from ``seed``
+        vertebral bodies, Secondary Capture of the overlay, and with ``parametric_map`` a
+        Parametric Map of the classified vertebrae's maps. Their UIDs derive from ``seed``
         (same seed, same study, same result => same UIDs: a node never files a result twice);
         ``created`` (default now) their content date/time: pass the first run's for bytes-equal
         objects on a re-run."""
         from .dicom_outputs import dicom_results
 
         return dicom_results(self.spine, self.study, self.predictor.spec,
-                             self.primary.overlay(opacity), seed=seed, created=created)
+                             self.primary.overlay(opacity), seed=seed, created=created,
+                             parametric_map=parametric_map)
 
     def close(self) -> None:
         if self._scratch is not None:

@@ -1,7 +1,8 @@
 """The DICOM results of a whole-spine analysis, ready to send to PACS: SR, SEG and capture.
 
 :func:`dicom_results` builds the Comprehensive SR (:mod:`.dicom_sr`), the vertebral-body SEG
-(:mod:`.dicom_seg`) and the overlay's Secondary Capture (:mod:`.outputs`) in the source study.
+(:mod:`.dicom_seg`) and the overlay's Secondary Capture (:mod:`.outputs`) in the source study,
+and on request a Parametric Map of the classifier's maps (:mod:`.dicom_pm`).
 Every UID derives from ``seed`` and the study's UID (:mod:`.dicom_uids`): the node analyses a
 study again after a crash or a failed send and sends the *same* instances, which PACS keeps
 once. :func:`result_seed` is a seed that changes exactly when the result could: another
@@ -23,6 +24,7 @@ from typing import TYPE_CHECKING
 from PIL import Image
 from pydicom.dataset import Dataset
 
+from .dicom_pm import parametric_map as build_parametric_map
 from .dicom_seg import vertebra_segmentation
 from .dicom_sr import source_headers, spinefx_version, structured_report
 from .dicom_uids import derived_uid
@@ -56,10 +58,12 @@ def result_seed(spine: SpineAnalysis, study: Study) -> str:
 
 def dicom_results(spine: SpineAnalysis, study: Study, predictor_spec: ModelSpec,
                   overlay: Image.Image, *, seed: str,
-                  created: _dt.datetime | None = None) -> list[Dataset]:
-    """[SR, SEG, SC] of ``spine`` in the source study, UIDs derived from ``seed`` (and the
-    study's UID); ``overlay``: the picture for the capture (``spine.primary.overlay()``).
-    ``created``: their creation date/time (now when None: the same for all three)."""
+                  created: _dt.datetime | None = None,
+                  parametric_map: bool = False) -> list[Dataset]:
+    """[SR, SEG, SC] of ``spine`` in the source study (+ the Parametric Map of the maps with
+    ``parametric_map``), UIDs derived from ``seed`` (and the study's UID); ``overlay``: the
+    picture for the capture (``spine.primary.overlay()``). ``created``: their creation
+    date/time (now when None: the same for all)."""
     created = created or _dt.datetime.now()
     sources = source_headers(spine, study)        # read once, shared by SR and SEG
     sr = structured_report(spine, study, predictor_spec, seed=seed, created=created,
@@ -72,7 +76,10 @@ def dicom_results(spine: SpineAnalysis, study: Study, predictor_spec: ModelSpec,
     sc = secondary_capture(overlay, source_file, primary.to_json(),
                            series_uid=derived_uid(scoped, "sc", "series"),
                            sop_uid=derived_uid(scoped, "sc", "instance"), created=created)
-    return [sr, seg, sc]
+    if not parametric_map:
+        return [sr, seg, sc]
+    pm = build_parametric_map(spine, study, seed=seed, created=created, sources=sources)
+    return [sr, seg, sc, pm]
 
 
 def encode_dataset(ds: Dataset) -> bytes:

@@ -29,7 +29,7 @@ from .dicom_sr import (
     spinefx_version,
     tracking_uid,
 )
-from .dicom_uids import derived_uid
+from .dicom_uids import derived_uid, fix_dimension_uids
 from .errors import SpineFXError
 from .localise import canonical_flips
 from .outputs import quiet_dicom
@@ -93,7 +93,7 @@ def vertebra_segmentation(spine: SpineAnalysis, study: Study, *, seed: str,
             content_description="vertebral bodies (research, not for diagnosis)",
             series_description="spinefx vertebral bodies (research)",
             content_date=created.date(), content_time=created.time())
-        _fix_random_uids(seg, seed)
+        fix_dimension_uids(seg, seed, "seg")
         set_creation_time(seg, created)
         seg.ImageComments = DISCLAIMER
     return seg
@@ -138,18 +138,3 @@ def _descriptions(hd: Any, spine: SpineAnalysis, seed: str) -> list[Any]:
             tracking_uid=tracking_uid(seed, i, level),
             tracking_id=level))
     return out
-
-
-def _fix_random_uids(seg: Dataset, seed: str) -> None:
-    """highdicom draws the Dimension Organization UID at random: replace it (everywhere it
-    appears) by one derived from ``seed``, so the same seed gives the same bytes."""
-    random_uids = {str(item.DimensionOrganizationUID)
-                   for item in seg.get("DimensionOrganizationSequence", [])}
-    fixed = {uid: derived_uid(seed, "seg", "dimension organization", str(n))
-             for n, uid in enumerate(sorted(random_uids))}
-
-    def replace(dataset: Dataset, element: Any) -> None:
-        if element.keyword == "DimensionOrganizationUID" and str(element.value) in fixed:
-            element.value = fixed[str(element.value)]
-
-    seg.walk(replace)

@@ -14,9 +14,12 @@ is deterministic and at most 64 characters.
 """
 from __future__ import annotations
 
+from typing import Any
+
+from pydicom.dataset import Dataset
 from pydicom.uid import PYDICOM_ROOT_UID, generate_uid
 
-__all__ = ["UID_PREFIX", "derived_uid"]
+__all__ = ["UID_PREFIX", "derived_uid", "fix_dimension_uids"]
 
 #: ``1.2.826.0.1.3680043.8.498.``: pydicom's registered root for generated UIDs.
 UID_PREFIX = PYDICOM_ROOT_UID
@@ -32,3 +35,19 @@ def derived_uid(*parts: str, prefix: str = UID_PREFIX) -> str:
                          "the same for every study)")
     framed = [f"{len(str(p))}:{p}" for p in parts]
     return str(generate_uid(prefix=prefix, entropy_srcs=framed))
+
+
+def fix_dimension_uids(ds: Dataset, *parts: str) -> None:
+    """highdicom draws a multi-frame object's Dimension Organization UID at random: replace
+    it (everywhere it appears) by one derived from ``parts``, so the same parts give the same
+    bytes."""
+    random_uids = {str(item.DimensionOrganizationUID)
+                   for item in ds.get("DimensionOrganizationSequence", [])}
+    fixed = {uid: derived_uid(*parts, "dimension organization", str(n))
+             for n, uid in enumerate(sorted(random_uids))}
+
+    def replace(dataset: Dataset, element: Any) -> None:
+        if element.keyword == "DimensionOrganizationUID" and str(element.value) in fixed:
+            element.value = fixed[str(element.value)]
+
+    ds.walk(replace)

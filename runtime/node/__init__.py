@@ -3,7 +3,8 @@
 A scanner or PACS sends a study over DICOM (C-STORE) or drops its files into a folder; with
 nobody at the keyboard the node analyses it (:func:`spinefx.runtime.api.analyse_study`: the
 sagittal T1/T2 pair, localise, grade, classify) and sends the results -- Comprehensive SR,
-SEG, Secondary Capture -- to a destination (C-STORE SCU), usually the same PACS.
+SEG, Secondary Capture, optionally a Parametric Map of the Grad-CAM -- to a destination
+(C-STORE SCU), usually the same PACS.
 
 Modules: :mod:`.config` (settings), :mod:`.store` (data folder + SQLite job table),
 :mod:`.scp` (the listener), :mod:`.worker` (analysis; :mod:`.sender` sends), :mod:`.watch` (drop

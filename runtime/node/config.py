@@ -124,6 +124,8 @@ class NodeConfig:
     #: an MR study that cannot be analysed (no sagittal T1/T2 pair, ...) gets a short SR in
     #: its study saying so and why; a study that is not MR never does
     report_skipped: bool = False
+    #: also send a Parametric Map of the classifier's maps (Grad-CAM) on the T1 series
+    parametric_map: bool = False
     #: drop-folder mode: files put here are ingested like received instances, then removed
     watch: Path | None = None
     #: received instances and results of finished jobs are deleted after this many days
@@ -193,6 +195,7 @@ class NodeConfig:
             complete_on_release=_flag(raw.get("complete_on_release", False),
                                       "complete_on_release"),
             report_skipped=_flag(raw.get("report_skipped", False), "report_skipped"),
+            parametric_map=_flag(raw.get("parametric_map", False), "parametric_map"),
             watch=None if raw.get("watch") is None else _path(raw["watch"], "watch"),
             retention_days=_number(raw.get("retention_days", 7.0), "retention_days", 0.0),
             retry_initial_seconds=retry_initial, retry_max_seconds=retry_max,

@@ -52,16 +52,18 @@ def result_seed(study_uid: str, model_sha256: str, revision: int) -> str:
 
 
 def analyse_folder(folder: Path, predictor: Any, seed: str,
-                   stages: dict[str, float] | None = None) -> list[Any]:
-    """The result datasets (SR, SEG, SC) of one study folder (tests replace this); the
-    seconds of each stage go into ``stages`` (analysis, dicom)."""
+                   stages: dict[str, float] | None = None,
+                   parametric_map: bool = False) -> list[Any]:
+    """The result datasets (SR, SEG, SC, + the Parametric Map with ``parametric_map``) of
+    one study folder (tests replace this); the seconds of each stage go into ``stages``
+    (analysis, dicom)."""
     from spinefx.runtime.api import analyse_study
 
     stages = {} if stages is None else stages
     t0 = time.perf_counter()
     with analyse_study(folder, predictor=predictor) as result:
         t1 = time.perf_counter()
-        datasets = list(result.dicom_objects(seed=seed))
+        datasets = list(result.dicom_objects(seed=seed, parametric_map=parametric_map))
     stages["analysis"], stages["dicom"] = t1 - t0, time.perf_counter() - t1
     return datasets
 
@@ -265,7 +267,8 @@ class Worker:
                                 start)
         try:
             seed = result_seed(job.study_uid, str(predictor.sha256), job.revision)
-            datasets = analyse_folder(self.store.study_folder(job), predictor, seed, stages)
+            datasets = analyse_folder(self.store.study_folder(job), predictor, seed, stages,
+                                      parametric_map=self.config.parametric_map)
         except SpineFXError as exc:  # what the runtime cannot analyse: refused politely
             reason = redact(str(exc), secrets)
             if self.config.report_skipped:

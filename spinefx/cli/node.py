@@ -13,8 +13,8 @@ from ._common import EPILOG
 
 #: option dest -> NodeConfig key (the config file uses the same keys)
 OPTION_KEYS = ("data", "port", "ae_title", "dest", "host", "allow", "idle_seconds",
-               "complete_on_release", "report_skipped", "watch", "retention_days", "model",
-               "variant")
+               "complete_on_release", "report_skipped", "parametric_map", "watch",
+               "retention_days", "model", "variant")
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -23,7 +23,8 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         description="Listen as a DICOM Storage SCP (C-ECHO, C-STORE), keep each instance on "
                     "disk before answering, analyse each study once no instance arrived for "
                     "--idle-seconds (sagittal T1/T2 pair, vertebrae, grades, the classifier) "
-                    "and send a Comprehensive SR, a SEG and a Secondary Capture to --dest. "
+                    "and send a Comprehensive SR, a SEG and a Secondary Capture (and with "
+                    "--parametric-map a Parametric Map of the Grad-CAM) to --dest. "
                     "Studies that cannot be analysed (not MR, no sagittal T1/T2) end "
                     "'skipped' with the reason. Crash-safe: restart after any crash and every "
                     "job finishes once. Prints 'spinefx node: listening as AET on HOST:PORT' "
@@ -55,6 +56,10 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    default=None,
                    help="send a short SR into an MR study the node cannot analyse (no sagittal "
                         "T1/T2 pair, ...) saying so and why; never into a study that is not MR")
+    p.add_argument("--parametric-map", dest="parametric_map", action="store_true",
+                   default=None,
+                   help="also send a DICOM Parametric Map of the classifier's Grad-CAM of "
+                        "each classified vertebra, on the T1 series (relative evidence, 0-1)")
     p.add_argument("--watch", metavar="DIR",
                    help="also take DICOM files dropped into this folder (removed "
                    "once stored)")

@@ -363,8 +363,10 @@ def test_a_multiframe_t1_gets_its_frames_in_the_seg_and_the_sr(analysed, tmp_pat
     pair = study.choose_pair(None, None, "strict")
     predictor = analysed["predictor"]
     spine = analyse_spine(predictor, study, pair)
-    datasets = dicom_results(spine, study, predictor.spec, spine.primary.overlay(), seed="mf")
-    paths = [save_dataset(ds, tmp_path / name) for ds, name in zip(datasets, NAMES)]
+    datasets = dicom_results(spine, study, predictor.spec, spine.primary.overlay(), seed="mf",
+                             parametric_map=True)
+    paths = [save_dataset(ds, tmp_path / name)
+             for ds, name in zip(datasets, (*NAMES, "pm.dcm"), strict=True)]
     for path in paths:
         errors, report = _dciodvfy_errors(exe, path)
         assert not errors, report
@@ -381,6 +383,10 @@ def test_a_multiframe_t1_gets_its_frames_in_the_seg_and_the_sr(analysed, tmp_pat
         assert image.referenced_sop_instance_uid == uid
         slice_index = int(entry.get("height_slice", entry["slice"]))
         assert list(image.referenced_frame_numbers) == [order.index(slice_index) + 1]
+    pm = pydicom.dcmread(paths[3])   # the map's frames reference the one enhanced image
+    referenced = {str(r.ReferencedSOPInstanceUID) for s in pm.ReferencedSeriesSequence
+                  for r in s.ReferencedInstanceSequence}
+    assert referenced == {uid}
 
 
 def test_without_highdicom_or_dicom_input_a_clear_error(analysed, monkeypatch) -> None:
@@ -423,3 +429,98 @@ def test_a_not_analysed_report_is_valid_says_why_and_joins_the_study(analysed, t
     assert sr.SOPInstanceUID != analysed["datasets"][0].SOPInstanceUID
     assert sr.SOPInstanceUID == skipped_report(source, reason, analysed["predictor"].spec,
                                                seed="seed-1", created=CREATED).SOPInstanceUID
+
+
+@pytest.fixture(scope="module")
+def parametric(analysed, tmp_path_factory):
+    """The Parametric Map of the analysis' maps, with the other three, written once."""
+    from spinefx.runtime.dicom_outputs import dicom_results, save_dataset
+
+    spine, study = analysed["spine"], analysed["study"]
+    datasets = dicom_results(spine, study, analysed["predictor"].spec, spine.primary.overlay(),
+                             seed="seed-1", created=CREATED, parametric_map=True)
+    path = save_dataset(datasets[3], tmp_path_factory.mktemp("pm") / "pm.dcm")
+    return {"datasets": datasets, "path": path}
+
+
+def test_parametric_map_is_valid_and_joins_the_study_beside_the_same_three(analysed,
+                                                                           parametric):
+    exe = _dciodvfy()
+    errors, report = _dciodvfy_errors(exe, parametric["path"])
+    assert not errors, report
+    from spinefx.runtime.dicom_outputs import encode_dataset
+
+    # asking for the map changes none of the other three results
+    assert [encode_dataset(ds) for ds in parametric["datasets"][:3]] == \
+        [f.read_bytes() for f in analysed["files"]]
+    pm = pydicom.dcmread(parametric["path"])
+    assert pm.SOPClassUID == "1.2.840.10008.5.1.4.1.1.30"      # Parametric Map Storage
+    assert pm.StudyInstanceUID == analysed["datasets"][0].StudyInstanceUID
+    assert str(pm.PatientName) == CANARY
+    t1 = analysed["study"].volume(analysed["pair"].t1)
+    assert pm.FrameOfReferenceUID == t1.metadata["frame_of_reference_uid"]
+    others = {str(d.SeriesInstanceUID) for d in analysed["datasets"]}
+    assert str(pm.SeriesInstanceUID) not in others | {t1.series_uid}
+    assert pm.ContentQualification == "RESEARCH" and "not for diagnosis" in pm.ImageComments
+
+
+def test_parametric_map_holds_each_classified_vertebras_map_on_its_t1_slice(analysed,
+                                                                             parametric):
+    from spinefx.runtime.dicom_pm import PM_SCALE, map_frames
+
+    spine = analysed["spine"]
+    pm = hd.pm.ParametricMap.from_dataset(pydicom.dcmread(parametric["path"]))
+    frames = map_frames(spine)
+    classified = [r for r in spine.results if r is not None]
+    assert len(classified) >= 5 and set(frames) == {r.roi.slice_index for r in classified}
+    stored = pm.pixel_array.astype(np.float64)
+    if stored.ndim == 2:
+        stored = stored[None]
+    assert stored.shape == (len(frames), *spine.localisation.volume.data.shape[1:])
+    mapping = pm.SharedFunctionalGroupsSequence[0].RealWorldValueMappingSequence[0]
+    real = stored * float(mapping.RealWorldValueSlope) + float(mapping.RealWorldValueIntercept)
+    assert float(mapping.RealWorldValueSlope) == pytest.approx(1.0 / PM_SCALE)
+    t1 = analysed["study"].volume(analysed["pair"].t1)
+    at = {}                     # frame -> T1 slice, by the frame's own plane position
+    for f, item in enumerate(pm.PerFrameFunctionalGroupsSequence):
+        position = [float(v) for v in item.PlanePositionSequence[0].ImagePositionPatient]
+        [index] = [i for i in frames if np.allclose(position, t1.positions[i], atol=1e-3)]
+        at[index] = f
+    assert sorted(at) == list(frames)
+    for index, expected in frames.items():
+        assert np.abs(real[at[index]] - expected).max() <= 0.5 / PM_SCALE + 1e-9, index
+    for result in classified:   # each map's peak (1, or 0 for an all-benign map) kept
+        frame = real[at[result.roi.slice_index]]
+        x0, y0, x1, y1 = (int(v) for v in result.prediction.roi)
+        own = float(result.prediction.cam_slice.max())
+        assert frame[max(y0, 0):y1, max(x0, 0):x1].max() >= own - 1e-3
+    assert real.max() == pytest.approx(1.0, abs=1e-3)
+    union = np.zeros(real.shape, bool)
+    for result in classified:
+        x0, y0, x1, y1 = (int(v) for v in result.prediction.roi)
+        union[at[result.roi.slice_index], max(y0, 0):y1, max(x0, 0):x1] = True
+    assert not real[~union].any()                               # nothing outside the ROIs
+    orientation = pm.SharedFunctionalGroupsSequence[0].PlaneOrientationSequence[0]
+    assert np.allclose([float(v) for v in orientation.ImageOrientationPatient],
+                       [*t1.row_direction, *t1.column_direction], atol=1e-4)
+
+
+def test_parametric_map_uids_follow_the_seed_and_need_a_classified_vertebra(analysed,
+                                                                            parametric):
+    import copy
+
+    from spinefx.runtime.dicom_pm import parametric_map
+    from spinefx.runtime.errors import SpineFXError
+
+    spine, study = analysed["spine"], analysed["study"]
+    again = parametric_map(spine, study, seed="seed-1", created=CREATED)
+    from spinefx.runtime.dicom_outputs import encode_dataset
+
+    assert encode_dataset(again) == parametric["path"].read_bytes()
+    other = parametric_map(spine, study, seed="seed-2", created=CREATED)
+    assert other.SOPInstanceUID != again.SOPInstanceUID
+    assert other.SeriesInstanceUID != again.SeriesInstanceUID
+    none = copy.copy(spine)
+    none.results = [None] * len(spine.results)
+    with pytest.raises(SpineFXError, match="no vertebra was classified"):
+        parametric_map(none, study, seed="s")

@@ -26,6 +26,7 @@ def test_options_give_a_config_with_defaults():
     assert config.idle_seconds == 10.0 and config.data == Path("/tmp/node-data")
     assert config.complete_on_release is False   # the idle time alone, unless asked
     assert config.report_skipped is False        # no unasked-for SR in a study
+    assert config.parametric_map is False        # nor an unasked-for map
     assert json.loads(json.dumps(config.to_json()))["dest"] == "ORTHANC@127.0.0.1:4242"
 
 
@@ -54,7 +55,8 @@ def test_file_values_relative_to_the_file_and_options_win(tmp_path):
     ("dest", "@h:1", "1 to 16"), ("idle_seconds", -1, ">= 0"),
     ("idle_seconds", float("nan"), "finite"), ("allow", 5, "AE titles"),
     ("require_called_aet", "yes", "true or false"), ("max_associations", 1.5, "whole"),
-    ("complete_on_release", 1, "true or false"), ("report_skipped", "no", "true or false")])
+    ("complete_on_release", 1, "true or false"), ("report_skipped", "no", "true or false"),
+    ("parametric_map", "yes", "true or false")])
 def test_bad_values_are_named(key, value, words):
     with pytest.raises(ConfigError) as info:
         NodeConfig.from_mapping({**REQUIRED, key: value})

@@ -22,7 +22,12 @@ from typing import Any
 import highdicom as hd
 import pydicom
 import pytest
-from pydicom.uid import ComprehensiveSRStorage, SecondaryCaptureImageStorage, SegmentationStorage
+from pydicom.uid import (
+    ComprehensiveSRStorage,
+    ParametricMapStorage,
+    SecondaryCaptureImageStorage,
+    SegmentationStorage,
+)
 
 from tests.helpers.orthanc import (
     NODE_PEER,
@@ -45,16 +50,18 @@ RESULT_CLASSES = {"SR": ComprehensiveSRStorage, "SEG": SegmentationStorage,
 RESULT_TIMEOUT = 120.0  # 2 shared cores: the model loads and runs beside other test workers
 
 
-def results_in(pacs: Orthanc, uid: str) -> dict[str, list[str]]:
+def results_in(pacs: Orthanc, uid: str, classes: dict[str, str] = RESULT_CLASSES
+               ) -> dict[str, list[str]]:
     """Orthanc ids of the node's result objects in the study with that StudyInstanceUID."""
-    return {name: pacs.instances_of_class(cls, uid) for name, cls in RESULT_CLASSES.items()}
+    return {name: pacs.instances_of_class(cls, uid) for name, cls in classes.items()}
 
 
-def wait_results(pacs: Orthanc, uid: str, node: NodeProcess) -> dict[str, list[str]]:
+def wait_results(pacs: Orthanc, uid: str, node: NodeProcess,
+                 classes: dict[str, str] = RESULT_CLASSES) -> dict[str, list[str]]:
     found: dict[str, list[str]] = {}
 
     def arrived() -> bool:
-        found.update(results_in(pacs, uid))
+        found.update(results_in(pacs, uid, classes))
         return all(found.values())
 
     assert pacs.wait_for(arrived, RESULT_TIMEOUT, interval=0.5), \
@@ -312,13 +319,22 @@ def test_complete_on_release_sends_results_without_waiting_the_idle_time(pacs, s
                                                                           phantom_studies,
                                                                           tmp_path):
     """storescu sends the study in one association and releases it: with an idle time far
-    beyond the test's timeout, only the release can complete the study."""
+    beyond the test's timeout, only the release can complete the study. The node was asked
+    for the Parametric Map too: it arrives beside the three, on the T1 series' frames."""
     study, data = phantom_studies[1], tmp_path / "data"
     node = start_node(data, pacs.dicom_port, idle_seconds=3600,
-                      config={"complete_on_release": True})
+                      config={"complete_on_release": True, "parametric_map": True})
     sent = storescu(study, node.port)
     assert sent.returncode == 0, sent.stderr
-    found = wait_results(pacs, study_uid(study), node)
-    assert {k: len(v) for k, v in found.items()} == {"SR": 1, "SEG": 1, "SC": 1}
+    classes = {**RESULT_CLASSES, "PM": ParametricMapStorage}
+    found = wait_results(pacs, study_uid(study), node, classes)
+    assert {k: len(v) for k, v in found.items()} == {"SR": 1, "SEG": 1, "SC": 1, "PM": 1}
     [job] = wait_jobs(data, 1, ("done",))
     assert "complete (its association was released)" in node.output()
+    pm = pydicom.dcmread(read(pacs, found["PM"][0], tmp_path))
+    t1_uids = {str(pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID)
+               for f in dicom_files(study)}
+    referenced = {str(r.ReferencedSOPInstanceUID) for s in pm.ReferencedSeriesSequence
+                  for r in s.ReferencedInstanceSequence}
+    assert referenced and referenced <= t1_uids
+    assert 0 < int(pm.pixel_array.max()) <= 1000 and pm.ContentQualification == "RESEARCH"

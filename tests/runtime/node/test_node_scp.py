@@ -103,7 +103,8 @@ def analyses(monkeypatch) -> list[tuple[Path, str]]:
     """Replace the analysis: record (folder, seed), return the seed's result objects."""
     calls: list[tuple[Path, str]] = []
 
-    def fake(folder: Path, predictor, seed: str, stages=None) -> list[Dataset]:
+    def fake(folder: Path, predictor, seed: str, stages=None,
+             parametric_map=False) -> list[Dataset]:
         assert predictor is MODEL
         calls.append((folder, seed))
         return result_objects(seed)
@@ -340,7 +341,7 @@ def ct_and_mr_studies(config: NodeConfig) -> tuple[JobStore, str, str]:
 
 def test_ct_and_unanalysable_studies_are_skipped_without_phi(tmp_path, pacs, monkeypatch,
                                                              caplog):
-    def refuse(folder, predictor, seed, stages=None):
+    def refuse(folder, predictor, seed, stages=None, parametric_map=False):
         raise SpineFXError(f"no sagittal T1/T2 pair (patient {CANARY}, study "
                            "CANARY STUDY DESCRIPTION)")
 
@@ -373,7 +374,7 @@ def test_report_skipped_sends_one_not_analysed_sr_into_the_mr_study_only(tmp_pat
                                                                        monkeypatch):
     from spinefx.runtime.model_files import BUNDLED_DIR, read_model_spec
 
-    def refuse(folder, predictor, seed, stages=None):
+    def refuse(folder, predictor, seed, stages=None, parametric_map=False):
         raise SpineFXError(f"no sagittal T1/T2 pair (patient {CANARY})")
 
     monkeypatch.setattr(worker_mod, "analyse_folder", refuse)
