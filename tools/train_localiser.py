@@ -98,6 +98,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sacrum-from", type=Path, default=None,
                         help="a localiser folder whose bodies below vb3's L5 label the sacrum "
                              "there (default: the sacrum counts only inside vb3's L1-L5 band)")
+    parser.add_argument("--fracture-edge-weight", type=float, default=1.0,
+                        help="loss weight of the pixels near the fractured body's outline "
+                             "(phantoms; 1 = no extra weight)")
     parser.add_argument("--time-only", action="store_true",
                         help="only time segment_bodies with the model in --out; train nothing")
     args = parser.parse_args(argv)
@@ -108,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     from spinefx.train.seg_data import (
+        EDGE_PX,
         FOCUS_P,
         FOV_CUT_P,
         SACRUM_P,
@@ -127,7 +131,8 @@ def main(argv: list[str] | None = None) -> int:
 
     t0 = time.perf_counter()
     _log(f"rendering {args.phantoms} phantoms (SYNTHETIC)")
-    phantoms = phantom_sources(range(args.seed * 10_000, args.seed * 10_000 + args.phantoms))
+    phantoms = phantom_sources(range(args.seed * 10_000, args.seed * 10_000 + args.phantoms),
+                               edge_weight=args.fracture_edge_weight)
     real = vb3_sources(args.real_spine, VB3_TRAIN, sacrum_model=args.sacrum_from)
     _log(f"data ready: {len(phantoms)} phantom series, {len(real)} vb3 subjects "
          f"({time.perf_counter() - t0:.0f}s)")
@@ -169,8 +174,11 @@ def main(argv: list[str] | None = None) -> int:
                     f"T2 series, all bodies T1-S3 and the sacrum labelled, {FOCUS_P:.0%} of "
                     f"phantom crops centred on the fractured body and {SACRUM_P:.0%} on the "
                     f"sacrum; {FOV_CUT_P:.0%} with the field of view ended at a random "
-                    f"row) + vb3 subjects 01-44 (real, L1-L5 labelled; loss counted inside "
-                    f"each column's labelled band, sacrum 0 there" +
+                    f"row" + ("" if args.fracture_edge_weight == 1.0 else
+                              f"; the loss {args.fracture_edge_weight:g}x within "
+                              f"{EDGE_PX} px of the fractured body's outline") +
+                    ") + vb3 subjects 01-44 (real, L1-L5 labelled; loss counted inside "
+                    "each column's labelled band, sacrum 0 there" +
                     ("" if args.sacrum_from is None else
                      "; the sacrum below L5: the bodies the localiser fine-tuned from finds "
                      "there, counted everywhere") + ")",

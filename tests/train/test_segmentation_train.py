@@ -158,3 +158,25 @@ def test_the_same_seed_trains_the_same_weights():
             for _ in range(2)]
     for a, b in zip(runs[0].state_dict().values(), runs[1].state_dict().values()):
         assert torch.equal(a, b)
+
+
+def test_fracture_edge_weight_weighs_the_outline_of_the_fractured_body_only():
+    from spinefx.train.seg_data import EDGE_PX, _planes, fracture_edge
+
+    src = _boxes_source(3)
+    focus = np.zeros_like(src.mask)
+    focus[:, 18:28, 14:30] = 1                         # the middle "body" is the fracture
+    edge = fracture_edge(focus[0])
+    assert edge[18, 20] and edge[17, 20] and edge[18 + EDGE_PX - 1, 20]   # on and near it
+    assert not edge[23, 22] and not edge[4, 20]       # its core, another body
+    plain = _planes(SliceSource(src.image, src.mask, src.weight, src.spacing, "a",
+                                focus=focus), 2, 3, None)[2]
+    heavy = _planes(SliceSource(src.image, src.mask, src.weight, src.spacing, "b",
+                                focus=focus, edge_weight=4.0), 2, 3, None)[2]
+    assert set(np.unique(plain)) == {1.0} and set(np.unique(heavy)) == {1.0, 4.0}
+    assert np.array_equal(heavy == 4.0, edge)
+    # the weight survives resampling and cropping as a weight, not as a 0/1 mask
+    rich = SliceSource(src.image, src.mask, src.weight, src.spacing, "c", focus=focus,
+                       edge_weight=4.0)
+    weights = draw_batch(np.random.default_rng(1), [[rich]], [1.0], 6, 32, 2.0)[2][:, 0]
+    assert weights.max() == 4.0 and set(np.unique(weights)) <= {0.0, 1.0, 2.0, 3.0, 4.0}
