@@ -180,14 +180,15 @@ def test_batch_failure_falls_back_to_one_by_one(phantom, monkeypatch):
     study = open_inputs(root)
     pair = study.choose_pair(policy="strict")
     entries = analyse_spine(predictor, study, pair).localisation.document["vertebrae"]
-    bad_slice = entries[1]["slice"]
+    # the phantom's bodies share their centre slice: the second one is told apart by its box
+    bad = (entries[1]["slice"], tuple(entries[1]["box"]))
     one_by_one = predictor.predict_pair
 
     def refuse_batch(*args, **kwargs):
         raise SpineFXError("stand-in: one input could not be built")
 
     def refuse_one(aligned, slice_index, **kwargs):
-        if slice_index == bad_slice:
+        if (slice_index, tuple(kwargs.get("box") or ())) == bad:
             raise SpineFXError("stand-in: this vertebra's input could not be built")
         return one_by_one(aligned, slice_index, **kwargs)
 
@@ -195,8 +196,9 @@ def test_batch_failure_falls_back_to_one_by_one(phantom, monkeypatch):
     monkeypatch.setattr(predictor, "predict_pair", refuse_one)
     spine = analyse_spine(predictor, study, pair)
     for e, result, error in zip(entries, spine.results, spine.errors):
-        failed = e["slice"] == bad_slice
+        failed = (e["slice"], tuple(e["box"])) == bad
         assert (result is None) == failed and (error is not None) == failed
+    assert sum(r is None for r in spine.results) == 1      # that one, and only it, failed
     assert any(r is not None for r in spine.results)
 
 

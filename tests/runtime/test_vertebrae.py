@@ -435,3 +435,28 @@ def test_vb3_localiser_map_same_as_reference(real_spine, subject, reference_post
         new = find_vertebrae(grid, spacing)
         assert len(new) >= 3
         assert_same_vertebrae(new, old)
+
+
+def test_widest_slice_is_the_one_nearest_the_centroid_among_the_near_widest():
+    from spinefx.runtime.vertebrae import widest_slice
+
+    flat = np.array([0, 80, 97, 99, 100, 98, 99, 96, 60, 0])    # thin slices: a flat middle
+    assert widest_slice(flat, centre=5.2) == 5 and widest_slice(flat, centre=2.4) == 2
+    assert widest_slice(flat, centre=5.2, share=1.0) == 4       # the plain maximum
+    peaked = np.array([0, 10, 40, 100, 50, 10, 0])               # thick slices: one clear peak
+    assert widest_slice(peaked, centre=3.6) == 3 and widest_slice(peaked, centre=1.0) == 3
+
+
+def test_a_thin_slice_body_gets_its_centre_slice_not_a_lateral_maximum():
+    """A cylinder-like body over 21 thin slices, one lateral slice 10% larger than the rest
+    (noise, a spur): its slice is the centre one, and its box is that slice's."""
+    from spinefx.runtime.vertebrae import find_vertebrae
+
+    mask = np.zeros((21, 80, 60), bool)
+    for k in range(21):
+        half = 10 if abs(k - 10) < 8 else 6
+        mask[k, 20:50, 30 - half:30 + half] = True
+    mask[3, 20:50, 19:41] = True                                 # lateral, 10% larger
+    vl = find_vertebrae(mask.astype(np.float32), (1.0, 1.0, 1.0))
+    [body] = vl.vertebrae
+    assert body.slice == 10 and body.box == (20, 20, 40, 50)
