@@ -2,8 +2,6 @@
 manifest alignment and the target verdicts (the cohort run itself is a benchmark, not a test)."""
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,13 +10,9 @@ import pytest
 from spinefx.runtime import Case
 from spinefx.runtime.errors import ManifestError
 from spinefx.train.oof import as_oof
+from tests.helpers.benchmarks import load_benchmark
 
-_PATH = Path(__file__).resolve().parents[2] / "benchmarks" / "ceiling.py"
-_spec = importlib.util.spec_from_file_location("ceiling", _PATH)
-assert _spec is not None and _spec.loader is not None
-ceiling = importlib.util.module_from_spec(_spec)
-sys.modules["ceiling"] = ceiling  # its dataclass looks its module up there
-_spec.loader.exec_module(ceiling)
+ceiling = load_benchmark("ceiling")
 
 
 def test_statistics_are_42_and_read_only_the_central_half():
