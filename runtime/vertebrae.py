@@ -29,6 +29,7 @@ MIN_BODY_MM3 = 1000.0   # a whole thoracic body is ~5000 mm3, a lumbar one ~2500
 MIN_BODY_SHARE = 0.2    # ... and a body is at least this share of the median body
 MERGED_SHARE = 1.5      # a component this many typical bodies large is split further
 WAIST_SHARE = 0.6       # ... at a cross-section under this share of its median one
+DEEP_WAIST_SHARE = 0.3  # any component is cut at a cross-section this thin (a disc bridge)
 SACRAL_GAP_SHARE = 0.5  # a gap below this share of the median disc gap joins fused segments
 SACRAL_GAP_MM = 3.0     # ... and below this many mm (a lumbar disc is 5-12 mm)
 SACRAL_SHRINK = 0.65    # S2 is under this share of S1 (phantoms 0.4-0.6; L5/L4 is 0.7-1.2)
@@ -244,14 +245,23 @@ def _split_merged(labels: np.ndarray, steps: int) -> np.ndarray:
             if size > MERGED_SHARE * typical:
                 parts = int(min(4, max(2, round(size / typical))))
                 next_value += _cut_at_waists(region, int(piece_value), parts, next_value)
+    # two small bodies joined through a disc can be no larger than one typical (lumbar) body,
+    # as thoracic pairs are: any component with a waist this deep is two bodies (fragments
+    # too small to be two bodies are skipped: a map can leave dozens)
+    counts = np.bincount(labels.ravel())
+    counts[0] = 0
+    for value in np.nonzero(counts >= 2 * MIN_BODY_SHARE * typical)[0]:
+        region = labels[_bounding_box(labels == value, margin=1)]
+        next_value += _cut_at_waists(region, int(value), 2, next_value, DEEP_WAIST_SHARE)
     return labels
 
 
-def _cut_at_waists(region: np.ndarray, value: int, parts: int, next_value: int) -> int:
+def _cut_at_waists(region: np.ndarray, value: int, parts: int, next_value: int,
+                   share: float = WAIST_SHARE) -> int:
     """Cut the component ``value`` of ``region`` into ``parts`` along its long in-plane axis,
     each cut at the narrowest cross-section (a disc is a waist between two bodies) near where
     an even split by volume would fall; only where the cross-section there is under
-    :data:`WAIST_SHARE` of the median one. In place; returns how many new values it used."""
+    ``share`` of the median one. In place; returns how many new values it used."""
     k, r, c = np.nonzero(region == value)
     pts = np.stack([r, c], axis=1).astype(np.float64)
     pts -= pts.mean(axis=0)
@@ -269,7 +279,7 @@ def _cut_at_waists(region: np.ndarray, value: int, parts: int, next_value: int) 
         if b <= a:
             continue
         at = a + int(np.argmin(profile[a:b]))
-        if profile[at] < WAIST_SHARE * float(np.median(profile)):
+        if profile[at] < share * float(np.median(profile)):
             cuts.append(at)
     if not cuts:
         return 0

@@ -133,6 +133,24 @@ def test_bodies_joined_by_a_bridge_too_wide_to_erode_are_cut_at_the_waist():
     assert vl.gaps_mm[1] == 0.0                               # they still touch there
 
 
+def test_small_bodies_joined_through_a_disc_are_cut_though_no_larger_than_a_typical_one():
+    # two 14 x 24 thoracic bodies over four 26 x 36 lumbar ones; a 6-column bridge fills the
+    # thoracic disc: the pair (2 x 14 x 24 + bridge) is smaller than 1.5 lumbar bodies, so the
+    # size rule never looks at it, and erosion leaves it joined; its cross-section there is a
+    # quarter of the bodies'
+    mask, boxes = box_spine([14, 14, 26, 26, 26, 26], [6, 8, 8, 8, 8], cols=90,
+                            depths=[24, 24, 36, 36, 36, 36])
+    x0 = boxes[0][0]
+    mask[1:-1, boxes[0][3]:boxes[1][1], x0 + 9:x0 + 15] = 1
+    vl = find_vertebrae(mask, SPACING, label_levels=False)
+    assert len(vl) == 6
+    for v, (_, by0, _, by1) in zip(vl.vertebrae, boxes):
+        assert abs(v.centroid[1] - (by0 + by1) / 2) < 3       # each body its own piece
+    # a whole body with no waist is never cut
+    whole, _ = box_spine([14, 26, 26], [8, 8], cols=90, depths=[24, 36, 36])
+    assert len(find_vertebrae(whole, SPACING, label_levels=False)) == 3
+
+
 def test_a_cut_s1_is_found_by_the_sacrum_map_where_the_gaps_cannot():
     # six bodies, lumbar-size discs all the way down; the lowest is cut by the image's edge
     mask, boxes = box_spine([24, 25, 26, 26, 25, 14], [8, 9, 10, 10, 9], top=5)
