@@ -105,11 +105,14 @@ def analyse_study(source: Source, *, predictor: Predictor | None = None,
                   model: str | PathLike | None = None, t1: str | None = None,
                   t2: str | None = None, fractured_only: bool = False,
                   levels: Sequence[str] = (),
-                  localiser: str | PathLike | None = None) -> StudyResult:
+                  localiser: str | PathLike | None = None,
+                  anchor: tuple[int, str] | None = None) -> StudyResult:
     """Analyse one study (a folder of DICOM files, or its datasets) with no click: see the
     module docstring. ``predictor``: a loaded :class:`Predictor` to reuse (else ``model``, a
-    model folder, None = the bundled one). Errors are :class:`SpineFXError` naming the
-    study and the problem (no sagittal T1/T2 pair, no vertebra found, ...)."""
+    model folder, None = the bundled one); ``anchor`` = (index, level): a person's
+    correction of the level count (body ``index``, 0 = the most superior, is ``level``).
+    Errors are :class:`SpineFXError` naming the study and the problem (no sagittal T1/T2
+    pair, no vertebra found, ...)."""
     from .inference import Predictor
     from .study_analysis import analyse_spine
 
@@ -126,7 +129,8 @@ def analyse_study(source: Source, *, predictor: Predictor | None = None,
         study = Study.open(folder)
         pair = study.choose_pair(t1, t2, "strict")
         predictor = predictor if predictor is not None else Predictor(model)
-        spine = analyse_spine(predictor, study, pair, fractured_only, levels, localiser)
+        spine = analyse_spine(predictor, study, pair, fractured_only, levels, localiser,
+                              anchor)
     except BaseException:
         if scratch is not None:
             scratch.cleanup()

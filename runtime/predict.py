@@ -75,14 +75,16 @@ def predict_study(predictor: Predictor, study: str | PathLike | None, out_dir: s
                   size_mm: float | None = None, dicom: bool = False,
                   opacity: float = 0.45, allow_mixed: bool = False,
                   fractured_only: bool = False, levels: Sequence[str] = (),
-                  localiser_dir: str | PathLike | None = None) -> Result:
+                  localiser_dir: str | PathLike | None = None,
+                  anchor: tuple[int, str] | None = None) -> Result:
     """`spinefx predict STUDY`: strict series choice (named, or the only sagittal T1/T2),
     then the service's analysis and files (result.json, overlay.png, + the DICOM capture).
 
     With no slice, box or centre (and no default box in the study) every vertebra is found
     and classified (:mod:`spinefx.runtime.study_analysis`; ``fractured_only``, ``levels``,
-    ``localiser_dir``): the returned result is the most suspicious vertebra's, its ``spine``
-    holds them all, and OUT also gets vertebrae.json, vertebrae_mask.nii.gz, overview.png."""
+    ``localiser_dir``, ``anchor``: the user's correction of the level count): the returned
+    result is the most suspicious vertebra's, its ``spine`` holds them all, and OUT also gets
+    vertebrae.json, vertebrae_mask.nii.gz, overview.png."""
     inputs = [p for p in (study, t1, t2) if p and Path(p).exists()]
     check_output_folder(out_dir, inputs)
     opened = open_inputs(study, t1, t2)
@@ -95,7 +97,7 @@ def predict_study(predictor: Predictor, study: str | PathLike | None, out_dir: s
             require_dicom(opened, pair)
         if whole_spine:
             spine = analyse_spine(predictor, opened, pair, fractured_only, levels,
-                                  localiser_dir)
+                                  localiser_dir, anchor)
         else:
             roi = resolve_roi(opened.volume(pair.t1), predictor.config, slice_index, box, center,
                               size_mm, opened.default_slice, opened.default_box)

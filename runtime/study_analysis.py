@@ -79,20 +79,23 @@ def check_localiser(model_dir: str | PathLike | None) -> Path:
     return folder
 
 
-def localise_pair(study: Study, pair: SeriesPair, model_dir: str | PathLike | None = None
+def localise_pair(study: Study, pair: SeriesPair, model_dir: str | PathLike | None = None,
+                  anchor: tuple[int, str] | None = None
                   ) -> tuple[Localisation, str, list[str]]:
     """Localise on T1; when T1 yields no vertebra, on the T2 resliced onto the T1 grid (so
-    slices and boxes are T1's either way). Neither -> an error naming both series and why."""
+    slices and boxes are T1's either way). Neither -> an error naming both series and why.
+    ``anchor``: a person's correction of the level count (index, level), as
+    :func:`spinefx.runtime.localise.localise_series` takes it."""
     folder = check_localiser(model_dir)
     t1 = study.volume(pair.t1)
-    found = localise.localise_series(t1, None, model_dir=folder)
+    found = localise.localise_series(t1, None, model_dir=folder, anchor=anchor)
     if found.vertebrae.vertebrae:
         return found, "T1", []
     t1_reason = found.document.get("reason") or "no vertebral body found"
     aligned_t2 = study.aligned(pair).t2
     # T1 slices without a T2 partner are NaN on the resliced T2: the localiser needs numbers
     t2 = aligned_t2.with_data(np.nan_to_num(aligned_t2.data))
-    on_t2 = localise.localise_series(t2, None, model_dir=folder)
+    on_t2 = localise.localise_series(t2, None, model_dir=folder, anchor=anchor)
     if on_t2.vertebrae.vertebrae:
         note = (f"no vertebra found on T1 '{study.entries[pair.t1].label}' ({t1_reason}): "
                 "localised on the T2 series instead")
@@ -127,12 +130,13 @@ def most_suspicious(entries: list[dict[str, Any]], results: list[Result | None])
 
 def analyse_spine(predictor: Predictor, study: Study, pair: SeriesPair,
                   fractured_only: bool = False, levels: Sequence[str] = (),
-                  localiser_dir: str | PathLike | None = None) -> SpineAnalysis:
-    """Localise (:func:`localise_pair`), then classify every vertebra (or, with
-    ``fractured_only``, those graded >= 1 plus any named in ``levels``) through
-    :func:`analyse`. A vertebra whose ROI cannot be built keeps its error; none at all is an
-    error."""
-    localisation, localised_on, notes = localise_pair(study, pair, localiser_dir)
+                  localiser_dir: str | PathLike | None = None,
+                  anchor: tuple[int, str] | None = None) -> SpineAnalysis:
+    """Localise (:func:`localise_pair`, with the user's level ``anchor`` if any), then
+    classify every vertebra (or, with ``fractured_only``, those graded >= 1 plus any named in
+    ``levels``) through :func:`analyse`. A vertebra whose ROI cannot be built keeps its error;
+    none at all is an error."""
+    localisation, localised_on, notes = localise_pair(study, pair, localiser_dir, anchor)
     entries = localisation.document["vertebrae"]
     chosen = [wanted(e, fractured_only, levels) for e in entries]
     classified = FRACTURED if fractured_only else ALL

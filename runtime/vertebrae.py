@@ -418,7 +418,8 @@ def relabel(vl: VertebraList, anchor_index: int, anchor_level: str) -> VertebraL
     """A person's correction: body ``anchor_index`` is ``anchor_level``; the others follow
     in order (confidence 1.0: the count is the user's)."""
     if not 0 <= anchor_index < len(vl):
-        raise ValueError(f"anchor_index {anchor_index} is outside 0..{len(vl) - 1}")
+        raise ValueError(f"there is no body {anchor_index + 1} to name: {len(vl)} were found "
+                         f"(1 = the most superior .. {len(vl)})")
     level = anchor_level.strip().upper()
     if level not in LEVELS:
         raise ValueError(f"unknown level {anchor_level!r}: expected one of C2..C7, T1..T12, "

@@ -22,6 +22,22 @@ class UsageError(SpineFXError):
     """A bad combination of options (argparse checks single options)."""
 
 
+def level_anchor(text: str) -> tuple[int, str]:
+    """An argparse type for ``--anchor``: 'N=LEVEL' -> (N - 1, LEVEL)."""
+    number, _, level = text.partition("=")
+    try:
+        index = int(number)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected N=LEVEL (e.g. 5=L5), got {text!r}") from None
+    if index < 1 or not level.strip():
+        raise argparse.ArgumentTypeError(f"expected N=LEVEL with N >= 1, got {text!r}")
+    return index - 1, level.strip()
+
+
+ANCHOR_HELP = ("correct the level count: body N (1 = the most superior found) is LEVEL, "
+               "e.g. 5=L5; the others follow in order")
+
+
 def positive_int(text: str) -> int:
     """An argparse type: a whole number > 0."""
     try:

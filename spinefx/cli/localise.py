@@ -7,19 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from ._common import DISCLAIMER, EPILOG
-
-
-def _anchor(text: str) -> tuple[int, str]:
-    """An argparse type: 'N=LEVEL' -> (N - 1, LEVEL)."""
-    number, _, level = text.partition("=")
-    try:
-        index = int(number)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected N=LEVEL (e.g. 5=L5), got {text!r}") from None
-    if index < 1 or not level.strip():
-        raise argparse.ArgumentTypeError(f"expected N=LEVEL with N >= 1, got {text!r}")
-    return index - 1, level.strip()
+from ._common import ANCHOR_HELP, DISCLAIMER, EPILOG, level_anchor
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -36,9 +24,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    "description); default its sagittal T1, else T2")
     p.add_argument("--model", type=Path, help="localiser model folder "
                    "(default: weights/localiser/)")
-    p.add_argument("--anchor", type=_anchor, metavar="N=LEVEL",
-                   help="correct the level count: body N (1 = the most superior found) is "
-                        "LEVEL, e.g. 5=L5; the others follow in order")
+    p.add_argument("--anchor", type=level_anchor, metavar="N=LEVEL", help=ANCHOR_HELP)
     p.add_argument("--out", required=True, type=Path, help="output folder")
     p.add_argument("--json", action="store_true",
                    help="print vertebrae.json to stdout; files are still written")

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ._common import DISCLAIMER, EPILOG, UsageError, positive_int
+from ._common import ANCHOR_HELP, DISCLAIMER, EPILOG, UsageError, level_anchor, positive_int
 
 
 def _opacity(text: str) -> float:
@@ -117,6 +117,9 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                         "(height loss >= 20%%) and any named with --level (default: all)")
     p.add_argument("--level", action="append", default=[], metavar="LEVEL",
                    help="with --fractured-only: also classify this level (e.g. L2; repeat)")
+    p.add_argument("--anchor", type=level_anchor, metavar="N=LEVEL",
+                   help="without --box/--center: " + ANCHOR_HELP + " (before --level and "
+                        "--fractured-only choose)")
     p.add_argument("--localiser", type=Path, help="vertebral-body localiser model folder "
                    "for predict without --box (default: weights/localiser/)")
     p.add_argument("--manifest", type=Path, help="score every case of this manifest instead")
@@ -151,9 +154,10 @@ def run(args: argparse.Namespace) -> int:
     if args.manifest is None and args.slice is not None and not (args.box or args.center):
         raise UsageError("--slice needs --box x0,y0,x1,y1 or --center x,y (without all three "
                          "every vertebra is found and classified)")
-    if (args.box or args.center) and (args.fractured_only or args.level or args.localiser):
-        raise UsageError("--fractured-only, --level and --localiser are for predict without "
-                         "--box/--center")
+    if (args.box or args.center) and (args.fractured_only or args.level or args.localiser
+                                      or args.anchor):
+        raise UsageError("--fractured-only, --level, --anchor and --localiser are for predict "
+                         "without --box/--center")
     if args.manifest is not None and args.json:
         raise UsageError("--json prints one study's result; with --manifest read "
                          "OUT/predictions.csv")
@@ -198,7 +202,8 @@ def run(args: argparse.Namespace) -> int:
                            slice_index=args.slice, box=box, center=center,
                            size_mm=args.size_mm, dicom=args.dicom, opacity=args.opacity,
                            allow_mixed=args.force_pairing, fractured_only=args.fractured_only,
-                           levels=args.level, localiser_dir=args.localiser)
+                           levels=args.level, localiser_dir=args.localiser,
+                           anchor=args.anchor)
     for warning in result.warnings:  # also in result.json ("warnings")
         print(f"warning: {warning}", file=sys.stderr)
     p = result.prediction

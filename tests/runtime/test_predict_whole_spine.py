@@ -122,6 +122,45 @@ def test_fractured_only_classifies_the_graded_ones(phantom, tmp_path):
     assert entries[doc["most_suspicious"]["index"]]["grade"] >= 1
 
 
+def test_anchor_corrects_the_levels_before_fractured_only_chooses(phantom, predicted,
+                                                                   tmp_path):
+    from spinefx.runtime.vertebrae import LEVELS
+
+    root, _, _ = phantom
+    auto = [e["level"] for e in predicted[0]["vertebrae"]]
+    # the user says the top body is one level higher than the count made it
+    higher = LEVELS[LEVELS.index(auto[0]) - 1]
+    target = LEVELS[LEVELS.index(auto[2]) - 1]      # the third body, by its corrected name
+    assert main(["predict", str(root), "--out", str(tmp_path), "--anchor", f"1={higher}",
+                 "--fractured-only", "--level", target, "--no-progress"]) == 0
+    doc = json.loads((tmp_path / "result.json").read_text())
+    levels = [e["level"] for e in doc["vertebrae"]]
+    assert levels == [LEVELS[LEVELS.index(name) - 1] for name in auto]
+    assert doc["level_confidence"] == 1.0 and not doc["levels_uncertain"]
+    assert "set by the user" in doc["level_reason"]
+    assert doc["vertebrae"][2]["probability"] is not None     # --level took the new name
+    files = json.loads((tmp_path / "vertebrae.json").read_text())
+    assert [e["level"] for e in files["vertebrae"]] == levels
+
+
+def test_anchor_errors_are_clear(phantom, tmp_path, capsys):
+    root, case, _ = phantom
+    assert main(["predict", str(root), "--out", str(tmp_path / "a"), "--anchor", "99=L1",
+                 "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "there is no body 99 to name" in err and "Traceback" not in err
+    assert main(["predict", str(root), "--out", str(tmp_path / "b"), "--anchor", "2=X9",
+                 "--no-progress"]) == 2
+    assert "unknown level 'X9'" in capsys.readouterr().err
+    box = ",".join(str(v) for v in case.box)
+    assert main(["predict", str(root), "--out", str(tmp_path / "c"), "--slice",
+                 str(case.slice), "--box", box, "--anchor", "1=L1"]) == 2
+    assert "--anchor" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["predict", str(root), "--out", str(tmp_path / "d"), "--anchor", "0=L1"])
+    assert "N >= 1" in capsys.readouterr().err
+
+
 def test_t2_when_t1_gives_nothing_and_an_error_when_neither(phantom, monkeypatch):
     root, case, _ = phantom
     truth = (case.masks("t1")["bodies"] > 0).astype(np.float32)
