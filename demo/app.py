@@ -24,9 +24,10 @@ import gradio as gr
 from . import api
 from . import read_handlers as rh
 from .context import DemoContext, drop_state
+from .level_handlers import correct_levels
 from .map_handlers import show_occlusion
 from .report import DICOM_NOTE, prepare_dicom
-from .spine_view import SPINE_HEADERS
+from .spine_view import spine_panel
 from .teaching_app import teaching_tab, wire_teaching
 from .viewer import DEFAULT_PRESET, WL_PRESETS, ZOOMS
 from .views import CAM_CAPTION, DISCLAIMER, SERIES_HEADERS
@@ -179,19 +180,9 @@ def _mark_column(ctx: DemoContext, ui: UI) -> None:
     ui["predict_btn"] = gr.Button("Predict", variant="primary", elem_id="predict")
 
 
-def _spine_panel(ui: UI) -> None:
-    """Click-free reading: every vertebra the localiser found, and a level picker."""
-    ui["spine_md"] = gr.Markdown(elem_id="spine-summary")
-    ui["level_rd"] = gr.Radio([], label="vertebrae found (pick one: its slice, box and result)",
-                              elem_id="levels")
-    with gr.Accordion("all vertebrae (level, grade, probability)", open=False):
-        ui["spine_df"] = gr.Dataframe(headers=SPINE_HEADERS, interactive=False, wrap=True,
-                                      elem_id="vertebrae")
-
-
 def _result_column(ui: UI) -> None:
     ui["status"] = gr.Markdown("Load an example or upload a study.", elem_id="status")
-    _spine_panel(ui)
+    spine_panel(ui)
     ui["slice_img"] = gr.Image(label="T1 | T2 (resliced onto T1): click the centre of the "
                                      "vertebral body on either", interactive=False,
                                type="numpy", format="png", elem_id="slice-image", height=460)
@@ -263,6 +254,11 @@ def _wire_read(ctx: DemoContext, ui: UI) -> None:
                          pick(ui, ("slice_sl", "box_tb", "report_btn",
                                    *rh.VIEW_OUTPUTS)),
                          **private)
+    ui["level_fix_btn"].click(bind(ctx, ui, correct_levels),
+                              pick(ui, ("read_state", "level_fix_dd", "opacity")),
+                              pick(ui, ("slice_sl", "box_tb", "report_btn", "spine_md",
+                                        "spine_df", "dicom_prepare", "dicom_btn", "dicom_note",
+                                        *rh.VIEW_OUTPUTS)), **private)
     _wire_viewer(ctx, ui)
 
     def on_select(st: Any, k: Any, size: float, evt: gr.SelectData) -> dict:

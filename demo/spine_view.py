@@ -12,8 +12,10 @@ import gradio as gr
 
 from spinefx.runtime import SpineFXError
 from spinefx.runtime.study_analysis import SpineAnalysis, analyse_spine
+from spinefx.runtime.vertebrae import LEVELS
 
 from .context import ReadState, Updates
+from .wiring import UI
 
 log = logging.getLogger("spinefx.demo")
 
@@ -22,8 +24,25 @@ NEEDS_SPACING = ("automatic reading needs the pixel spacing: give it (mm) when u
 SPINE_HEADERS = ["level", "slice", "grade", "height loss", "P(malignant)", "call", "OOD", "note"]
 
 
-def run_localiser(predictor: Any, st: ReadState) -> None:
-    """Analyse the loaded pair into ``st.spine`` (or ``st.spine_error`` in plain words)."""
+def spine_panel(ui: UI) -> None:
+    """Click-free reading: every vertebra the localiser found, a level picker, and the level
+    correction (the picked vertebra's true level; the others follow in order)."""
+    ui["spine_md"] = gr.Markdown(elem_id="spine-summary")
+    ui["level_rd"] = gr.Radio([], label="vertebrae found (pick one: its slice, box and result)",
+                              elem_id="levels")
+    with gr.Row():
+        ui["level_fix_dd"] = gr.Dropdown(list(LEVELS), value=None, label="the picked vertebra "
+                                         "is really (corrects every level)", elem_id="level-fix")
+        ui["level_fix_btn"] = gr.Button("Correct the levels", size="sm", elem_id="level-fix-btn")
+    with gr.Accordion("all vertebrae (level, grade, probability)", open=False):
+        ui["spine_df"] = gr.Dataframe(headers=SPINE_HEADERS, interactive=False, wrap=True,
+                                      elem_id="vertebrae")
+
+
+def run_localiser(predictor: Any, st: ReadState,
+                  anchor: tuple[int, str] | None = None) -> None:
+    """Analyse the loaded pair into ``st.spine`` (or ``st.spine_error`` in plain words);
+    ``anchor`` = (index, level): the user's correction of the level count."""
     study, pair = st.require()
     st.spine, st.picked, st.spine_error = None, None, ""
     if predictor is None:
@@ -34,7 +53,7 @@ def run_localiser(predictor: Any, st: ReadState) -> None:
         st.spine_error = NEEDS_SPACING
         return
     try:
-        st.spine = analyse_spine(predictor, study, pair)
+        st.spine = analyse_spine(predictor, study, pair, anchor=anchor)
     except SpineFXError as exc:
         log.info("localiser found nothing usable (%s)", type(exc).__name__)
         st.spine_error = str(exc)

@@ -2,7 +2,8 @@
 upload a phantom study whose headers carry PHI strings, see every vertebra listed with the
 fractured level flagged (the localiser's levels and grades are real; the tiny model's
 probabilities are not), scroll with the keyboard and see the image change and the result go
-stale, then download the report and find the probability in it and no PHI.
+stale, download the report and find the probability in it and no PHI, then correct the level
+count and see the fractured vertebra renamed.
 
 Without Chromium or Playwright: skipped on a developer machine, a failure in CI (as
 test_demo_browser.py)."""
@@ -134,6 +135,20 @@ def test_click_free_reading_keyboard_scroll_stale_result_and_report(browser, dem
     assert in_report and abs(float(in_report.group(1)) - float(value)) <= 0.005, value
     assert "SYNTHETIC" in report
     assert f"<td>{case.level}</td>" in report
+    # --- the user corrects the count: the picked (fractured) vertebra is one level higher
+    from spinefx.runtime.vertebrae import LEVELS
+
+    higher = LEVELS[LEVELS.index(case.level) - 1]
+    page.locator("#level-fix input").click()
+    page.keyboard.type(higher)
+    page.get_by_role("option", name=higher, exact=True).click()
+    page.wait_for_function("v => document.querySelector('#level-fix input').value === v",
+                           arg=higher)
+    page.click("#level-fix-btn")
+    page.wait_for_function("document.querySelector('#status').innerText"
+                           ".includes('Levels corrected by you')")
+    assert page.locator("#levels label", has_text=f"{higher} · FRACTURE").count() == 1
+    assert higher in page.locator("#spine-summary").inner_text()
     html = page.content()
     assert not [n for n in NEEDLES if n in report], "PHI reached the report"
     assert not [n for n in NEEDLES if n in html], "PHI reached the page"

@@ -134,6 +134,46 @@ def test_the_report_has_the_findings_and_no_phi(ctx, phi_upload):
     assert Path(again).read_text() == text, "the same reading gives the same report"
 
 
+def test_levels_corrected_by_the_user_reach_the_list_the_result_and_the_report(ctx,
+                                                                               phi_upload):
+    from spinefx.demo.level_handlers import PICK_FIRST, correct_levels
+    from spinefx.runtime.vertebrae import LEVELS
+
+    out = rh.load_upload(ctx, None, phi_upload, None, None, None)
+    st = out["read_state"]
+    assert st.spine is not None and st.picked is not None, st.spine_error
+    before = st.spine
+    auto = [e["level"] for e in before.localisation.document["vertebrae"]]
+    i = st.picked
+    true_level = LEVELS[LEVELS.index(auto[i]) - 1]     # "it is one level higher"
+    fixed = correct_levels(ctx, st, true_level, 0.45)
+    levels = [e["level"] for e in st.spine.localisation.document["vertebrae"]]
+    assert levels == [LEVELS[LEVELS.index(name) - 1] for name in auto]
+    assert st.picked == i and levels[i] == true_level
+    assert "corrected by you" in fixed["status"] and true_level in fixed["spine_md"]
+    assert [row[0] for row in fixed["spine_df"]] == levels
+    assert st.spine.primary.spine["level_reason"].startswith("set by the user")
+    # the analysis it replaced (an example's may be shared by sessions) is unchanged
+    assert [e["level"] for e in before.localisation.document["vertebrae"]] == auto
+    text = Path(fixed["report_btn"]).read_text()
+    assert f"<td>{true_level}</td>" in text
+    assert fixed["dicom_btn"]["value"] is None         # a zip of the old names is withdrawn
+    import io
+    import zipfile
+
+    from spinefx.demo.report import write_dicom_results
+
+    with zipfile.ZipFile(write_dicom_results(ctx, st)) as zf:
+        segs = [pydicom.dcmread(io.BytesIO(zf.read(n))) for n in zf.namelist()]
+    seg = next(ds for ds in segs if ds.Modality == "SEG")
+    # one segment per vertebra, superior -> inferior, named by the corrected count
+    assert [item.SegmentLabel for item in seg.SegmentSequence] == levels
+    # plain words, never a traceback: no level chosen, nothing picked
+    assert "choose the level" in correct_levels(ctx, st, None, 0.45)["status"]
+    st.picked = None
+    assert PICK_FIRST in correct_levels(ctx, st, "L1", 0.45)["status"]
+
+
 def test_report_without_a_result_says_so():
     text = build_report(ReportInput(source="uploaded image slices", series=["T1", "T2"],
                                     model={}, model_id="m", model_sha256="", synthetic_model=False,
