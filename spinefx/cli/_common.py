@@ -34,6 +34,7 @@ def level_anchor(text: str) -> tuple[int, str]:
     return index - 1, level.strip()
 
 
+ANCHOR_HINT = "if the count is wrong, run again with --anchor N=LEVEL"
 ANCHOR_HELP = ("correct the level count: body N (1 = the most superior found) is LEVEL, "
                "e.g. 5=L5; the others follow in order")
 

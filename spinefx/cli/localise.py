@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from ._common import ANCHOR_HELP, DISCLAIMER, EPILOG, level_anchor
+from ._common import ANCHOR_HELP, ANCHOR_HINT, DISCLAIMER, EPILOG, level_anchor
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -48,7 +48,8 @@ def run(args: argparse.Namespace) -> int:
             f"grade {e['grade']} ({e['shape']}, loss {e['height_loss']:.0%})")
         print(f"{e['level']:>4}  slice {e['slice']:>3}  box {e['box']}  {grade}", file=human)
     if doc["levels_uncertain"]:
-        print(f"warning: levels uncertain: {doc['level_reason']}", file=sys.stderr)
+        print(f"warning: levels uncertain: {doc['level_reason']} ({ANCHOR_HINT})",
+              file=sys.stderr)
     print(DISCLAIMER, file=human)
     for name, path in result.files.items():
         print(f"{name}: {path}", file=human)

@@ -6,7 +6,15 @@ import argparse
 import sys
 from pathlib import Path
 
-from ._common import ANCHOR_HELP, DISCLAIMER, EPILOG, UsageError, level_anchor, positive_int
+from ._common import (
+    ANCHOR_HELP,
+    ANCHOR_HINT,
+    DISCLAIMER,
+    EPILOG,
+    UsageError,
+    level_anchor,
+    positive_int,
+)
 
 
 def _opacity(text: str) -> float:
@@ -75,7 +83,8 @@ def _print_vertebrae(spine: dict, out) -> None:
             verdict = f"P = {e['probability']:.3f} {e['label']:<9} {ood}"
         print(f"{e['level']:>4}  slice {e['slice']:>3}  {grade}  {verdict}", file=out)
     if spine["levels_uncertain"]:
-        print(f"warning: levels uncertain: {spine['level_reason']}", file=sys.stderr)
+        print(f"warning: levels uncertain: {spine['level_reason']} ({ANCHOR_HINT})",
+              file=sys.stderr)
     for note in spine["localise_notes"]:
         print(f"note: {note}", file=sys.stderr)
     print(f"most suspicious: {spine['most_suspicious']['level']} (classified: "

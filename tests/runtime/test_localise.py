@@ -241,6 +241,14 @@ def test_cli_end_to_end_with_a_stand_in_localiser(phantom_study, tmp_path, monke
     assert main(["localise", str(root), "--out", str(out), "--json"]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed["vertebrae"][0]["level"] == "T12"      # counted from S1 again
+    # no sacrum in the map: lumbar-by-default, and the warning says how to correct it
+    sacral = [i + 1 for i, name in enumerate(case.level_names) if name.startswith("S")]
+    lumbar = np.isin(truth, sacral, invert=True) & (truth > 0)
+    monkeypatch.setattr(loc, "localiser_maps", lambda volume, model_dir=None:
+                        SpineMaps(lumbar.astype(np.float32)))
+    assert main(["localise", str(root), "--out", str(tmp_path / "o2")]) == 0
+    err = capsys.readouterr().err
+    assert "levels uncertain" in err and "--anchor N=LEVEL" in err
 
 
 def test_stage_seconds_and_a_soft_map_same_as_its_threshold(phantom_study, tmp_path):
