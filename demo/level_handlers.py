@@ -24,10 +24,12 @@ def correct_levels(ctx: DemoContext, st: ReadState | None, level: Any,
         raise SpineFXError(PICK_FIRST)
     if not level:
         raise SpineFXError("choose the level the picked vertebra really is")
-    i = st.picked
+    previous, i = st.spine, st.picked
     run_localiser(ctx.model.predictor, st, anchor=(i, str(level)))
-    if st.spine is None:
-        raise SpineFXError(st.spine_error or "the levels could not be corrected")
+    if st.spine is None:      # the reading the user had stays, with its own levels
+        why = st.spine_error or "the levels could not be corrected"
+        st.spine, st.picked, st.spine_error = previous, i, ""
+        raise SpineFXError(why)
     out = pick_updates(ctx, st, i, alpha)
     out.update(spine_updates(st))
     out.update(dicom_updates(st))    # a zip prepared before holds the old names: offer anew

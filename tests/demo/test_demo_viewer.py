@@ -134,8 +134,16 @@ def test_the_report_has_the_findings_and_no_phi(ctx, phi_upload):
     assert Path(again).read_text() == text, "the same reading gives the same report"
 
 
+def _fail(*args, **kwargs):
+    from spinefx.runtime import SpineFXError
+
+    raise SpineFXError("localiser broke")
+
+
 def test_levels_corrected_by_the_user_reach_the_list_the_result_and_the_report(ctx,
-                                                                               phi_upload):
+                                                                               phi_upload,
+                                                                               monkeypatch):
+    from spinefx.demo import spine_view
     from spinefx.demo.level_handlers import PICK_FIRST, correct_levels
     from spinefx.runtime.vertebrae import LEVELS
 
@@ -168,8 +176,14 @@ def test_levels_corrected_by_the_user_reach_the_list_the_result_and_the_report(c
     seg = next(ds for ds in segs if ds.Modality == "SEG")
     # one segment per vertebra, superior -> inferior, named by the corrected count
     assert [item.SegmentLabel for item in seg.SegmentSequence] == levels
-    # plain words, never a traceback: no level chosen, nothing picked
+    # plain words, never a traceback: no level chosen, nothing picked, a failed re-run (the
+    # reading the user had stays)
     assert "choose the level" in correct_levels(ctx, st, None, 0.45)["status"]
+    kept = st.spine
+    monkeypatch.setattr(spine_view, "analyse_spine", _fail)
+    assert "localiser broke" in correct_levels(ctx, st, "L1", 0.45)["status"]
+    assert st.spine is kept and st.picked == i
+    monkeypatch.undo()
     st.picked = None
     assert PICK_FIRST in correct_levels(ctx, st, "L1", 0.45)["status"]
 
