@@ -195,7 +195,7 @@ def test_relabel_moves_every_level():
     assert vl.level_confidence == 1.0 and "user" in vl.level_reason
     with pytest.raises(ValueError, match="unknown level"):
         relabel(vl, 0, "L9")
-    with pytest.raises(ValueError, match="outside"):
+    with pytest.raises(ValueError, match="no body 8 to name: 4 were found"):
         relabel(vl, 7, "L1")
 
 
